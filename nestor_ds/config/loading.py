@@ -1,0 +1,50 @@
+"""Reading a run config from YAML, with errors that name the file and the field."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nestor_ds.config.schema import RunConfig
+
+
+class ConfigError(ValueError):
+    """A run or DeepSpeed configuration that cannot work, with the reason."""
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"invalid run config {source}:\n{_describe(err)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a YAML run config; ``overrides`` maps dotted paths to values (``train.steps: 5``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"run config {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"run config {path} must be a mapping at the top level, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_config(raw, str(path))

@@ -1,0 +1,225 @@
+"""The typed run configuration: one pydantic tree, ``extra="forbid"`` everywhere.
+
+Cross-field checks that need only the config live here as validators; checks that
+also need the world size or a DeepSpeed JSON live in ``deepspeed_config.py``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nestor_ds.data.registry import DatasetInfo, lookup
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageMoEConfig(Strict):
+    """Sample-level MoE: NESTOR's attention experts, or MoE-POT's channel-MLP experts."""
+
+    experts: int = Field(6, gt=0, description="routed experts per MoE layer (E)")
+    top_k: int = Field(2, gt=0, description="experts each sample is sent to")
+    capacity_factor: float = Field(1.25, gt=0, description="slots per expert = ceil(cf * k * B / E)")
+    drop_tokens: bool = Field(True, description="False: capacity grows to the busiest expert, nothing dropped")
+    shared_experts: int = Field(0, ge=0, description="always-on experts (MoE-POT uses 2)")
+    temperature_start: float = Field(1.0, gt=0, description="router softmax temperature at step 0")
+    temperature_end: float = Field(1.0, gt=0, description="temperature after annealing")
+    anneal_steps: int = Field(0, ge=0, description="steps of linear temperature annealing")
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "ImageMoEConfig":
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k={self.top_k} is larger than experts={self.experts}")
+        return self
+
+
+class SubMoEConfig(Strict):
+    """Token-level MoE of SwiGLU experts inside each attention expert."""
+
+    experts: int = Field(6, gt=0, description="routed SwiGLU experts (E')")
+    top_k: int = Field(2, gt=0, description="experts per token (k')")
+    shared_experts: int = Field(1, ge=0, description="always-on SwiGLU experts")
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "SubMoEConfig":
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k={self.top_k} is larger than experts={self.experts}")
+        return self
+
+
+class AblationConfig(Strict):
+    sub_moe: bool = Field(True, description="False: a dense SwiGLU FFN inside each attention expert")
+    shared_afno: bool = Field(True, description="False: drop the always-on AFNO path")
+    load_balancing: bool = Field(True, description="False: no load-balancing loss at either level")
+
+
+class ModelConfig(Strict):
+    variant: Literal["nestor", "dpot", "moepot"] = "nestor"
+    resolution: int = Field(64, gt=0, description="common grid size the model sees (square)")
+    patch_size: int = Field(8, gt=0)
+    width: int = Field(512, gt=0, description="token width D")
+    heads: int = Field(8, gt=0)
+    blocks: int = Field(2, gt=0)
+    afno_modes: int = Field(32, gt=0, description="lowest Fourier modes kept per axis")
+    afno_blocks: int = Field(8, gt=0, description="diagonal blocks of the AFNO complex MLP")
+    mlp_ratio: float = Field(1.0, gt=0, description="hidden width of MLPs / SwiGLU experts as a multiple of D")
+    t_in: int = Field(10, gt=0)
+    t_out: int = Field(1, gt=0)
+    channels: int = Field(4, gt=0, description="physical channels (after padding to the common count)")
+    decoder_width: int = Field(32, gt=0, description="channels of the output projection head")
+    attention: Literal["auto", "sdpa", "flash"] = Field(
+        "auto", description="auto: flash-attn on CUDA half precision when installed, else SDPA"
+    )
+    attention_dropout: float = Field(0.0, ge=0, lt=1, description="applied in training only")
+    fusion: Literal["sum", "gated", "mean"] = Field("sum", description="how MoE, AFNO and input paths combine")
+    moe: ImageMoEConfig = Field(default_factory=ImageMoEConfig)
+    sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
+    ablation: AblationConfig = Field(default_factory=AblationConfig)
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "ModelConfig":
+        if self.resolution % self.patch_size:
+            raise ValueError(
+                f"resolution={self.resolution} is not divisible by patch_size={self.patch_size}"
+            )
+        if self.width % self.heads:
+            raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
+        if self.width % self.afno_blocks:
+            raise ValueError(f"width={self.width} is not divisible by afno_blocks={self.afno_blocks}")
+        return self
+
+    @property
+    def tokens(self) -> int:
+        return (self.resolution // self.patch_size) ** 2
+
+    @property
+    def is_moe(self) -> bool:
+        return self.variant in ("nestor", "moepot")
+
+
+class DatasetEntry(Strict):
+    name: str
+    weight: float | None = Field(None, gt=0, description="mixing weight; default: the registry's")
+    shards: str | None = Field(None, description="shard directory; default: <data.root>/<name>")
+
+
+class DataConfig(Strict):
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    root: Path = Field(Path("data/shards"), description="where shard directories live")
+    train_split: str = "train"
+    test_split: str = "test"
+    resolution: int | None = Field(None, gt=0, description="common resolution; default: model.resolution")
+    channels: int | None = Field(None, gt=0, description="common channel count; default: model.channels")
+    noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
+    workers: int = Field(0, ge=0, description="loader worker processes per rank")
+    custom: dict[str, DatasetInfo] = Field(default_factory=dict, description="data sets not in the registry")
+
+    @model_validator(mode="after")
+    def _known_and_unique(self) -> "DataConfig":
+        seen: set[str] = set()
+        for i, entry in enumerate(self.datasets):
+            try:
+                lookup(entry.name, self.custom)
+            except KeyError as err:
+                raise ValueError(f"datasets[{i}]: {err.args[0]}") from None
+            if entry.name in seen:
+                raise ValueError(f"datasets[{i}]: data set {entry.name!r} is listed twice")
+            seen.add(entry.name)
+        return self
+
+    def info(self, name: str) -> DatasetInfo:
+        return lookup(name, self.custom)
+
+
+class OptimizerConfig(Strict):
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.9)
+    weight_decay: float = Field(1e-6, ge=0)
+    eps: float = Field(1e-8, gt=0)
+    warmup_fraction: float = Field(0.2, ge=0, le=1, description="one-cycle warm-up share of all steps")
+
+
+class TrainConfig(Strict):
+    steps: int | None = Field(None, gt=0, description="optimizer steps (give steps or epochs)")
+    epochs: int | None = Field(None, gt=0)
+    micro_batch_per_rank: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    aux_weight_image: float = Field(0.03, ge=0, description="image-level load-balancing weight")
+    aux_weight_token: float = Field(1e-4, ge=0, description="token-level load-balancing weight")
+    grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
+    seed: int = 0
+    checkpoint_every: int = Field(1000, gt=0)
+    checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/checkpoints")
+    eval_every: int = Field(1000, gt=0)
+    output_dir: Path = Path("runs/default")
+    init_from: Path | None = Field(None, description="fine-tuning: checkpoint to start from")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "TrainConfig":
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        return self
+
+
+class ParallelConfig(Strict):
+    ep_size: int = Field(1, gt=0, description="ranks the image-level experts are sharded over")
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="default: the ds_config's")
+    precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="default: the ds_config's")
+
+
+class TrackingConfig(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
+    experiment: str = "nestor"
+    run_name: str | None = None
+
+
+class RunConfig(Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    train: TrainConfig
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RunConfig":
+        m = self.model
+        if m.is_moe and m.moe.experts % self.parallel.ep_size:
+            raise ValueError(
+                f"parallel.ep_size={self.parallel.ep_size} does not divide "
+                f"model.moe.experts={m.moe.experts}"
+            )
+        if m.is_moe and self.parallel.zero_stage == 3:
+            raise ValueError("parallel.zero_stage=3 is not supported with MoE (DeepSpeed MoE needs stage 0, 1 or 2)")
+        window = m.t_in + m.t_out
+        for entry in self.data.datasets:
+            frames = self.data.info(entry.name).frames
+            if window > frames:
+                raise ValueError(
+                    f"data set {entry.name!r}: window t_in+t_out={window} is longer than its "
+                    f"{frames}-frame trajectories"
+                )
+        if self.data.resolution is not None and self.data.resolution != m.resolution:
+            raise ValueError(
+                f"data.resolution={self.data.resolution} differs from model.resolution={m.resolution}"
+            )
+        if self.data.channels is not None and self.data.channels != m.channels:
+            raise ValueError(f"data.channels={self.data.channels} differs from model.channels={m.channels}")
+        for entry in self.data.datasets:
+            c = self.data.info(entry.name).channels
+            if c > m.channels:
+                raise ValueError(
+                    f"data set {entry.name!r} has {c} channels, more than model.channels={m.channels}"
+                )
+        return self
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.train.checkpoint_dir or self.train.output_dir / "checkpoints"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.train.output_dir / 'mlflow.db').resolve()}"
