@@ -36,6 +36,11 @@ def _json_precision(ds: dict[str, Any]) -> str:
     return on[0] if on else "fp32"
 
 
+def engine_clips_itself(ds: dict[str, Any]) -> bool:
+    """True where DeepSpeed's own clipping is off and the project clips (ZeRO stage 0)."""
+    return int(ds.get("zero_optimization", {}).get("stage", 0)) == 0
+
+
 def build_deepspeed_config(
     cfg: RunConfig, ds_json: dict[str, Any] | str | Path, world_size: int
 ) -> dict[str, Any]:
@@ -93,6 +98,8 @@ def build_deepspeed_config(
             )
         ds[key] = value
 
-    ds["gradient_clipping"] = cfg.train.grad_clip
+    # ZeRO-0 fp32 clipping in DeepSpeed averages per-rank norms, wrong once experts are sharded;
+    # there the engine clips with nestor_ds.engine.grad_norm.clip_global_grad_norm_ instead.
+    ds["gradient_clipping"] = 0.0 if engine_clips_itself(ds) else cfg.train.grad_clip
     ds.setdefault("steps_per_print", 10**9)  # the engine prints its own progress
     return ds

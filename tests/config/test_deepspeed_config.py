@@ -24,7 +24,8 @@ def test_shipped_ds_configs_derive(tiny, name: str) -> None:
     assert ds["train_batch_size"] == 4 * 1 * 4
     assert ds["bf16"]["enabled"] == name.endswith("bf16")
     assert ds["zero_optimization"]["stage"] == {"cpu_fp32": 0, "zero1_bf16": 1, "zero2_bf16": 2}[name]
-    assert ds["gradient_clipping"] == tiny.train.grad_clip
+    # ZeRO-0: DeepSpeed's clipping is wrong with expert shards, the engine clips itself
+    assert ds["gradient_clipping"] == (0.0 if name == "cpu_fp32" else tiny.train.grad_clip)
 
 
 def test_grad_accum_enters_the_global_batch() -> None:

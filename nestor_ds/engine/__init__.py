@@ -1,0 +1,1 @@
+"""Training engine pieces: distributed start-up, optimizer groups, losses, gradient norm."""

@@ -1,0 +1,46 @@
+"""The true global gradient norm under expert parallelism.
+
+Dense gradients are identical on every rank after reduction; expert gradients
+differ between the ranks of an expert-parallel group and must be summed over it.
+DeepSpeed's fp32 ZeRO-0 clipping averages per-rank norms instead, which is wrong
+with expert shards, so ZeRO-0 runs clip here (see engine: ds gradient_clipping=0).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from deepspeed.moe.utils import is_moe_param
+from deepspeed.utils import groups
+
+
+def global_grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    device = next(model.parameters()).device
+    dense = torch.zeros((), dtype=torch.float64, device=device)
+    expert = torch.zeros((), dtype=torch.float64, device=device)
+    group_name = None
+    for p in model.parameters():
+        moe = is_moe_param(p)
+        group_name = p.group_name if moe else group_name  # known even where an expert got no gradient
+        if p.grad is None:
+            continue
+        sq = p.grad.detach().double().square().sum()
+        if moe:
+            expert += sq
+        else:
+            dense += sq
+    if group_name is not None and dist.is_initialized():
+        ep_group = groups._get_expert_parallel_group(group_name)
+        if dist.get_world_size(ep_group) > 1:
+            dist.all_reduce(expert, group=ep_group)
+    return (dense + expert).sqrt().float()
+
+
+def clip_global_grad_norm_(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    norm = global_grad_norm(model)
+    if max_norm > 0:
+        coef = min(1.0, max_norm / (float(norm) + 1e-6))
+        if coef < 1.0:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(coef)
+    return norm

@@ -1,0 +1,26 @@
+"""Adam over DeepSpeed MoE parameter groups (expert and dense parameters reduce over different groups)."""
+from __future__ import annotations
+
+import torch
+from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
+
+from nestor_ds.config.schema import OptimizerConfig
+
+
+def moe_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Every input group needs a unique ``name``; DeepSpeed splits expert parameters out by group name."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return split_params_into_different_moe_groups_for_optimizer(groups)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """torch's Adam: compiles nothing (DeepSpeed's fused Adam costs ~100 s of JIT on first use)."""
+    return torch.optim.Adam(moe_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)

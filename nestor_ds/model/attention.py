@@ -1,0 +1,71 @@
+"""Multi-head self-attention on a fused kernel, and NESTOR's attention expert."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from nestor_ds.model.sub_moe import SubMoE, SwiGLU
+
+Backend = Literal["auto", "sdpa", "flash"]
+HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, backend: Backend) -> torch.Tensor:
+    """q, k, v: [B, heads, N, d]. flash-attn on CUDA half precision when asked/available, else SDPA."""
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    want_flash = backend == "flash" or (backend == "auto" and HAS_FLASH_ATTN)
+    if want_flash and q.is_cuda and half:
+        if not HAS_FLASH_ATTN:
+            raise RuntimeError("model.attention='flash' but the flash-attn package is not installed")
+        from flash_attn import flash_attn_func
+
+        out = flash_attn_func(*(t.transpose(1, 2) for t in (q, k, v)), dropout_p=dropout)
+        return out.transpose(1, 2)
+    if backend == "flash" and not (q.is_cuda and half):
+        raise RuntimeError("model.attention='flash' needs CUDA tensors in fp16/bf16; use 'auto' or 'sdpa'")
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, backend: Backend = "auto") -> None:
+        super().__init__()
+        self.heads, self.dropout, self.backend = heads, dropout, backend
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, N, D]
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        out = fused_attention(q, k, v, self.dropout if self.training else 0.0, self.backend)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class AttentionExpert(nn.Module):
+    """One image-level expert: attention + LayerNorm, then a token-level Sub-MoE (or dense FFN) + LayerNorm.
+
+    The residuals add the block input (not V, a defect of the reference code).
+    Returns (tokens, token-level aux loss, per-sub-expert token counts).
+    """
+
+    def __init__(self, width: int, heads: int, hidden: int, sub_experts: int, sub_top_k: int,
+                 sub_shared: int, use_sub_moe: bool, dropout: float = 0.0, backend: Backend = "auto") -> None:
+        super().__init__()
+        self.attn = SelfAttention(width, heads, dropout, backend)
+        self.norm1 = nn.LayerNorm(width)
+        self.ffn: nn.Module = (
+            SubMoE(width, hidden, sub_experts, sub_top_k, sub_shared) if use_sub_moe else SwiGLU(width, hidden)
+        )
+        self.norm2 = nn.LayerNorm(width)
+        self.num_sub_experts = sub_experts if use_sub_moe else 0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.norm1(x + self.attn(x))
+        if isinstance(self.ffn, SubMoE):
+            f, aux, counts = self.ffn(h)
+        else:
+            f, aux, counts = self.ffn(h), h.new_zeros(()), h.new_zeros(0, dtype=torch.long)
+        return self.norm2(h + f), aux, counts

@@ -1,0 +1,159 @@
+"""Image-level MoE with true expert parallelism, built from DeepSpeed's MoE pieces.
+
+DeepSpeed's stock ``MoE`` routes tokens; here whole samples are routed. The layer
+subclasses ``deepspeed.moe.layer.MoE`` so that the engine finds it (process
+groups, MoE optimizer groups, per-expert checkpoint files), keeps the experts in
+DeepSpeed's ``Experts`` container (``allreduce=False`` + group name), and moves
+samples with DeepSpeed's differentiable ``_AllToAll``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from deepspeed.moe.experts import Experts
+from deepspeed.moe.layer import MoE
+from deepspeed.moe.sharded_moe import _AllToAll
+from torch import nn
+
+from nestor_ds.model.routing import Routes, SampleGate
+
+
+def expert_seed(base_seed: int, layer: int, global_expert: int) -> int:
+    """Initial-weight seed of one expert: the same whatever ep_size the model is built with."""
+    return (base_seed * 1_000_003 + layer * 10_007 + global_expert * 101 + 17) % (2**63 - 1)
+
+
+def default_ep_rank(ep_size: int) -> int:
+    """EP rank DeepSpeed will assign: consecutive ranks form an expert-parallel group."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
+    return rank % ep_size
+
+
+class SampleDispatcher(nn.Module):
+    """Route, exchange whole samples by all-to-all, run local experts, send back, combine."""
+
+    def __init__(self, gate: SampleGate, experts: Experts, ep_size: int, num_local: int) -> None:
+        super().__init__()
+        self.gate = gate
+        self.experts = experts
+        self.ep_size, self.num_local = ep_size, num_local
+        self.ep_group: dist.ProcessGroup | None = None
+        self.expected_ep_rank = 0
+        self.last: dict[str, torch.Tensor] = {}
+
+    def _set_ep_group(self, group: dist.ProcessGroup) -> None:
+        size, rank = dist.get_world_size(group), dist.get_rank(group)
+        if size != self.ep_size or rank != self.expected_ep_rank:
+            raise RuntimeError(
+                f"expert-parallel group has size {size}, rank {rank}, but the experts were built for "
+                f"ep_size={self.ep_size}, ep rank {self.expected_ep_rank}"
+            )
+        self.ep_group = group
+
+    def _exchange(self, t: torch.Tensor) -> torch.Tensor:
+        if self.ep_size == 1:
+            return t
+        if self.ep_group is None:
+            raise RuntimeError(
+                f"ep_size={self.ep_size} but no expert-parallel group is set: run through deepspeed.initialize "
+                f"or call set_deepspeed_parallelism() after init_distributed"
+            )
+        return _AllToAll.apply(self.ep_group, t)
+
+    def _exchange_plain(self, t: torch.Tensor) -> torch.Tensor:
+        if self.ep_size == 1:
+            return t
+        out = torch.empty_like(t)
+        dist.all_to_all_single(out, t.contiguous(), group=self.ep_group)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
+        b, sample_shape = x.shape[0], x.shape[1:]
+        routes: Routes = self.gate(x.mean(dim=1), self.ep_group)
+        e, cap = self.gate.experts, routes.capacity
+        flat = x.reshape(b, -1)
+
+        # slot -> source sample (b = padding row); one gather builds the [E * C, S] send buffer
+        source = torch.full((e * cap + 1,), b, dtype=torch.long, device=x.device)
+        sample_ids = torch.arange(b, device=x.device).expand_as(routes.slots)
+        source.scatter_(0, routes.slots.reshape(-1), sample_ids.reshape(-1))
+        source = source[:-1]
+        send = torch.cat([flat, flat.new_zeros(1, flat.shape[1])]).index_select(0, source)
+        valid = (source < b).to(torch.int32)
+
+        # experts are numbered rank-major: rank r holds r * E_local ... (r + 1) * E_local - 1
+        recv = self._exchange(send).view(self.ep_size, self.num_local, cap, -1)
+        recv_valid = self._exchange_plain(valid).view(self.ep_size, self.num_local, cap)
+
+        outputs, aux_terms, sub_counts = [], [], []
+        for j, expert in enumerate(self.experts.deepspeed_experts):
+            inp = recv[:, j].reshape(self.ep_size * cap, -1)
+            idx = recv_valid[:, j].reshape(-1).nonzero().squeeze(1)
+            # inp * 0, not zeros: every rank must keep both all-to-alls in its autograd graph,
+            # or a rank whose experts got no sample skips a backward all-to-all and the group hangs
+            out = inp * 0
+            if idx.numel():
+                y, aux, counts = expert(inp.index_select(0, idx).view(-1, *sample_shape))
+                out = out.index_copy(0, idx, y.reshape(idx.numel(), -1))
+                aux_terms.append(aux)
+            else:  # no sample for this expert anywhere in the group this step
+                counts = torch.zeros(expert.num_sub_experts, dtype=torch.long, device=x.device)
+            sub_counts.append(counts)
+            outputs.append(out.view(self.ep_size, cap, -1))
+        back = self._exchange(torch.stack(outputs, dim=1).reshape(e * cap, -1))
+
+        padded = torch.cat([back, back.new_zeros(1, back.shape[1])])
+        routed = padded.index_select(0, routes.slots.reshape(-1)).view(*routes.slots.shape, -1)  # [k, B, S]
+        combined = (routed * routes.weights.to(routed.dtype).unsqueeze(-1)).sum(dim=0)
+
+        self.last = {
+            "prob_sum": routes.probs.sum(dim=0),
+            "counts": routes.counts,
+            "batch": torch.tensor(float(b), device=x.device),
+            "dropped": routes.dropped,
+            # anchored to recv for the same reason: the aux all-reduce runs in every rank's backward
+            "token_aux": torch.stack(aux_terms).sum() if aux_terms else recv.sum().float() * 0,
+            "sub_counts": torch.stack(sub_counts),  # [E_local, E']
+        }
+        return combined.view(b, *sample_shape)
+
+
+class SampleMoE(MoE):
+    """An image-level MoE layer over whole samples, expert-parallel over ``ep_size`` ranks.
+
+    ``make_expert()`` builds one expert (returning ``(y, aux, counts)``); each expert is
+    initialised from ``expert_seed(seed, layer, global_id)``.
+    """
+
+    def __init__(self, make_expert: Callable[[], nn.Module], width: int, experts: int, top_k: int,
+                 capacity_factor: float, drop_tokens: bool, ep_size: int, seed: int, layer: int,
+                 ep_rank: int | None = None) -> None:
+        nn.Module.__init__(self)  # MoE.__init__ builds DeepSpeed's token-routing layer, which we replace
+        if experts % ep_size:
+            raise ValueError(f"experts={experts} is not divisible by ep_size={ep_size}")
+        self.use_residual = False
+        self.enable_expert_tensor_parallelism = False
+        self.ep_size = ep_size
+        self.expert_group_name = f"ep_size_{ep_size}"
+        self.num_experts = experts
+        self.num_local_experts = experts // ep_size
+        ep_rank = default_ep_rank(ep_size) if ep_rank is None else ep_rank
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(expert_seed(seed, layer, -1))
+            container = Experts(make_expert(), self.num_local_experts, self.expert_group_name)
+            for j, expert in enumerate(container.deepspeed_experts):
+                torch.manual_seed(expert_seed(seed, layer, ep_rank * self.num_local_experts + j))
+                expert.load_state_dict(make_expert().state_dict())
+        gate = SampleGate(width, experts, top_k, capacity_factor, drop_tokens)
+        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size, self.num_local_experts)
+        self.deepspeed_moe.expected_ep_rank = ep_rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.deepspeed_moe(x)
+
+    def set_temperature(self, value: float) -> None:
+        self.deepspeed_moe.gate.temperature.fill_(value)

@@ -1,0 +1,69 @@
+"""Parameter accounting: total, active per sample, and held per rank under expert parallelism."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from deepspeed.moe.utils import is_moe_param
+
+from nestor_ds.config.schema import ModelConfig
+from nestor_ds.model.expert_parallel import SampleMoE
+from nestor_ds.model.registry import build_model
+from nestor_ds.model.sub_moe import SubMoE
+
+
+@dataclass
+class ParamReport:
+    total: int
+    active_per_sample: int
+    per_rank: int
+    dense: int
+    per_expert: int
+
+    @property
+    def active_share(self) -> float:
+        return self.active_per_sample / self.total
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def param_report(cfg: ModelConfig, ep_size: int = 1) -> ParamReport:
+    """Counted on a meta-device model (no memory), built with ep_size=1 so every expert is present."""
+    with torch.device("meta"):
+        model = build_model(cfg, ep_size=1, ep_rank=0)
+    total = _count(model)
+    dense = sum(p.numel() for p in model.parameters() if not is_moe_param(p))
+    active, held, per_expert = dense, dense, 0
+    for layer in model.moe_layers:
+        experts = layer.deepspeed_moe.experts.deepspeed_experts
+        per_expert = _count(experts[0])
+        active_one = per_expert
+        for sub in experts[0].modules():
+            if isinstance(sub, SubMoE):
+                routed = sum(_count(e) for e in sub.sub_experts)
+                active_one += -routed + routed * sub.top_k // len(sub.sub_experts)
+        active += layer.deepspeed_moe.gate.top_k * active_one
+        held += (layer.num_experts // ep_size) * per_expert
+    return ParamReport(total, active, held, dense, per_expert)
+
+
+def format_param_report(r: ParamReport, cfg: ModelConfig, ep_size: int) -> str:
+    def m(n: int) -> str:
+        return f"{n:>13,d}  ({n / 1e6:7.2f} M)"
+
+    lines = [
+        f"model: {cfg.variant}  resolution {cfg.resolution}  patch {cfg.patch_size}  width {cfg.width}  "
+        f"blocks {cfg.blocks}  ep_size {ep_size}",
+        f"total parameters       {m(r.total)}",
+        f"active per sample      {m(r.active_per_sample)}",
+        f"held per rank          {m(r.per_rank)}",
+        f"dense (non-expert)     {m(r.dense)}",
+        f"one image-level expert {m(r.per_expert)}",
+        f"active share           {r.active_share:14.1%}",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["ParamReport", "SampleMoE", "format_param_report", "param_report"]

@@ -1,0 +1,110 @@
+"""One rank of the expert-parallel tests; started by torchrun from test_expert_parallel.py.
+
+Runs one optimizer step of the tiny NESTOR through deepspeed.initialize and writes
+what the test compares (outputs, loss, grad norms, consolidated weights) to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+
+from nestor_ds.config import build_deepspeed_config, load_config, read_ds_json
+from nestor_ds.engine.distributed import init_distributed, shutdown
+from nestor_ds.config.deepspeed_config import engine_clips_itself
+from nestor_ds.engine.grad_norm import clip_global_grad_norm_, global_grad_norm
+from nestor_ds.engine.losses import l2re
+from nestor_ds.engine.optim import build_optimizer
+from nestor_ds.model import build_model
+from nestor_ds.model.export import gather_consolidated
+
+REPO = Path(__file__).resolve().parents[2]
+GLOBAL_BATCH = 8
+
+
+def batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    m = cfg.model
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(GLOBAL_BATCH, m.resolution, m.resolution, m.t_in, m.channels, generator=g)
+    y = torch.randn(GLOBAL_BATCH, m.resolution, m.resolution, m.t_out, m.channels, generator=g)
+    return x, y
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ep-size", type=int, required=True)
+    ap.add_argument("--zero-stage", type=int, default=0)
+    ap.add_argument("--variant", default="nestor")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="save a checkpoint after the step, reload it")
+    args = ap.parse_args()
+
+    init_distributed()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", {
+        "parallel.ep_size": args.ep_size,
+        "model.variant": args.variant, "model.moe.drop_tokens": False,
+        "train.micro_batch_per_rank": GLOBAL_BATCH // world, "train.grad_clip": 0.05,  # clipping active
+    })
+    ds_json = read_ds_json(REPO / "ds_configs" / "cpu_fp32.json")
+    ds_json["zero_optimization"] = {"stage": args.zero_stage}
+    ds = build_deepspeed_config(cfg, ds_json, world)
+    model = build_model(cfg.model, args.ep_size, seed=cfg.train.seed)
+    local_expert_params = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds)
+
+    x, y = batch(cfg)
+    per = GLOBAL_BATCH // world
+    x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+    out = engine(x)
+    task = l2re(out.pred, y).mean()
+    loss = task + cfg.train.aux_weight_image * out.aux_image + cfg.train.aux_weight_token * out.aux_token
+    engine.backward(loss)
+    our_norm = global_grad_norm(engine.module) if args.zero_stage == 0 else torch.tensor(float("nan"))
+    if engine_clips_itself(ds):
+        clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
+    engine.step()
+    ds_norm = engine.get_global_grad_norm()
+    global_loss = loss.detach().clone()
+    dist.all_reduce(global_loss)
+    result = {
+        "pred": out.pred.detach(),
+        "loss": float(global_loss) / world,
+        "aux_image": float(out.aux_image.detach()),
+        "aux_token": float(out.aux_token.detach()),
+        "grad_norm": float(our_norm),
+        "ds_grad_norm": float(ds_norm) if ds_norm is not None else float("nan"),
+        "local_expert_params": local_expert_params,
+        "image_load": out.image_load,
+        "token_load": out.token_load,
+    }
+    state = gather_consolidated(engine.module)
+
+    if args.checkpoint is not None:
+        engine.eval()
+        with torch.no_grad():
+            before = engine(x).pred
+        engine.save_checkpoint(str(args.checkpoint), tag="step1")
+        model2 = build_model(cfg.model, args.ep_size, seed=999)  # different init: the load must overwrite it
+        engine2, _, _, _ = deepspeed.initialize(model=model2, optimizer=build_optimizer(model2, cfg.train.optimizer),
+                                                config=ds)
+        engine2.load_checkpoint(str(args.checkpoint), tag="step1")
+        engine2.eval()
+        with torch.no_grad():
+            after = engine2(x).pred
+        result["eval_pred_before"], result["eval_pred_after"] = before, after
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(result, args.out / f"rank{rank}.pt")
+    if rank == 0:
+        torch.save(state, args.out / "state.pt")
+    shutdown()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    main()
