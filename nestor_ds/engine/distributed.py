@@ -14,14 +14,11 @@ def _free_port() -> int:
 def init_distributed(backend: str | None = None) -> None:
     """A plain process gets RANK=0/WORLD_SIZE=1 so DeepSpeed does not go looking for MPI."""
     import deepspeed
-    import torch
 
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend)
+    deepspeed.init_distributed(dist_backend=backend)  # None: the accelerator's own (nccl on CUDA, gloo on CPU)
 
 
 def shutdown() -> None:

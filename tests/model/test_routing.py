@@ -1,0 +1,103 @@
+"""Routing at both levels: weights, capacity and dropping, gradients, load-balancing losses."""
+from __future__ import annotations
+
+import torch
+
+from nestor_ds.model import build_model
+from nestor_ds.model.routing import SampleGate
+from nestor_ds.model.sub_moe import SubMoE
+
+from conftest import variant
+
+
+def test_sample_gate_weights_sum_to_one_and_capacity_drops() -> None:
+    torch.manual_seed(0)
+    gate = SampleGate(16, experts=4, top_k=2, capacity_factor=0.5, drop=True)
+    routes = gate(torch.randn(32, 16), group=None)
+    torch.testing.assert_close(routes.weights.sum(dim=0), torch.ones(32))
+    assert routes.capacity == 8  # ceil(0.5 * 2 * 32 / 4)
+    assert routes.counts.sum() == 64
+    expected_drop = (routes.counts - routes.capacity).clamp_min(0).sum()
+    assert routes.dropped == expected_drop > 0
+    kept = routes.slots < 4 * routes.capacity
+    assert kept.sum() == 64 - expected_drop
+    assert torch.unique(routes.slots[kept]).numel() == kept.sum()  # no two routes share a slot
+
+
+def test_first_choices_win_slots_before_second_choices() -> None:
+    gate = SampleGate(4, experts=2, top_k=2, capacity_factor=0.25, drop=True)
+    with torch.no_grad():
+        gate.wg.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    pooled = torch.tensor([[2.0, 0, 0, 0]] * 2 + [[0, 2.0, 0, 0]] * 2)
+    routes = gate(pooled, group=None)  # capacity 1 per expert
+    kept = routes.slots < 2 * routes.capacity
+    assert kept[0].tolist() == [True, False, True, False]  # first choice of the first sample per expert
+    assert not kept[1].any()
+
+
+def test_no_drop_mode_never_drops() -> None:
+    torch.manual_seed(0)
+    gate = SampleGate(16, experts=4, top_k=2, capacity_factor=0.01, drop=False)
+    routes = gate(torch.randn(64, 16) * 5, group=None)
+    assert routes.dropped == 0 and routes.capacity == routes.counts.max()
+
+
+def test_model_counts_dropped_samples(tiny_model_cfg) -> None:
+    x = torch.randn(16, 32, 32, 4, 4)
+    low = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25))(x)
+    assert (low.dropped > 0).all()
+    nodrop = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25, moe__drop_tokens=False))(x)
+    assert (nodrop.dropped == 0).all()
+    assert (nodrop.image_load.sum(dim=1) == 16 * 2).all()
+
+
+def test_sub_moe_matches_dense_reference() -> None:
+    torch.manual_seed(0)
+    moe = SubMoE(8, 16, experts=4, top_k=2, shared=1)
+    x = torch.randn(3, 5, 8)
+    out, aux, counts = moe(x)
+    tokens = x.reshape(-1, 8)
+    probs = torch.softmax(moe.router(tokens), dim=-1)
+    top_p, top_i = probs.topk(2, dim=-1)
+    w = top_p / top_p.sum(-1, keepdim=True)
+    torch.testing.assert_close(w.sum(-1), torch.ones(15))
+    ref = torch.stack([
+        sum(w[t, j] * moe.sub_experts[int(top_i[t, j])](tokens[t]) for j in range(2)) + moe.shared[0](tokens[t])
+        for t in range(15)
+    ])
+    torch.testing.assert_close(out.reshape(-1, 8), ref, rtol=1e-5, atol=1e-6)
+    assert counts.sum() == 30 and counts.tolist() == torch.bincount(top_i.reshape(-1), minlength=4).tolist()
+    f, p = counts.float() / 30, probs.mean(0)
+    torch.testing.assert_close(aux, 4 * (f * p).sum())
+
+
+def test_every_routed_expert_gets_gradient_and_aux_reaches_routers(tiny_model_cfg) -> None:
+    cfg = variant(tiny_model_cfg, moe__drop_tokens=False)
+    model = build_model(cfg)
+    out = model(torch.randn(16, 32, 32, 4, 4))
+    out.pred.square().mean().backward(retain_graph=True)
+    for li, block in enumerate(model.blocks):
+        for e, expert in enumerate(block.moe.deepspeed_moe.experts.deepspeed_experts):
+            routed = out.image_load[li, e] > 0
+            has_grad = all(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.attn.parameters())
+            assert has_grad == bool(routed), (li, e)
+            for s, sub in enumerate(expert.ffn.sub_experts):
+                if routed and out.token_load[li, e, s] > 0:
+                    assert sub.gate_up.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    (out.aux_image + out.aux_token).backward()
+    for block in model.blocks:
+        assert block.moe.deepspeed_moe.gate.wg.weight.grad.abs().sum() > 0
+        routed_experts = [e for e in block.moe.deepspeed_moe.experts.deepspeed_experts if e.ffn.router.weight.grad is not None]
+        assert routed_experts and all(e.ffn.router.weight.grad.abs().sum() > 0 for e in routed_experts)
+
+
+def test_moepot_temperature_anneals(tiny_model_cfg) -> None:
+    cfg = variant(tiny_model_cfg, variant="moepot", moe__temperature_start=2.0, moe__temperature_end=0.5,
+                  moe__anneal_steps=100)
+    model = build_model(cfg)
+    temps = []
+    for step in (0, 50, 100, 1000):
+        model.set_step(step)
+        temps.append(float(model.moe_layers[0].deepspeed_moe.gate.temperature))
+    assert temps == [2.0, 1.25, 0.5, 0.5]

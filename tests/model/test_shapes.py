@@ -1,0 +1,68 @@
+"""Every variant maps [B, X, X, T_in, C] to [B, X, X, T_out, C] for several shapes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nestor_ds.model import build_model
+
+from conftest import variant
+
+SHAPES = [  # resolution, patch, channels, t_in, t_out
+    (32, 8, 4, 4, 1),
+    (16, 4, 1, 2, 3),
+    (24, 8, 3, 5, 2),
+    (64, 16, 2, 10, 1),
+]
+
+
+@pytest.mark.parametrize("kind", ["nestor", "dpot", "moepot"])
+@pytest.mark.parametrize("res,patch,channels,t_in,t_out", SHAPES)
+def test_output_shape(tiny_model_cfg, kind, res, patch, channels, t_in, t_out) -> None:
+    cfg = variant(tiny_model_cfg, variant=kind, resolution=res, patch_size=patch, channels=channels,
+                  t_in=t_in, t_out=t_out)
+    model = build_model(cfg)
+    out = model(torch.randn(3, res, res, t_in, channels))
+    assert out.pred.shape == (3, res, res, t_out, channels)
+    assert torch.isfinite(out.pred).all()
+    assert out.aux_image.dim() == 0 and out.aux_token.dim() == 0
+
+
+@pytest.mark.parametrize("ablation", [
+    {"ablation__sub_moe": False}, {"ablation__shared_afno": False}, {"ablation__load_balancing": False},
+    {"fusion": "gated"}, {"fusion": "mean"},
+])
+def test_ablations_build_and_run(tiny_model_cfg, ablation) -> None:
+    model = build_model(variant(tiny_model_cfg, **ablation))
+    out = model(torch.randn(2, 32, 32, 4, 4))
+    assert out.pred.shape == (2, 32, 32, 1, 4)
+    if ablation.get("ablation__load_balancing") is False:
+        assert out.aux_image.item() == 0 and out.aux_token.item() == 0 and not out.aux_image.requires_grad
+    if ablation.get("ablation__sub_moe") is False:
+        assert out.aux_token.item() == 0 and out.token_load.numel() == 0
+    if ablation.get("ablation__shared_afno") is False:
+        assert not any("afno" in n for n, _ in model.named_parameters())
+
+
+def test_wrong_input_shape_is_named(tiny_model_cfg) -> None:
+    model = build_model(tiny_model_cfg)
+    with pytest.raises(ValueError, match=r"t_in=4, channels=4.*\(2, 32, 32, 3, 4\)"):
+        model(torch.randn(2, 32, 32, 3, 4))
+
+
+def test_same_seed_same_weights_different_seed_differs(tiny_model_cfg) -> None:
+    a, b, c = build_model(tiny_model_cfg, seed=0), build_model(tiny_model_cfg, seed=0), build_model(tiny_model_cfg, seed=1)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_attention_dropout_only_in_training(tiny_model_cfg) -> None:
+    model = build_model(variant(tiny_model_cfg, attention_dropout=0.5))
+    x = torch.randn(2, 32, 32, 4, 4)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).pred, model(x).pred)
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x).pred, model(x).pred)
