@@ -115,6 +115,10 @@ class DataConfig(Strict):
     channels: int | None = Field(None, gt=0, description="common channel count; default: model.channels")
     noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
     workers: int = Field(0, ge=0, description="loader worker processes per rank")
+    on_bad_sample: Literal["raise", "skip"] = Field(
+        "raise", description="raise: stop naming shard and sample; skip: drop it, count it, log it"
+    )
+    verify_checksums: bool = Field(True, description="check every shard's sha256 against its manifest at start")
     custom: dict[str, DatasetInfo] = Field(default_factory=dict, description="data sets not in the registry")
 
     @model_validator(mode="after")

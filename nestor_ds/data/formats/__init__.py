@@ -1,0 +1,64 @@
+"""Readers and writers for the original PDE file layouts of DESIGN.md section 3.
+
+Every reader has the signature
+``read_x(path, dataset, split=None, indices=None) -> Iterator[Trajectory]``:
+it checks the layout when called (raising ``ValueError`` that names the file and
+the key) and then streams one trajectory at a time, so a file far larger than
+memory can be read. ``indices`` are 0-based positions in the file (or split);
+``split`` is only meaningful for ``pdearena_ns``, whose files hold split groups;
+the other layouts keep one pool per file and reject a split.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from ..trajectory import Trajectory
+from ._common import PathLike
+from .cfdbench import read_cfdbench, write_cfdbench, write_cfdbench_case
+from .fno_mat import read_fno_mat, write_fno_mat
+from .pdearena_ns import read_pdearena_ns, write_pdearena_ns
+from .pdebench_cfd import parse_conditioning, read_pdebench_cfd, write_pdebench_cfd
+from .pdebench_grouped import read_pdebench_grouped, write_pdebench_grouped
+
+Reader = Callable[..., Iterator[Trajectory]]
+
+READERS: dict[str, Reader] = {
+    "fno_mat": read_fno_mat,
+    "pdebench_cfd": read_pdebench_cfd,
+    "pdebench_grouped": read_pdebench_grouped,
+    "pdearena_ns": read_pdearena_ns,
+    "cfdbench": read_cfdbench,
+}
+
+
+def open_source(
+    path: PathLike,
+    fmt: str,
+    dataset: str,
+    split: str | None = None,
+    indices: Sequence[int] | range | None = None,
+) -> Iterator[Trajectory]:
+    """Dispatch to the reader of registry format ``fmt``; one entry point for every original layout.
+
+    Raises ``ValueError`` naming the path and format when ``fmt`` has no reader
+    (e.g. "shards", which is not an original layout) or the file is not in it.
+    """
+    reader = READERS.get(fmt)
+    if reader is None:
+        known = ", ".join(sorted(READERS))
+        raise ValueError(f"{path}: unknown source format {fmt!r}; readers exist for {known}")
+    try:
+        return reader(path, dataset, split=split, indices=indices)
+    except ValueError as exc:
+        if str(Path(path)) in str(exc) and fmt in str(exc):
+            raise
+        raise ValueError(f"{path} (format {fmt!r}): {exc}") from exc
+
+
+__all__ = [
+    "READERS", "open_source", "parse_conditioning",
+    "read_cfdbench", "read_fno_mat", "read_pdearena_ns", "read_pdebench_cfd", "read_pdebench_grouped",
+    "write_cfdbench", "write_cfdbench_case", "write_fno_mat", "write_pdearena_ns", "write_pdebench_cfd",
+    "write_pdebench_grouped",
+]

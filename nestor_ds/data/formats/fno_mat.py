@@ -1,0 +1,159 @@
+"""FNO Navier-Stokes ``.mat`` files (keys ``u``, ``a``, ``t``), MATLAB v5 and v7.3.
+
+MATLAB's shape is ``u[N, X, Y, T]``. A v5 file is read whole by scipy (such files
+are under 2 GB). A v7.3 file is HDF5 whose arrays h5py sees with the axes reversed,
+``u[T, Y, X, N]``; it is streamed one trajectory at a time. Both variants give the
+same ``[T, X, Y, 1]`` trajectories.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+import scipy.io
+
+from ..trajectory import Trajectory
+from ._common import PathLike, open_h5, require_dataset, select
+
+LAYOUT = "fno_mat"
+CHANNELS = ["vorticity"]
+
+
+def _dt(t: np.ndarray, path: PathLike, frames: int) -> float:
+    t = np.asarray(t, dtype=np.float64).ravel()
+    if t.size != frames:
+        raise ValueError(f"{path}: key 't' has {t.size} entries but 'u' has {frames} frames ({LAYOUT} layout)")
+    if t.size >= 2:
+        return float(t[1] - t[0])
+    return float(t[0]) if t.size == 1 and t[0] > 0 else 1.0
+
+
+def _matlab_header() -> bytes:
+    """The 128-byte text header MATLAB puts in the 512-byte user block of a v7.3 file."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {stamp} HDF5 schema 1.00 ."
+    return text.ljust(116).encode("ascii") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+
+
+def _matlab_class(arr: np.ndarray) -> bytes:
+    return {np.dtype(np.float32): b"single", np.dtype(np.float64): b"double"}.get(arr.dtype, b"double")
+
+
+def write_fno_mat(
+    path: PathLike,
+    u: np.ndarray,
+    t: np.ndarray | None = None,
+    a: np.ndarray | None = None,
+    version: Literal["5", "7.3"] = "5",
+) -> Path:
+    """Write ``u[N, X, Y, T]`` (MATLAB order) as an FNO ``.mat`` file, v5 or v7.3.
+
+    ``t`` defaults to ``1..T``; ``a`` (initial condition) to ``u[..., 0]``. The v7.3
+    variant is written as MATLAB does: HDF5 with reversed axes, a 512-byte user
+    block holding the MATLAB header, and a ``MATLAB_class`` attribute per array.
+    """
+    path = Path(path)
+    u = np.asarray(u)
+    if u.ndim != 4:
+        raise ValueError(f"{path}: u must be [N, X, Y, T], got shape {u.shape}")
+    frames = u.shape[-1]
+    t = np.arange(1, frames + 1, dtype=np.float64) if t is None else np.asarray(t, dtype=np.float64).ravel()
+    if t.size != frames:
+        raise ValueError(f"{path}: t has {t.size} entries, u has {frames} frames")
+    a = u[..., 0] if a is None else np.asarray(a)
+    arrays = {"a": a, "u": u, "t": t.reshape(1, -1)}  # MATLAB keeps t as a 1 x T row
+    if version == "5":
+        scipy.io.savemat(path, arrays, format="5", do_compression=False)
+    elif version == "7.3":
+        with h5py.File(path, "w", userblock_size=512) as f:
+            for key, arr in arrays.items():
+                ds = f.create_dataset(key, data=np.ascontiguousarray(arr.T))  # h5py shape = reversed MATLAB shape
+                ds.attrs["MATLAB_class"] = np.bytes_(_matlab_class(arr))
+        with open(path, "r+b") as fh:
+            fh.write(_matlab_header())
+    else:
+        raise ValueError(f"{path}: unknown MATLAB version {version!r}, use '5' or '7.3'")
+    return path
+
+
+def _read_v73(path: Path, dataset: str, indices: Sequence[int] | range | None) -> Iterator[Trajectory]:
+    with open_h5(path, LAYOUT) as f:
+        u = require_dataset(f, "u", path, LAYOUT)
+        t = require_dataset(f, "t", path, LAYOUT)[()]
+        if u.ndim == 3:  # MATLAB drops a trailing singleton T: [N, X, Y] -> h5py [Y, X, N]
+            shape = (1, *u.shape)
+        elif u.ndim == 4:
+            shape = u.shape
+        else:
+            raise ValueError(f"{path}: key 'u' has shape {u.shape}, expected [T, Y, X, N] in HDF5 ({LAYOUT} v7.3)")
+        frames, ny, nx, n = shape
+        dt = _dt(t, path, frames)
+        chosen = select(indices, n, path)
+    return _stream_v73(path, dataset, chosen, dt, nx)
+
+
+def _stream_v73(path: Path, dataset: str, chosen: list[int], dt: float, nx: int) -> Iterator[Trajectory]:
+    with h5py.File(path, "r") as f:
+        u = f["u"]
+        for i in chosen:
+            block = np.asarray(u[..., i])  # [T, Y, X] (or [Y, X] when T == 1): one trajectory only
+            block = block.reshape((-1, *block.shape[-2:]))
+            data = np.swapaxes(block, 1, 2)[..., None]  # -> [T, X, Y, 1]
+            yield Trajectory(dataset, i, data, list(CHANNELS), dt, 1.0 / nx, 1.0 / data.shape[2])
+
+
+def _read_v5(path: Path, dataset: str, indices: Sequence[int] | range | None) -> Iterator[Trajectory]:
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["u", "t"])
+    except NotImplementedError as exc:  # v7.3 header on a file h5py could not open
+        raise ValueError(f"{path}: MATLAB v7.3 header but not a readable HDF5 file ({LAYOUT})") from exc
+    except Exception as exc:  # scipy raises several types for 'not a MAT file'
+        raise ValueError(f"{path}: not a MATLAB .mat file ({LAYOUT} layout expected): {exc}") from exc
+    for key in ("u", "t"):
+        if key not in mat:
+            have = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
+            raise ValueError(f"{path}: missing key {key!r} of the {LAYOUT} layout (found: {have})")
+    u = mat["u"]
+    if u.ndim == 3:  # MATLAB drops a trailing singleton T
+        u = u[..., None]
+    if u.ndim != 4:
+        raise ValueError(f"{path}: key 'u' has shape {u.shape}, expected [N, X, Y, T] ({LAYOUT} v5)")
+    n, nx, ny, frames = u.shape
+    dt = _dt(mat["t"], path, frames)
+    chosen = select(indices, n, path)
+    return _stream_v5(u, dataset, chosen, dt)
+
+
+def _stream_v5(u: np.ndarray, dataset: str, chosen: list[int], dt: float) -> Iterator[Trajectory]:
+    nx = u.shape[1]
+    for i in chosen:
+        data = np.moveaxis(u[i], -1, 0)[..., None]  # [X, Y, T] -> [T, X, Y, 1]
+        yield Trajectory(dataset, i, data, list(CHANNELS), dt, 1.0 / nx, 1.0 / u.shape[2])
+
+
+def read_fno_mat(
+    path: PathLike,
+    dataset: str,
+    split: str | None = None,
+    indices: Sequence[int] | range | None = None,
+) -> Iterator[Trajectory]:
+    """Yield the FNO trajectories of ``path`` as ``[T, X, Y, 1]`` "vorticity", dt from ``t``, dx = dy = 1/X.
+
+    ``indices`` picks trajectories (0-based along N); the file is checked when this
+    is called, and read lazily as the iterator advances. ``split`` must be None:
+    an FNO file holds one pool of trajectories, split them with ``indices``.
+    """
+    path = Path(path)
+    if split is not None:
+        raise ValueError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file ({LAYOUT} layout expected)")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a {LAYOUT} .mat file")
+    if h5py.is_hdf5(path):
+        return _read_v73(path, dataset, indices)
+    return _read_v5(path, dataset, indices)

@@ -1,0 +1,129 @@
+"""PDEArena Navier-Stokes 2D (smoke buoyancy) HDF5 files.
+
+A group per split (``train``, ``valid``, ``test``) holding ``u``, ``vx``, ``vy``
+``[N, T, X, Y]`` and the grid/parameters ``t``, ``x``, ``y``, ``dt``, ``dx``,
+``dy``, ``buo_y``. PDEArena stores these per trajectory (``t[N, T]``, ``x[N, X]``,
+``dt[N]``, ``buo_y[N]``...); the reader also accepts them shared (no N axis).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..trajectory import Trajectory
+from ._common import PathLike, cell_centres, open_h5, require, require_dataset, select, step
+
+LAYOUT = "pdearena_ns"
+FIELDS = ["u", "vx", "vy"]
+CHANNELS = ["u", "vx", "vy"]
+SPLITS = ("train", "valid", "test")
+
+
+def write_pdearena_ns(
+    path: PathLike,
+    split: str,
+    u: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    buo_y: float | np.ndarray = 0.5,
+    t: np.ndarray | None = None,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+) -> Path:
+    """Add split group ``split`` with three ``[N, T, X, Y]`` fields to ``path`` (created if absent).
+
+    Everything is stored per trajectory as PDEArena does: ``buo_y`` (scalar or
+    ``[N]``) becomes ``[N]``; ``t [T]``/``x [X]``/``y [Y]`` (defaults: 0..1 and cell
+    centres on [0, 1]) are repeated to ``[N, ...]``; ``dt``/``dx``/``dy`` are derived.
+    Appending lets one file carry several splits.
+    """
+    path = Path(path)
+    shape = np.shape(u)
+    for name, arr in zip(FIELDS, (u, vx, vy)):
+        if np.ndim(arr) != 4 or np.shape(arr) != shape:
+            raise ValueError(f"{path}: {name} must be [N, T, X, Y] like u {shape}, got {np.shape(arr)}")
+    n, frames, nx, ny = shape
+    t = np.linspace(0.0, 1.0, frames) if t is None else np.asarray(t, dtype=np.float64)
+    x = cell_centres(nx) if x is None else np.asarray(x, dtype=np.float64)
+    y = cell_centres(ny) if y is None else np.asarray(y, dtype=np.float64)
+    buo = np.broadcast_to(np.asarray(buo_y, dtype=np.float32), (n,))
+    with h5py.File(path, "a") as f:
+        if split in f:
+            raise ValueError(f"{path}: split group {split!r} already exists")
+        g = f.create_group(split)
+        for name, arr in zip(FIELDS, (u, vx, vy)):
+            g.create_dataset(name, data=np.asarray(arr, dtype=np.float32))
+        for name, coord, fallback in (("t", t, 1.0), ("x", x, 1.0 / nx), ("y", y, 1.0 / ny)):
+            g.create_dataset(name, data=np.tile(coord.astype(np.float32), (n, 1)))
+            g.create_dataset("d" + name, data=np.full(n, step(coord, fallback), dtype=np.float32))
+        g.create_dataset("buo_y", data=buo)
+    return path
+
+
+def _per_traj(ds: h5py.Dataset, i: int, n: int, coord_ndim: int) -> np.ndarray:
+    """Row ``i`` of a per-trajectory array, or the array itself when it is shared."""
+    if ds.ndim == coord_ndim + 1 and ds.shape[0] == n:
+        return np.asarray(ds[i])
+    return np.asarray(ds[()])
+
+
+def read_pdearena_ns(
+    path: PathLike,
+    dataset: str,
+    split: str | None = None,
+    indices: Sequence[int] | range | None = None,
+) -> Iterator[Trajectory]:
+    """Yield ``[T, X, Y, 3]`` trajectories (u, vx, vy) of one split, with {"buoyancy": buo_y[i]}.
+
+    ``split`` names the group; None is allowed when the file holds exactly one
+    split (PDEArena ships one file per split). dt/dx/dy come from the ``dt``/``dx``/
+    ``dy`` arrays, or from ``t``/``x``/``y`` when those are absent. The layout is
+    checked when this is called; data is read as the iterator advances.
+    """
+    path = Path(path)
+    with open_h5(path, LAYOUT) as f:
+        present = [s for s in SPLITS if s in f]
+        if split is None:
+            if len(present) != 1:
+                found = ", ".join(f.keys()) or "nothing"
+                raise ValueError(f"{path}: pass split=, the file holds splits {present or 'none'} (found: {found})")
+            split = present[0]
+        g = require(f, split, path, LAYOUT)
+        if not isinstance(g, h5py.Group):
+            raise ValueError(f"{path}: key {split!r} is not a group ({LAYOUT} layout)")
+        shape = None
+        for name in FIELDS:
+            ds = require_dataset(g, name, path, LAYOUT, ndim=4)
+            if shape is not None and ds.shape != shape:
+                raise ValueError(f"{path}: key '{split}/{name}' has shape {ds.shape}, u has {shape} ({LAYOUT} layout)")
+            shape = ds.shape
+        for a, b in (("dt", "t"), ("dx", "x"), ("dy", "y")):
+            if a not in g and b not in g:
+                raise ValueError(f"{path}: missing key '{split}/{a}' (and '{split}/{b}') of the {LAYOUT} layout")
+        n = shape[0]
+        chosen = select(indices, n, path)
+    return _stream(path, dataset, split, chosen, shape)
+
+
+def _spacing(g: h5py.Group, i: int, n: int, name: str, fallback: float) -> float:
+    if "d" + name in g:
+        return float(np.ravel(_per_traj(g["d" + name], i, n, 0))[0])
+    return step(_per_traj(g[name], i, n, 1), fallback)
+
+
+def _stream(path: Path, dataset: str, split: str, chosen: list[int], shape: tuple[int, ...]) -> Iterator[Trajectory]:
+    n, _, nx, ny = shape
+    with h5py.File(path, "r") as f:
+        g = f[split]
+        sets = [g[name] for name in FIELDS]
+        for i in chosen:
+            data = np.stack([ds[i] for ds in sets], axis=-1)  # 3 x [T, X, Y] -> [T, X, Y, 3]
+            dt = _spacing(g, i, n, "t", 1.0)
+            dx, dy = _spacing(g, i, n, "x", 1.0 / nx), _spacing(g, i, n, "y", 1.0 / ny)
+            cond = {}
+            if "buo_y" in g:
+                cond["buoyancy"] = float(np.ravel(_per_traj(g["buo_y"], i, n, 0))[0])
+            yield Trajectory(dataset, i, data, list(CHANNELS), dt, dx, dy, cond)

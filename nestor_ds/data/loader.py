@@ -1,0 +1,204 @@
+"""The mixed, resumable window stream every rank trains on.
+
+Design (why it is shaped like this):
+- Each data set's split is a list of shards (from its manifest). For every pass
+  ("epoch") over a data set the shard order is shuffled from (seed, data set,
+  epoch) and the shards are dealt to the ``ranks x workers`` slots, so within an
+  epoch no two slots see the same trajectory; a data set that runs out simply
+  starts its next epoch (resampling), independent of the others.
+- Each sample of a slot's stream picks its data set by weight from a random
+  stream seeded by (seed, slot); each trajectory gives one random window
+  seeded by (seed, data set, epoch, item). So the stream is a pure function of
+  the seed, and resuming at micro-batch N is arithmetic: count how many picks
+  each data set got before N, jump to that shard, skip raw (undecoded) samples.
+- Windows are resized to the common resolution (bilinear), channels padded to
+  the common count, with a mask of real points and channels; every batch on
+  every rank has the same shape, as expert parallelism requires.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from nestor_ds.config.schema import RunConfig
+from nestor_ds.data.shards import DataError, decode_sample, iter_raw_samples, read_manifest
+from nestor_ds.data.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+CHOICE_BLOCK = 4096
+
+
+@dataclass
+class Source:
+    """One data set's split as the loader sees it."""
+
+    name: str
+    id: int
+    folder: Path
+    manifest: dict[str, Any]
+    weight: float
+
+    @property
+    def shard_counts(self) -> list[int]:
+        return [s["count"] for s in self.manifest["shards"]]
+
+
+def open_sources(cfg: RunConfig, split: str) -> list[Source]:
+    sources = []
+    for i, entry in enumerate(cfg.data.datasets):
+        folder = Path(entry.shards) if entry.shards else cfg.data.root / entry.name
+        manifest = read_manifest(folder / split, verify=cfg.data.verify_checksums)
+        if manifest["count"] == 0:
+            raise DataError(f"{folder / split}: the manifest lists no trajectories")
+        weight = entry.weight if entry.weight is not None else cfg.data.info(entry.name).weight
+        sources.append(Source(entry.name, i, folder / split, manifest, weight))
+    return sources
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([k & 0xFFFFFFFF for k in key])
+
+
+def epoch_items(src: Source, seed: int, epoch: int, slot: int, n_slots: int) -> list[tuple[int, int]]:
+    """(shard, position) pairs that ``slot`` reads in this epoch of ``src``, in order."""
+    counts = src.shard_counts
+    order = _rng(seed, src.id, epoch).permutation(len(counts))
+    if len(counts) >= n_slots:  # deal whole shards
+        return [(int(s), p) for s in order[slot::n_slots] for p in range(counts[s])]
+    items = [(int(s), p) for s in order for p in range(counts[s])]  # fewer shards than slots: deal samples
+    return items[slot::n_slots]
+
+
+class SourceStream:
+    """One slot's endless stream of one data set, starting ``start`` trajectories in."""
+
+    def __init__(self, src: Source, seed: int, slot: int, n_slots: int, start: int, on_bad: str) -> None:
+        self.src, self.seed, self.slot, self.n_slots, self.on_bad = src, seed, slot, n_slots, on_bad
+        self.skipped = 0
+        self._iter = self._run(start)
+
+    def __next__(self) -> tuple[Trajectory, np.random.Generator]:
+        return next(self._iter)
+
+    def _run(self, start: int) -> Iterator[tuple[Trajectory, np.random.Generator]]:
+        epoch = 0
+        while True:
+            items = epoch_items(self.src, self.seed, epoch, self.slot, self.n_slots)
+            if not items:
+                raise DataError(
+                    f"{self.src.folder}: {self.src.manifest['count']} trajectories cannot feed {self.n_slots} "
+                    f"rank x worker slots; write more shards or use fewer workers"
+                )
+            if start >= len(items):
+                start -= len(items)
+                epoch += 1
+                continue
+            wanted = items[start:]
+            start = 0
+            by_shard: dict[int, set[int]] = {}
+            for s, p in wanted:
+                by_shard.setdefault(s, set()).add(p)
+            for shard in dict.fromkeys(s for s, _ in wanted):  # keeps the dealt order
+                path = self.src.folder / self.src.manifest["shards"][shard]["name"]
+                for pos, raw in enumerate(iter_raw_samples(path)):
+                    if pos not in by_shard[shard]:
+                        continue
+                    window_rng = _rng(self.seed, self.src.id, epoch, shard, pos)
+                    try:
+                        yield decode_sample(raw, self.src.manifest["channels"]), window_rng
+                    except DataError as err:
+                        if self.on_bad == "raise":
+                            raise
+                        self.skipped += 1
+                        log.warning("skipping bad sample (%d so far): %s", self.skipped, err)
+            epoch += 1
+
+
+def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int, resolution: int,
+              channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random window resized and channel-padded: x [X, X, t_in, C], y [X, X, t_out, C], mask [X, X, 1, C]."""
+    steps, _, _, c = traj.data.shape
+    span = t_in + t_out
+    if span > steps:
+        raise DataError(f"{traj.dataset}[{traj.index}]: {steps} frames, shorter than the window {span}")
+    if c > channels:
+        raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
+    t0 = int(rng.integers(0, steps - span + 1))
+    frames = torch.from_numpy(traj.data[t0:t0 + span]).permute(0, 3, 1, 2)  # [T, C, X, Y]
+    if frames.shape[-2:] != (resolution, resolution):
+        frames = F.interpolate(frames, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    full = frames.new_zeros(span, channels, resolution, resolution)
+    full[:, :c] = frames
+    full = full.permute(2, 3, 0, 1)  # [X, Y, T, C]
+    points = torch.ones(1, 1, traj.data.shape[1], traj.data.shape[2]) if traj.mask is None else \
+        torch.from_numpy(traj.mask.astype(np.float32))[None, None]
+    points = F.interpolate(points, size=(resolution, resolution), mode="nearest")[0, 0]
+    mask = torch.zeros(resolution, resolution, 1, channels)
+    mask[..., :c] = points[:, :, None, None]
+    return full[:, :, :t_in], full[:, :, t_in:], mask
+
+
+class MixedWindows(IterableDataset):
+    """Endless batches mixed by weight; batch N of a rank is the same whenever it is asked for."""
+
+    def __init__(self, sources: list[Source], *, t_in: int, t_out: int, resolution: int, channels: int,
+                 batch_size: int, seed: int, rank: int, world: int, workers: int, start_batch: int = 0,
+                 on_bad: str = "raise") -> None:
+        super().__init__()
+        self.sources, self.batch_size, self.seed = sources, batch_size, seed
+        self.rank, self.world, self.workers, self.start_batch, self.on_bad = rank, world, max(workers, 1), start_batch, on_bad
+        self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels)
+        weights = np.array([s.weight for s in sources], dtype=np.float64)
+        self.probs = weights / weights.sum()
+
+    def choices(self, slot: int, start: int, count: int) -> np.ndarray:
+        """Data-set id of samples ``start .. start + count`` of a slot's stream."""
+        first, last = start // CHOICE_BLOCK, (start + count - 1) // CHOICE_BLOCK
+        blocks = [_rng(self.seed, 7919, slot, b).choice(len(self.sources), CHOICE_BLOCK, p=self.probs)
+                  for b in range(first, last + 1)]
+        flat = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+        offset = start - first * CHOICE_BLOCK
+        return flat[offset:offset + count]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        # The DataLoader hands out batches round-robin starting at worker 0, so after a restart at
+        # batch N worker w plays the part that worker (w + N) % workers had: it makes batches b = role mod workers.
+        role = ((info.id if info is not None else 0) + self.start_batch) % self.workers
+        slot, n_slots = self.rank * self.workers + role, self.world * self.workers
+        done = max(0, (self.start_batch - role + self.workers - 1) // self.workers)
+        position = done * self.batch_size
+        before = self.choices(slot, 0, position) if position else np.zeros(0, dtype=np.int64)
+        starts = np.bincount(before, minlength=len(self.sources))
+        streams = [SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]), self.on_bad) for s in self.sources]
+        while True:
+            ids = self.choices(slot, position, self.batch_size)
+            xs, ys, masks, index = [], [], [], []
+            for d in ids:
+                traj, rng = next(streams[d])
+                x, y, m = to_window(traj, rng, **self.shape)
+                xs.append(x), ys.append(y), masks.append(m), index.append(traj.index)
+            position += self.batch_size
+            yield {"x": torch.stack(xs), "y": torch.stack(ys), "mask": torch.stack(masks),
+                   "dataset_id": torch.as_tensor(ids, dtype=torch.long),
+                   "traj_index": torch.as_tensor(index, dtype=torch.long),
+                   "skipped": torch.tensor(sum(s.skipped for s in streams))}
+
+
+def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int = 0) -> DataLoader:
+    """Batches for ``train.micro_batch_per_rank``; ``start_batch`` = micro-batches already consumed."""
+    m = cfg.model
+    stream = MixedWindows(
+        open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=m.t_out, resolution=m.resolution,
+        channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=rank,
+        world=world, workers=cfg.data.workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
+    )
+    return DataLoader(stream, batch_size=None, num_workers=cfg.data.workers,
+                      persistent_workers=cfg.data.workers > 0)

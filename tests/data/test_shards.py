@@ -1,0 +1,119 @@
+"""Shards: atomic writing, manifests, and bad input that is named (or skipped and counted), never silent."""
+from __future__ import annotations
+
+import io
+import re
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nestor_ds.data.loader import build_train_loader
+from nestor_ds.data.shards import DataError, encode_npy, read_manifest, write_shards
+from nestor_ds.data.trajectory import Trajectory
+
+from test_loader import make_set, run_config, take
+
+
+def traj(i: int, value: float | None = None) -> Trajectory:
+    data = np.random.default_rng(i).standard_normal((8, 8, 8, 1)).astype(np.float32)
+    if value is not None:
+        data[2, 3, 4, 0] = value
+    return Trajectory("alpha", i, data, ["c0"], 0.1, 0.125, 0.125)
+
+
+def test_manifest_counts_stats_and_checksums(tmp_path: Path) -> None:
+    trajs = [traj(i) for i in range(5)]
+    m = write_shards(trajs, tmp_path / "alpha", "alpha", "train", per_shard=2)
+    assert m["count"] == 5 and [s["count"] for s in m["shards"]] == [2, 2, 1]
+    assert m["shapes"] == [[8, 8, 8, 1]] and m["channels"] == ["c0"]
+    stacked = np.stack([t.data for t in trajs])
+    assert m["mean"][0] == pytest.approx(stacked.mean(), abs=1e-6)
+    assert m["std"][0] == pytest.approx(stacked.std(), rel=1e-5)
+    assert read_manifest(tmp_path / "alpha" / "train") == m
+    assert not list((tmp_path / "alpha").rglob("*.partial"))
+
+
+def test_interrupted_writing_leaves_nothing_that_looks_complete(tmp_path: Path) -> None:
+    def crashing():
+        for i in range(3):
+            yield traj(i)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(crashing(), tmp_path / "alpha", "alpha", "train", per_shard=2)
+    folder = tmp_path / "alpha" / "train"
+    assert [p.name for p in folder.glob("*.tar")] == ["shard-000000.tar"]  # the one finished shard
+    assert list(folder.glob("*.partial"))  # the unfinished one is visibly partial
+    with pytest.raises(DataError, match="no manifest.json"):
+        read_manifest(folder)
+
+
+def test_checksum_mismatch_names_the_shard(tmp_path: Path) -> None:
+    write_shards([traj(i) for i in range(4)], tmp_path / "alpha", "alpha", "train", per_shard=2)
+    shard = tmp_path / "alpha" / "train" / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])  # truncated
+    with pytest.raises(DataError, match=r"shard-000001.tar: checksum does not match"):
+        read_manifest(tmp_path / "alpha" / "train")
+
+
+def _rewrite_shard(path: Path, mutate) -> None:
+    """Rewrite a shard's members through ``mutate(name, bytes) -> bytes | None`` (None drops it)."""
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for m, data in members:
+            data = mutate(m.name, data)
+            if data is not None:
+                m.size = len(data)
+                tar.addfile(m, io.BytesIO(data))
+
+
+BAD = {
+    "nan": (lambda n, d: encode_npy(np.full((8, 8, 8, 1), np.nan, np.float32)) if n == "00000001.data.npy" else d,
+            "sample 00000001: NaN or Inf"),
+    "missing key": (lambda n, d: None if n == "00000001.meta.json" else d, "sample 00000001: missing meta.json"),
+    "wrong shape": (lambda n, d: encode_npy(np.zeros((8, 4, 8, 1), np.float32)) if n == "00000001.data.npy" else d,
+                    "sample 00000001: data shape [8, 4, 8, 1] does not match meta shape"),
+    "corrupt npy": (lambda n, d: b"garbage" if n == "00000001.data.npy" else d, "sample 00000001: cannot decode"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_samples_raise_naming_shard_and_sample_or_are_skipped(tmp_path: Path, kind: str) -> None:
+    make_set(tmp_path, "alpha", 4, 8, 1, per_shard=4)
+    mutate, message = BAD[kind]
+    _rewrite_shard(tmp_path / "alpha" / "train" / "shard-000000.tar", mutate)
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False)
+    with pytest.raises(DataError, match=re.escape(f"shard-000000.tar {message}")):
+        take(build_train_loader(cfg, 0, 1), 3)
+    skip = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False,
+                      on_bad_sample="skip")
+    batches = take(build_train_loader(skip, 0, 1), 3)
+    assert batches[-1]["skipped"].item() >= 1
+    assert 1 not in {int(i) for b in batches for i in b["traj_index"]}
+
+
+def test_truncated_tar_is_named(tmp_path: Path) -> None:
+    make_set(tmp_path, "alpha", 4, 8, 1, per_shard=4)
+    shard = tmp_path / "alpha" / "train" / "shard-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:5000])
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False)
+    with pytest.raises(DataError, match="shard-000000.tar"):
+        take(build_train_loader(cfg, 0, 1), 3)
+
+
+def test_source_with_nan_is_refused_at_writing(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="trajectory 3: NaN or Inf"):
+        write_shards([traj(3, np.inf)], tmp_path / "alpha", "alpha", "train")
+
+
+def test_meta_json_round_trips(tmp_path: Path) -> None:
+    t = traj(0)
+    t.conditioning = {"buoyancy": 0.3}
+    write_shards([t], tmp_path / "alpha", "alpha", "train")
+    with tarfile.open(tmp_path / "alpha" / "train" / "shard-000000.tar") as tar:
+        meta = json.loads(tar.extractfile("00000000.meta.json").read())
+    assert meta["conditioning"] == {"buoyancy": 0.3} and meta["shape"] == [8, 8, 8, 1]
