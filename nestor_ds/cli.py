@@ -28,6 +28,118 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (dotted key), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, ds_required: bool = True) -> None:
+    p.add_argument("--config", required=True, help="run config YAML")
+    p.add_argument("--ds_config", "--ds-config", dest="ds_config", required=ds_required,
+                   default="ds_configs/cpu_fp32.json", help="DeepSpeed JSON from ds_configs/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=20 (repeatable)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _run(args: argparse.Namespace, mode: str, weights: str | None) -> int:
+    from pathlib import Path
+
+    from nestor_ds.engine.trainer import RunArgs, run
+
+    run(RunArgs(Path(args.config), Path(args.ds_config), mode, Path(weights) if weights else None,
+                _parse_sets(args.set), resume=not getattr(args, "no_resume", False)))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _run(args, args.mode, args.weights)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    return _run(args, "evaluate", args.checkpoint)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nestor_ds.tracking.compare import compare_runs, format_markdown, format_terminal
+    from nestor_ds.tracking.mlflow_run import resolve_uri
+
+    uri = args.tracking_uri or resolve_uri(None, Path(args.output_dir))
+    result = compare_runs(uri, args.runs, args.experiment)
+    print(format_terminal(result))
+    out = Path(args.markdown)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(format_markdown(result))
+    print(f"\nmarkdown: {out}")
+    return 0
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nestor_ds.data.generate import Size, generate_suite
+
+    size = Size(args.trajectories, args.resolution, args.frames)
+    only = args.only.split(",") if args.only else None
+    written = generate_suite(args.suite, args.out, size, args.seed, only)
+    index = Path(args.out) / "sources.json"
+    index.write_text(json.dumps({k: {"format": f, "path": str(p)} for k, (f, p) in written.items()}, indent=1))
+    for name, (fmt, path) in written.items():
+        print(f"{name:<34} {fmt:<18} {path}")
+    print(f"index: {index}")
+    return 0
+
+
+def _cmd_data_shard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nestor_ds.data.convert import shard_dataset
+
+    if args.from_suite:
+        index = Path(args.from_suite) / "sources.json"
+        if not index.is_file():
+            raise ConfigError(f"{index} does not exist: run 'nestor-ds data generate' first")
+        jobs = [(name, e["path"], e["format"]) for name, e in json.loads(index.read_text()).items()]
+    elif args.dataset and args.source:
+        jobs = [(args.dataset, args.source, args.format)]
+    else:
+        raise ConfigError("give --dataset and --source, or --from-suite")
+    for name, source, fmt in jobs:
+        manifests = shard_dataset(name, source, args.out, fmt=fmt, per_shard=args.per_shard,
+                                  test_every=args.test_every)
+        counts = ", ".join(f"{split} {m['count']} in {len(m['shards'])} shards" for split, m in manifests.items())
+        print(f"{name}: {counts} -> {Path(args.out) / name}")
+    return 0
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """What launch/train.py runs (under deepspeed, torchrun or plain python)."""
+    parser = argparse.ArgumentParser(prog="launch/train.py", description="Pre-train, fine-tune or evaluate NESTOR.")
+    _add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return _cmd_train(args)
+    except ConfigError as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p)
+    p.add_argument("--mode", choices=["pretrain", "finetune", "evaluate"], default="pretrain")
+    p.add_argument("--weights", help="finetune/evaluate: checkpoint dir or .safetensors (default train.init_from)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in the checkpoint dir")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nestor-ds", description="NESTOR nested-MoE neural operators on DeepSpeed."
@@ -44,6 +156,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="run config YAML")
     p.add_argument("--ep-size", type=int, default=None, help="expert-parallel size (default: the config's)")
     p.set_defaults(func=_cmd_params)
+
+    data = sub.add_parser("data", help="generate PDE data sets and convert them to WebDataset shards")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = dsub.add_parser("generate", help="run our solvers and write data sets in their original layouts")
+    p.add_argument("--suite", default="small")
+    p.add_argument("--out", required=True)
+    p.add_argument("--trajectories", type=int, default=10, help="per data set")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma-separated data set names")
+    p.set_defaults(func=_cmd_data_generate)
+    p = dsub.add_parser("shard", help="convert original files to shards + manifests (train/test)")
+    p.add_argument("--dataset", help="registry name")
+    p.add_argument("--source", help="the original file or directory")
+    p.add_argument("--format", default=None, help="default: the registry's format for --dataset")
+    p.add_argument("--from-suite", default=None, help="shard everything 'data generate' wrote to this folder")
+    p.add_argument("--out", required=True, help="shard root (one folder per data set)")
+    p.add_argument("--per-shard", type=int, default=4, help="trajectories per shard")
+    p.add_argument("--test-every", type=int, default=None, help="every N-th trajectory goes to test")
+    p.set_defaults(func=_cmd_data_shard)
+
+    p = sub.add_parser("train", help="pre-train or fine-tune (single process; use deepspeed/torchrun for several)")
+    _add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="L2RE per data set (one step and rollout) of a checkpoint")
+    _add_run_arguments(p, ds_required=False)
+    p.add_argument("--checkpoint", required=True, help="DeepSpeed checkpoint dir or consolidated .safetensors")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="side-by-side table of MLflow runs: final metrics and differing config")
+    p.add_argument("runs", nargs="*", help="run ids or names (default: the newest runs of --experiment)")
+    p.add_argument("--experiment", default=None)
+    p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or <output-dir>/mlflow.db")
+    p.add_argument("--output-dir", default="runs", help="where the default sqlite store lives")
+    p.add_argument("--markdown", default="runs/compare.md", help="also write the table here")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 
@@ -52,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as err:
+    except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"nestor-ds: error: {err}", file=sys.stderr)
         return 2
 

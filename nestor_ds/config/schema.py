@@ -156,11 +156,19 @@ class TrainConfig(Strict):
     aux_weight_token: float = Field(1e-4, ge=0, description="token-level load-balancing weight")
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
     seed: int = 0
+    log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
     checkpoint_every: int = Field(1000, gt=0)
+    keep_checkpoints: int = Field(3, gt=0, description="newest checkpoints kept on disk")
     checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/checkpoints")
     eval_every: int = Field(1000, gt=0)
+    eval_trajectories: int | None = Field(None, gt=0, description="cap on test trajectories per data set")
     output_dir: Path = Path("runs/default")
-    init_from: Path | None = Field(None, description="fine-tuning: checkpoint to start from")
+    init_from: Path | None = Field(
+        None, description="fine-tuning: a DeepSpeed checkpoint directory or a consolidated .safetensors file"
+    )
+    freeze: list[Literal["routers", "encoder"]] = Field(
+        default_factory=list, description="fine-tuning: parts kept fixed"
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> "TrainConfig":
@@ -176,7 +184,9 @@ class ParallelConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db"
+    )
     experiment: str = "nestor"
     run_name: str | None = None
 
@@ -223,7 +233,3 @@ class RunConfig(Strict):
     @property
     def checkpoint_dir(self) -> Path:
         return self.train.checkpoint_dir or self.train.output_dir / "checkpoints"
-
-    @property
-    def tracking_uri(self) -> str:
-        return self.tracking.uri or f"sqlite:///{(self.train.output_dir / 'mlflow.db').resolve()}"

@@ -84,70 +84,79 @@ class ShardInfo:
     bytes: int
 
 
-def write_shards(trajectories: Iterable[Trajectory], out_dir: str | Path, dataset: str, split: str,
-                 per_shard: int = 16, progress: bool = False) -> dict[str, Any]:
-    """Write ``out_dir/<split>/shard-NNNNNN.tar`` files and their manifest; return the manifest."""
-    if per_shard < 1:
-        raise ValueError(f"per_shard must be at least 1, got {per_shard}")
-    folder = Path(out_dir) / split
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.partial"):
-        stale.unlink()
-    shards: list[ShardInfo] = []
-    stats = _ChannelStats()
-    shapes: set[tuple[int, ...]] = set()
-    channels: list[str] | None = None
-    meta_first: dict[str, Any] = {}
-    writer: wds.TarWriter | None = None
-    tmp: Path | None = None
-    count = 0
+class SplitWriter:
+    """Streams trajectories of one data set's split into ``<out_dir>/<split>/shard-NNNNNN.tar`` files."""
 
-    def close() -> None:
-        nonlocal writer, tmp, count
-        if writer is None or tmp is None:
-            return
-        writer.close()
-        final = tmp.with_suffix("")  # strip .partial
-        os.replace(tmp, final)
-        shards.append(ShardInfo(final.name, count, sha256_of(final), final.stat().st_size))
-        writer, tmp, count = None, None, 0
+    def __init__(self, out_dir: str | Path, dataset: str, split: str, per_shard: int = 16) -> None:
+        if per_shard < 1:
+            raise ValueError(f"per_shard must be at least 1, got {per_shard}")
+        self.dataset, self.split, self.per_shard = dataset, split, per_shard
+        self.folder = Path(out_dir) / split
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob("*.partial"):
+            stale.unlink()
+        self.shards: list[ShardInfo] = []
+        self.stats = _ChannelStats()
+        self.shapes: set[tuple[int, ...]] = set()
+        self.channels: list[str] | None = None
+        self.dt: float | None = None
+        self._writer: wds.TarWriter | None = None
+        self._tmp: Path | None = None
+        self._count = 0
 
-    iterator: Iterable[Trajectory] = trajectories
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(trajectories, desc=f"shard {dataset}/{split}", unit="traj")
-    for traj in iterator:
-        if traj.dataset != dataset:
-            raise DataError(f"trajectory {traj.index} belongs to {traj.dataset!r}, not {dataset!r}")
+    def add(self, traj: Trajectory) -> None:
+        where = f"{self.dataset}/{self.split} trajectory {traj.index}"
+        if traj.dataset != self.dataset:
+            raise DataError(f"{where}: belongs to {traj.dataset!r}")
         if not np.isfinite(traj.data).all():
-            raise DataError(f"{dataset}/{split} trajectory {traj.index}: NaN or Inf values in the source")
-        if channels is None:
-            channels, meta_first = traj.channels, traj.meta()
-        elif traj.channels != channels:
-            raise DataError(f"{dataset} trajectory {traj.index}: channels {traj.channels} differ from {channels}")
-        if writer is None:
-            tmp = folder / f"shard-{len(shards):06d}.tar.partial"
-            writer = wds.TarWriter(str(tmp), encoder=False)
+            raise DataError(f"{where}: NaN or Inf values in the source")
+        if self.channels is None:
+            self.channels, self.dt = traj.channels, traj.dt
+        elif traj.channels != self.channels:
+            raise DataError(f"{where}: channels {traj.channels} differ from {self.channels}")
+        if self._writer is None:
+            self._tmp = self.folder / f"shard-{len(self.shards):06d}.tar.partial"
+            self._writer = wds.TarWriter(str(self._tmp), encoder=False)
         sample = {"__key__": f"{traj.index:08d}", "data.npy": encode_npy(traj.data),
                   "meta.json": json.dumps(traj.meta()).encode()}
         if traj.mask is not None:
             sample["mask.npy"] = encode_npy(traj.mask.astype(np.float32))
-        writer.write(sample)
-        stats.add(traj.data)
-        shapes.add(tuple(traj.data.shape))
-        count += 1
-        if count == per_shard:
-            close()
-    close()
-    mean, std = stats.result()
-    manifest = {
-        "dataset": dataset, "split": split, "count": sum(s.count for s in shards),
-        "shapes": sorted(list(s) for s in shapes), "channels": channels or [],
-        "mean": mean, "std": std, "dt": meta_first.get("dt"), "shards": [vars(s) for s in shards],
-    }
-    _write_atomic_text(folder / MANIFEST, json.dumps(manifest, indent=1))
-    return manifest
+        self._writer.write(sample)
+        self.stats.add(traj.data)
+        self.shapes.add(tuple(traj.data.shape))
+        self._count += 1
+        if self._count == self.per_shard:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self._writer is None or self._tmp is None:
+            return
+        self._writer.close()
+        final = self._tmp.with_suffix("")  # strip .partial: only a finished shard gets its real name
+        os.replace(self._tmp, final)
+        self.shards.append(ShardInfo(final.name, self._count, sha256_of(final), final.stat().st_size))
+        self._writer, self._tmp, self._count = None, None, 0
+
+    def close(self) -> dict[str, Any]:
+        """Finish the last shard and write the manifest (last, atomically); return it."""
+        self._close_shard()
+        mean, std = self.stats.result()
+        manifest = {
+            "dataset": self.dataset, "split": self.split, "count": sum(s.count for s in self.shards),
+            "shapes": sorted(list(s) for s in self.shapes), "channels": self.channels or [],
+            "mean": mean, "std": std, "dt": self.dt, "shards": [vars(s) for s in self.shards],
+        }
+        _write_atomic_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
+        return manifest
+
+
+def write_shards(trajectories: Iterable[Trajectory], out_dir: str | Path, dataset: str, split: str,
+                 per_shard: int = 16) -> dict[str, Any]:
+    """Write one split's shards and manifest; return the manifest."""
+    writer = SplitWriter(out_dir, dataset, split, per_shard)
+    for traj in trajectories:
+        writer.add(traj)
+    return writer.close()
 
 
 def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:

@@ -89,8 +89,8 @@ def load_consolidated(model: torch.nn.Module, path: str | Path) -> None:
         )
 
 
-def export_checkpoint(checkpoint_dir: str | Path, out: str | Path, tag: str | None = None) -> Path:
-    """Merge a DeepSpeed MoE checkpoint (dense file + one file per expert) into one safetensors file.
+def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None) -> dict[str, torch.Tensor]:
+    """All weights of a DeepSpeed MoE checkpoint (dense file + one file per expert), global expert ids.
 
     Runs offline in one process, whatever ep_size the checkpoint was written with.
     """
@@ -107,4 +107,19 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path, tag: str | No
     state = dict(torch.load(dense_files[0], map_location="cpu", weights_only=False)["module"])
     for f in sorted(folder.glob("layer_*_expert_*_mp_rank_*_model_states.pt")):
         state.update(torch.load(f, map_location="cpu", weights_only=True))
-    return save_consolidated(state, out, {"source": str(folder)})
+    return state
+
+
+def export_checkpoint(checkpoint_dir: str | Path, out: str | Path, tag: str | None = None) -> Path:
+    """Merge a DeepSpeed MoE checkpoint into one safetensors file that loads into any ep_size."""
+    return save_consolidated(read_checkpoint_state(checkpoint_dir, tag), out, {"source": str(checkpoint_dir)})
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Consolidated weights from a .safetensors file or a DeepSpeed checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        return read_checkpoint_state(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {path} do not exist")
+    return load_file(str(path))

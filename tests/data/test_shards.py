@@ -106,7 +106,7 @@ def test_truncated_tar_is_named(tmp_path: Path) -> None:
 
 
 def test_source_with_nan_is_refused_at_writing(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="trajectory 3: NaN or Inf"):
+    with pytest.raises(DataError, match="alpha/train trajectory 3: NaN or Inf"):
         write_shards([traj(3, np.inf)], tmp_path / "alpha", "alpha", "train")
 
 

@@ -141,9 +141,10 @@ def read_fno_mat(
     split: str | None = None,
     indices: Sequence[int] | range | None = None,
 ) -> Iterator[Trajectory]:
-    """Yield the FNO trajectories of ``path`` as ``[T, X, Y, 1]`` "vorticity", dt from ``t``, dx = dy = 1/X.
+    """Yield the FNO trajectories of ``path`` as ``[T, X, Y, 1]`` "vorticity", dt from ``t``.
 
-    ``indices`` picks trajectories (0-based along N); the file is checked when this
+    The domain is the unit square: dx = 1/X, dy = 1/Y (equal on the real 64 x 64
+    files). ``indices`` picks trajectories (0-based along N); the file is checked when this
     is called, and read lazily as the iterator advances. ``split`` must be None:
     an FNO file holds one pool of trajectories, split them with ``indices``.
     """

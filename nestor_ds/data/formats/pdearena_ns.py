@@ -87,9 +87,11 @@ def read_pdearena_ns(
     with open_h5(path, LAYOUT) as f:
         present = [s for s in SPLITS if s in f]
         if split is None:
-            if len(present) != 1:
+            if not present:
                 found = ", ".join(f.keys()) or "nothing"
-                raise ValueError(f"{path}: pass split=, the file holds splits {present or 'none'} (found: {found})")
+                raise ValueError(f"{path}: no split group {SPLITS} found, not the {LAYOUT} layout (found: {found})")
+            if len(present) > 1:
+                raise ValueError(f"{path}: pass split=, the file holds splits {present} ({LAYOUT} layout)")
             split = present[0]
         g = require(f, split, path, LAYOUT)
         if not isinstance(g, h5py.Group):

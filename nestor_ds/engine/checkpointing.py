@@ -1,0 +1,68 @@
+"""DeepSpeed checkpoints that become ``latest`` only once completely written, keeping the newest K.
+
+Client state carries what DeepSpeed does not: the step, the loader position, RNG
+states and the run config, so a resumed run repeats an uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def tag_for(step: int) -> str:
+    return f"step{step:08d}"
+
+
+def latest_tag(root: Path) -> str | None:
+    latest = root / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep: int) -> str:
+    """Collective: every rank writes its part; rank 0 then points ``latest`` at it and prunes old ones."""
+    tag = tag_for(step)
+    engine.save_checkpoint(str(root), tag=tag, client_state={**client_state, "rng": rng_state()}, save_latest=False)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        tmp = root / "latest.partial"
+        tmp.write_text(tag)
+        os.replace(tmp, root / "latest")  # only now is the checkpoint visible as complete
+        tags = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("step"))
+        for old in tags[:-keep]:
+            shutil.rmtree(root / old, ignore_errors=True)
+    dist.barrier()
+    return tag
+
+
+def load(engine: Any, root: Path) -> dict[str, Any] | None:
+    """Resume from ``latest`` if there is one; returns the client state (None: fresh start)."""
+    tag = latest_tag(root)
+    if tag is None:
+        return None
+    path, client = engine.load_checkpoint(str(root), tag=tag)
+    if path is None:
+        raise RuntimeError(f"{root}/{tag}: DeepSpeed could not load this checkpoint")
+    set_rng_state(client["rng"])
+    return client

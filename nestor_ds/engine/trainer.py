@@ -1,0 +1,233 @@
+"""Pre-training, fine-tuning and evaluation of one run on DeepSpeed (any launcher, any world size)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from nestor_ds.config import RunConfig, build_deepspeed_config, load_config
+from nestor_ds.config.deepspeed_config import engine_clips_itself
+
+log = logging.getLogger("nestor_ds")
+Mode = Literal["pretrain", "finetune", "evaluate"]
+
+
+@dataclass
+class RunArgs:
+    config: Path
+    ds_config: Path
+    mode: Mode = "pretrain"
+    weights: Path | None = None  # evaluate / finetune: checkpoint dir or .safetensors (default train.init_from)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resume: bool = True
+
+
+def _setup_logging(rank: int) -> None:
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stdout,
+                        format=f"%(asctime)s [rank {rank}] %(message)s", datefmt="%H:%M:%S", force=True)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def total_steps(cfg: RunConfig, train_count: int, world: int) -> int:
+    if cfg.train.steps is not None:
+        return cfg.train.steps
+    per_step = cfg.train.micro_batch_per_rank * cfg.train.grad_accum * world
+    return max(1, cfg.train.epochs * math.ceil(train_count / per_step))
+
+
+def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Denoising pre-training: Gaussian noise scaled by each sample's RMS, on real points only."""
+    if scale <= 0:
+        return x
+    rms = x.float().square().flatten(1).mean(1).sqrt().view(-1, 1, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x.device)
+    return x + (scale * rms * noise * mask).to(x.dtype)
+
+
+def run(args: RunArgs) -> dict[str, Any]:
+    import deepspeed
+    import torch.distributed as dist
+
+    from nestor_ds.data.loader import build_train_loader, open_sources
+    from nestor_ds.engine import checkpointing
+    from nestor_ds.engine.distributed import init_distributed, shutdown
+    from nestor_ds.engine.evaluate import evaluate, format_table
+    from nestor_ds.engine.finetune import freeze, load_pretrained
+    from nestor_ds.engine.grad_norm import clip_global_grad_norm_
+    from nestor_ds.engine.losses import l2re
+    from nestor_ds.engine.metrics import IntervalMetrics, peak_memory_mib
+    from nestor_ds.engine.optim import build_optimizer
+    from nestor_ds.engine.reporting import write_eval_outputs
+    from nestor_ds.model import build_model
+    from nestor_ds.tracking import Tracker, flatten, resolve_uri
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
+    init_distributed()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    _setup_logging(rank)
+    cfg = load_config(args.config, args.overrides)
+    if args.mode == "evaluate" and world % cfg.parallel.ep_size:
+        # consolidated weights load into any ep_size: evaluate with the experts spread over the ranks at hand
+        log.info("evaluate: parallel.ep_size=%d does not divide world size %d; using ep_size=%d",
+                 cfg.parallel.ep_size, world, math.gcd(world, cfg.parallel.ep_size))
+        cfg = load_config(args.config, {**args.overrides, "parallel.ep_size": math.gcd(world, cfg.parallel.ep_size)})
+    ds = build_deepspeed_config(cfg, args.ds_config, world)
+    out_dir = cfg.train.output_dir
+    ckpt_dir = cfg.checkpoint_dir
+    _seed_everything(cfg.train.seed)
+
+    model = build_model(cfg.model, cfg.parallel.ep_size, seed=cfg.train.seed)
+    weights = args.weights or cfg.train.init_from
+    if args.mode in ("finetune", "evaluate"):
+        if weights is None:
+            raise ValueError(f"{args.mode} needs weights: pass --weights or set train.init_from")
+        fresh = load_pretrained(model, weights)
+        if args.mode == "evaluate" and fresh:
+            raise ValueError(f"{weights} does not fit the model of {args.config}: {fresh[:4]} ...")
+    if args.mode == "finetune" and cfg.train.freeze:
+        log.info("frozen: %s (%d parameters)", ", ".join(cfg.train.freeze), freeze(model, cfg.train.freeze))
+
+    def make_tracker(run_id: str | None = None) -> Tracker:
+        return Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
+                       out_dir / "mlflow-artifacts", enabled=rank == 0, tags={"mode": args.mode}, run_id=run_id)
+
+    test_sources = open_sources(cfg, cfg.data.test_split)
+    names = [s.name for s in test_sources]
+
+    if args.mode == "evaluate":
+        engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
+        tracker = make_tracker()
+        result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
+        summary = result.metrics()
+        if rank == 0:
+            print(format_table(result), flush=True)
+            write_eval_outputs(result, out_dir / "eval", tracker, step=0)
+            tracker.log_params({"config": cfg.model_dump(mode="json"), "world_size": world,
+                                "ep_size": cfg.parallel.ep_size, "weights": str(weights)})
+            tracker.log_metrics(summary, step=0)
+        tracker.finish()
+        shutdown()
+        return summary
+
+    train_sources = open_sources(cfg, cfg.data.train_split)
+    steps = total_steps(cfg, sum(s.manifest["count"] for s in train_sources), world)
+    optimizer = build_optimizer(model, cfg.train.optimizer)
+    o = cfg.train.optimizer
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps,
+        pct_start=max(o.warmup_fraction, 1e-6), cycle_momentum=False)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
+    device = engine.device
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled() else torch.float32
+
+    step = 0
+    client = checkpointing.load(engine, ckpt_dir) if args.resume else None
+    tracker = make_tracker(client.get("mlflow_run_id") if client else None)
+    if client is not None:
+        step = int(client["step"])
+        log.info("resumed from %s at step %d", ckpt_dir / checkpointing.latest_tag(ckpt_dir), step)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if client is None:
+            tracker.log_params({"config": cfg.model_dump(mode="json"), "ds_config": ds, "world_size": world,
+                                "ep_size": cfg.parallel.ep_size, "mode": args.mode, "total_steps": steps})
+            for f in (args.config, args.ds_config):
+                tracker.log_artifact(Path(f), "config")
+    accum = cfg.train.grad_accum
+    loader = iter(build_train_loader(cfg, rank, world, start_batch=step * accum))
+    metrics = IntervalMetrics([s.name for s in train_sources], cfg.parallel.ep_size, device)
+    tokens_per_sample = cfg.model.tokens
+    clip_here = engine_clips_itself(ds)
+    bar = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=step, desc=args.mode, unit="step", dynamic_ncols=True, file=sys.stderr)
+    history: list[dict[str, float]] = []
+    t_interval = time.perf_counter()
+    engine.train()
+    while step < steps:
+        for micro in range(accum):
+            batch = next(loader)
+            mask = batch["mask"].to(device)
+            gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
+            x = add_noise(batch["x"].to(device), mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen)
+            out = engine(x.to(dtype))
+            per_sample = l2re(out.pred, batch["y"].to(device), mask)
+            loss = per_sample.mean() + cfg.train.aux_weight_image * out.aux_image \
+                + cfg.train.aux_weight_token * out.aux_token
+            engine.backward(loss)
+            if clip_here and engine.is_gradient_accumulation_boundary():
+                clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
+            engine.step()
+            metrics.add(loss, per_sample, batch["dataset_id"], out, int(batch["skipped"]))
+        step += 1
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.train.log_every == 0 or step == steps:
+            values = metrics.reduce()
+            elapsed = time.perf_counter() - t_interval
+            values["perf/samples_per_s"] = values["train/samples"] / elapsed
+            values["perf/tokens_per_s"] = values["perf/samples_per_s"] * tokens_per_sample
+            values["perf/peak_mem_mib"] = peak_memory_mib(device)
+            values["train/lr"] = engine.get_lr()[0]
+            metrics.reset()
+            t_interval = time.perf_counter()
+            if rank == 0:
+                history.append({"step": step, **values})
+                tracker.log_metrics(values, step)
+                bar.write(_log_line(step, steps, values, [s.name for s in train_sources]))
+        if step % cfg.train.eval_every == 0 and step != steps:
+            result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
+            engine.train()
+            if rank == 0:
+                tracker.log_metrics(result.metrics(), step)
+                bar.write(format_table(result))
+        if step % cfg.train.checkpoint_every == 0 or step == steps:
+            checkpointing.save(engine, ckpt_dir, step, {"step": step, "config": cfg.model_dump(mode="json"),
+                                                        "mlflow_run_id": tracker.run_id}, cfg.train.keep_checkpoints)
+    if bar is not None:
+        bar.close()
+    result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
+    summary = {**(history[-1] if history else {}), **result.metrics()}
+    if rank == 0:
+        print(format_table(result), flush=True)
+        write_eval_outputs(result, out_dir / "eval", tracker, step, history=history)
+        tracker.log_metrics(result.metrics(), step)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(f"outputs: {out_dir.resolve()}  (mlflow: {resolve_uri(cfg.tracking.uri, out_dir)}, "
+              f"run {tracker.run_id})", flush=True)
+    tracker.finish()
+    shutdown()
+    return summary
+
+
+def _evaluate(engine: Any, cfg: RunConfig, sources: list, rank: int, world: int, evaluate: Any) -> Any:
+    engine.eval()
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+    return evaluate(engine, cfg, sources, rank, world, engine.device, dtype)
+
+
+def _log_line(step: int, steps: int, v: dict[str, float], names: list[str]) -> str:
+    per_set = " ".join(f"{n}={v[f'train/{n}/l2re']:.3f}" for n in names if f"train/{n}/l2re" in v)
+    image = " ".join(f"{v[k]:.2f}" for k in sorted(k for k in v if k.startswith("load/image/")))
+    token = " ".join(f"{v[k]:.2f}" for k in sorted(k for k in v if k.startswith("load/token/")))
+    return (f"step {step}/{steps} | loss {v['train/loss']:.4f} | l2re {per_set} | aux img {v['train/aux_image']:.3f}"
+            f" tok {v['train/aux_token']:.3f} | load img [{image}] tok [{token}] | "
+            f"{v['perf/samples_per_s']:.1f} samples/s {v['perf/tokens_per_s']:.0f} tokens/s | "
+            f"peak {v['perf/peak_mem_mib']:.0f} MiB | lr {v['train/lr']:.2e}")
