@@ -6,8 +6,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class ContiguousGroupNorm(nn.GroupNorm):
+    """GroupNorm on a contiguous input: torch 2.13's CPU backward segfaults on a permuted input that
+    needs no gradient (what a frozen encoder hands the first block)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous())
+
+
 def group_norm(width: int) -> nn.GroupNorm:
-    return nn.GroupNorm(8 if width % 8 == 0 else 1, width)
+    return ContiguousGroupNorm(8 if width % 8 == 0 else 1, width)
 
 
 class AFNOFilter(nn.Module):

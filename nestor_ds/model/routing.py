@@ -33,7 +33,8 @@ class SampleGate(nn.Module):
         self.register_buffer("temperature", torch.ones(()), persistent=False)
 
     def capacity(self, batch: int, counts: torch.Tensor, group: dist.ProcessGroup | None) -> int:
-        if self.drop:
+        # evaluation never drops: a sample's prediction must not depend on what else is in its batch
+        if self.drop and self.training:
             cap = torch.tensor(max(1, math.ceil(self.capacity_factor * self.top_k * batch / self.experts)))
         else:
             cap = counts.max().cpu()

@@ -48,6 +48,9 @@ def test_model_counts_dropped_samples(tiny_model_cfg) -> None:
     assert (low.dropped > 0).all()
     nodrop = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25, moe__drop_tokens=False))(x)
     assert (nodrop.dropped == 0).all()
+    evaluating = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25)).eval()
+    with torch.no_grad():
+        assert (evaluating(x).dropped == 0).all()  # evaluation never drops
     assert (nodrop.image_load.sum(dim=1) == 16 * 2).all()
 
 

@@ -66,3 +66,17 @@ def test_attention_dropout_only_in_training(tiny_model_cfg) -> None:
     model.train()
     with torch.no_grad():
         assert not torch.equal(model(x).pred, model(x).pred)
+
+
+@pytest.mark.parametrize("kind", ["nestor", "dpot"])
+def test_backward_with_frozen_encoder(tiny_model_cfg, kind) -> None:
+    """Regression: a frozen encoder hands the blocks a permuted tensor without grad; GroupNorm's CPU
+    backward used to segfault on it."""
+    from nestor_ds.engine.finetune import freeze
+
+    model = build_model(variant(tiny_model_cfg, variant=kind))
+    assert freeze(model, ["encoder"]) > 0
+    out = model(torch.randn(2, 32, 32, 4, 4))
+    out.pred.square().mean().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.head.up.weight.grad is not None

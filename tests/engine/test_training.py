@@ -1,0 +1,113 @@
+"""The training job as users run it: real launchers, real gloo ranks, real shards, a real MLflow store."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import HELD_OUT, PRETRAIN_SETS, REPO, env, launch, launch_and_kill_after_checkpoint, run_args
+
+pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def pretrained(shards: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain")
+    launch("deepspeed", 2, run_args(shards, out, "--set", f"train.steps={STEPS}", "--set", "train.eval_every=30",
+                                    "--set", "train.checkpoint_every=30", "--set", "tracking.run_name=pretrain"))
+    return out
+
+
+def _history(out: Path) -> dict[int, float]:
+    return {int(h["step"]): h["train/loss"] for h in json.loads((out / "eval" / "history.json").read_text())}
+
+
+def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
+    losses = _history(pretrained)
+    first, last = sum(losses[s] for s in range(1, 11)) / 10, sum(losses[s] for s in range(STEPS - 9, STEPS + 1)) / 10
+    assert last < 0.8 * first, (first, last)
+    table = json.loads((pretrained / "eval" / "eval_table.json").read_text())
+    assert [r["dataset"] for r in table["datasets"]] == PRETRAIN_SETS
+    assert all(0 < r["l2re_one_step"] < 2 and r["trajectories"] == 4 for r in table["datasets"])
+    assert (pretrained / "eval" / "eval_table.csv").read_text().startswith("dataset,")
+
+    client = MlflowClient(f"sqlite:///{pretrained / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "pretrain"
+    assert run.data.params["world_size"] == "2" and run.data.params["ep_size"] == "2"
+    assert run.data.params["config.model.moe.experts"] == "4"
+    assert run.data.params["ds_config.train_batch_size"] == "8"
+    metrics = run.data.metrics
+    for key in ("train/loss", "train/aux_image", "load/image/expert0", "perf/samples_per_s",
+                f"eval/{PRETRAIN_SETS[0]}/l2re_rollout", "train/swe_pdb/l2re"):
+        assert key in metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == STEPS
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/eval_table.csv", "eval/experts_image.png", "eval/rollout_errors.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} >= {"config/tiny_cpu.yaml"}
+    # per-expert checkpoint files of the ep_size=2 run
+    assert len(list((pretrained / "checkpoints" / "step00000060").glob("layer_*_expert_*"))) == 2 * 4
+
+
+def test_killed_run_resumes_with_identical_losses(shards: Path, tmp_path: Path) -> None:
+    common = ("--set", "train.steps=12", "--set", "train.checkpoint_every=4", "--set", "train.eval_every=100",
+              "--set", "train.eval_trajectories=1")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    launch("torchrun", 2, run_args(shards, straight, *common))
+    launch_and_kill_after_checkpoint(2, run_args(shards, killed, *common), killed)
+    resumed_from = int((killed / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
+    launch("torchrun", 2, run_args(shards, killed, *common))
+    a, b = _history(straight), _history(killed)
+    assert sorted(b) == list(range(resumed_from + 1, 13))
+    for step in b:
+        assert b[step] == a[step], (step, a[step], b[step])
+
+
+def test_finetune_beats_scratch_and_compare(pretrained: Path, shards: Path, tmp_path: Path) -> None:
+    common = ("--set", "train.steps=30", "--set", "train.eval_every=100", "--set", "data.noise_scale=0",
+              "--set", "train.aux_weight_image=0.01", "--set", "train.aux_weight_token=0.005")
+    tuned, scratch = tmp_path / "tuned", tmp_path / "scratch"
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    common += ("--set", f"tracking.uri={store}", "--set", "tracking.experiment=heldout")
+    launch("torchrun", 2, run_args(shards, tuned, "--mode", "finetune", "--weights", str(pretrained / "checkpoints"),
+                                   "--set", "tracking.run_name=finetune", "--set", "train.freeze=[encoder]", *common,
+                                   sets=[HELD_OUT]))
+    launch("torchrun", 2, run_args(shards, scratch, "--set", "tracking.run_name=scratch", *common, sets=[HELD_OUT]))
+    score = {name: json.loads((d / "eval" / "eval_table.json").read_text())["datasets"][0]
+             for name, d in (("tuned", tuned), ("scratch", scratch))}
+    print("fine-tuned vs scratch on", HELD_OUT, score)
+    assert score["tuned"]["l2re_one_step"] < score["scratch"]["l2re_one_step"]
+
+    out = subprocess.run([sys.executable, "-m", "nestor_ds", "compare", "finetune", "scratch", "--tracking-uri", store,
+                          "--experiment", "heldout", "--markdown", str(tmp_path / "compare.md")], cwd=REPO,
+                         env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "finetune" in out.stdout and "scratch" in out.stdout
+    assert f"eval/{HELD_OUT}/l2re_one_step" in out.stdout
+    assert f"{score['tuned']['l2re_one_step']:.4g}" in out.stdout
+    assert "mode" in out.stdout and "config.train.freeze" in out.stdout  # the keys that differ
+    assert "config.model.width" not in out.stdout  # ... and only those
+    assert (tmp_path / "compare.md").read_text().count("|") > 10
+
+
+def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path, tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    launch("plain", 1, run_args(shards, single, "--set", "parallel.ep_size=1", "--set", "train.steps=3"))
+    assert (single / "eval" / "eval_table.json").is_file()
+    # the ep_size=2 checkpoint, evaluated in one plain process (experts consolidated onto it)
+    out = subprocess.run([sys.executable, "-m", "nestor_ds", "evaluate", "--checkpoint", str(pretrained / "checkpoints"),
+                          *run_args(shards, tmp_path / "evaluated")[2:]], cwd=REPO, env=env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "L2RE 1-step" in out.stdout
+    mine = json.loads((tmp_path / "evaluated" / "eval" / "eval_table.json").read_text())["datasets"]
+    theirs = json.loads((pretrained / "eval" / "eval_table.json").read_text())["datasets"]
+    for a, b in zip(mine, theirs):
+        assert a["dataset"] == b["dataset"]
+        assert a["l2re_one_step"] == pytest.approx(b["l2re_one_step"], rel=1e-4)
+        assert a["l2re_rollout"] == pytest.approx(b["l2re_rollout"], rel=1e-4)
