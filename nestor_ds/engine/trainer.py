@@ -60,6 +60,9 @@ def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Gene
 
 
 def run(args: RunArgs) -> dict[str, Any]:
+    from nestor_ds.engine.preemption import Preemption, requeue_job
+
+    preemption = Preemption()  # first: a signal that arrives before the handler would kill the task
     import deepspeed
     import torch.distributed as dist
 
@@ -198,6 +201,17 @@ def run(args: RunArgs) -> dict[str, Any]:
             if rank == 0:
                 tracker.log_metrics(result.metrics(), step)
                 bar.write(format_table(result))
+        if preemption.agreed(device):
+            checkpointing.save(engine, ckpt_dir, step, {"step": step, "config": cfg.model_dump(mode="json"),
+                                                        "mlflow_run_id": tracker.run_id}, cfg.train.keep_checkpoints)
+            requeued = requeue_job() if rank == 0 else False
+            if bar is not None:
+                bar.close()
+            log.info("preempted at step %d: checkpoint written, %s", step,
+                     "requeue requested" if requeued else "not under Slurm, no requeue")
+            tracker.finish("KILLED")
+            shutdown()
+            return {"preempted_at": step}
         if step % cfg.train.checkpoint_every == 0 or step == steps:
             checkpointing.save(engine, ckpt_dir, step, {"step": step, "config": cfg.model_dump(mode="json"),
                                                         "mlflow_run_id": tracker.run_id}, cfg.train.keep_checkpoints)

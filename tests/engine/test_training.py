@@ -111,3 +111,42 @@ def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path,
         assert a["dataset"] == b["dataset"]
         assert a["l2re_one_step"] == pytest.approx(b["l2re_one_step"], rel=1e-4)
         assert a["l2re_rollout"] == pytest.approx(b["l2re_rollout"], rel=1e-4)
+
+
+def test_signal_checkpoints_at_a_step_boundary_and_the_rerun_finishes(shards: Path, tmp_path: Path) -> None:
+    """What Slurm's warning signal does, without Slurm: one rank gets SIGUSR1, all stop at the same step."""
+    import signal
+    import time
+
+    import psutil
+
+    from multiproc import free_port
+
+    out = tmp_path / "run"
+    args = run_args(shards, out, "--set", "train.steps=40", "--set", "train.checkpoint_every=1000",
+                    "--set", "train.eval_every=1000", "--set", "train.eval_trajectories=1")
+    log = tmp_path / "first.log"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(REPO / "launch" / "train.py"), *args]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**env(), "PYTHONUNBUFFERED": "1"}, stdout=f, stderr=f)
+        deadline = time.time() + 300
+        while "step 3/40" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        workers[-1].send_signal(signal.SIGUSR1)  # one rank only: the stop must still be collective
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "preempted at step" in text and "not under Slurm" in text
+    stopped = int(text.split("preempted at step ")[1].split(":")[0])
+    assert 3 <= stopped < 40
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"step{stopped:08d}"
+    launch("torchrun", 2, args)
+    assert sorted(_history(out)) == list(range(stopped + 1, 41))
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(1, 41))  # one MLflow run, every step exactly once
+    assert run.info.status == "FINISHED"
