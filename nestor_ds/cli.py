@@ -121,6 +121,32 @@ def _cmd_data_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nestor_ds.tracking.report import build_report
+
+    runs = {}
+    for item in args.run:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--run expects LABEL=RUN_DIR, got {item!r}")
+        runs[label] = Path(path)
+    report = build_report(runs, Path(args.out))
+    if args.log_to_mlflow:
+        from nestor_ds.tracking.mlflow_run import Tracker
+
+        for label, run_dir in runs.items():
+            summary = json.loads((run_dir / "summary.json").read_text())
+            if summary.get("mlflow_run_id"):
+                tracker = Tracker(summary["mlflow_uri"], "report", None, run_dir / "mlflow-artifacts", True,
+                                  run_id=summary["mlflow_run_id"])  # attaches to the existing run
+                tracker.log_artifact(report.parent, "report")
+                tracker.finish()
+    print(f"report: {report}")
+    return 0
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """What launch/train.py runs (under deepspeed, torchrun or plain python)."""
     parser = argparse.ArgumentParser(prog="launch/train.py", description="Pre-train, fine-tune or evaluate NESTOR.")
@@ -186,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(p, ds_required=False)
     p.add_argument("--checkpoint", required=True, help="DeepSpeed checkpoint dir or consolidated .safetensors")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="markdown report with L2RE tables and figures of finished runs")
+    p.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_DIR", help="repeatable")
+    p.add_argument("--out", required=True, help="folder for REPORT.md and figures/")
+    p.add_argument("--log-to-mlflow", action="store_true", help="attach the report to each run in MLflow")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compare", help="side-by-side table of MLflow runs: final metrics and differing config")
     p.add_argument("runs", nargs="*", help="run ids or names (default: the newest runs of --experiment)")

@@ -57,17 +57,17 @@ class AblationConfig(Strict):
 
 
 class ModelConfig(Strict):
-    variant: Literal["nestor", "dpot", "moepot"] = "nestor"
+    variant: Literal["nestor", "dpot", "moepot"] = Field("nestor", description="model family (registry key)")
     resolution: int = Field(64, gt=0, description="common grid size the model sees (square)")
-    patch_size: int = Field(8, gt=0)
+    patch_size: int = Field(8, gt=0, description="patch edge; tokens = (resolution / patch_size)^2")
     width: int = Field(512, gt=0, description="token width D")
-    heads: int = Field(8, gt=0)
-    blocks: int = Field(2, gt=0)
+    heads: int = Field(8, gt=0, description="attention heads in each attention expert")
+    blocks: int = Field(2, gt=0, description="nested-MoE (or DPOT) blocks")
     afno_modes: int = Field(32, gt=0, description="lowest Fourier modes kept per axis")
     afno_blocks: int = Field(8, gt=0, description="diagonal blocks of the AFNO complex MLP")
     mlp_ratio: float = Field(1.0, gt=0, description="hidden width of MLPs / SwiGLU experts as a multiple of D")
-    t_in: int = Field(10, gt=0)
-    t_out: int = Field(1, gt=0)
+    t_in: int = Field(10, gt=0, description="input frames")
+    t_out: int = Field(1, gt=0, description="frames predicted per step")
     channels: int = Field(4, gt=0, description="physical channels (after padding to the common count)")
     decoder_width: int = Field(32, gt=0, description="channels of the output projection head")
     attention: Literal["auto", "sdpa", "flash"] = Field(
@@ -101,16 +101,16 @@ class ModelConfig(Strict):
 
 
 class DatasetEntry(Strict):
-    name: str
+    name: str = Field(description="registry name, or a key of data.custom")
     weight: float | None = Field(None, gt=0, description="mixing weight; default: the registry's")
     shards: str | None = Field(None, description="shard directory; default: <data.root>/<name>")
 
 
 class DataConfig(Strict):
-    datasets: list[DatasetEntry] = Field(min_length=1)
+    datasets: list[DatasetEntry] = Field(min_length=1, description="data sets mixed in this run")
     root: Path = Field(Path("data/shards"), description="where shard directories live")
-    train_split: str = "train"
-    test_split: str = "test"
+    train_split: str = Field("train", description="split folder trained on")
+    test_split: str = Field("test", description="split folder evaluated on")
     resolution: int | None = Field(None, gt=0, description="common resolution; default: model.resolution")
     channels: int | None = Field(None, gt=0, description="common channel count; default: model.channels")
     noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
@@ -139,30 +139,30 @@ class DataConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    lr: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.9)
-    weight_decay: float = Field(1e-6, ge=0)
-    eps: float = Field(1e-8, gt=0)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate of the one-cycle schedule")
+    betas: tuple[float, float] = Field((0.9, 0.9), description="Adam betas")
+    weight_decay: float = Field(1e-6, ge=0, description="on matrices only, not norms and biases")
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon")
     warmup_fraction: float = Field(0.2, ge=0, le=1, description="one-cycle warm-up share of all steps")
 
 
 class TrainConfig(Strict):
     steps: int | None = Field(None, gt=0, description="optimizer steps (give steps or epochs)")
-    epochs: int | None = Field(None, gt=0)
-    micro_batch_per_rank: int = Field(8, gt=0)
-    grad_accum: int = Field(1, gt=0)
+    epochs: int | None = Field(None, gt=0, description="passes over the training trajectories (or steps)")
+    micro_batch_per_rank: int = Field(8, gt=0, description="samples per rank per forward")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     aux_weight_image: float = Field(0.03, ge=0, description="image-level load-balancing weight")
     aux_weight_token: float = Field(1e-4, ge=0, description="token-level load-balancing weight")
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
-    seed: int = 0
+    seed: int = Field(0, description="weights, data order, windows and noise all derive from it")
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
-    checkpoint_every: int = Field(1000, gt=0)
+    checkpoint_every: int = Field(1000, gt=0, description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(3, gt=0, description="newest checkpoints kept on disk")
     checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/checkpoints")
-    eval_every: int = Field(1000, gt=0)
+    eval_every: int = Field(1000, gt=0, description="optimizer steps between evaluations")
     eval_trajectories: int | None = Field(None, gt=0, description="cap on test trajectories per data set")
-    output_dir: Path = Path("runs/default")
+    output_dir: Path = Field(Path("runs/default"), description="checkpoints, eval tables, plots, MLflow db")
     init_from: Path | None = Field(
         None, description="fine-tuning: a DeepSpeed checkpoint directory or a consolidated .safetensors file"
     )
@@ -184,11 +184,12 @@ class ParallelConfig(Strict):
 
 
 class TrackingConfig(Strict):
+    enabled: bool = Field(True, description="False: no MLflow (tables, plots and checkpoints are still written)")
     uri: str | None = Field(
         None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db"
     )
-    experiment: str = "nestor"
-    run_name: str | None = None
+    experiment: str = Field("nestor", description="MLflow experiment")
+    run_name: str | None = Field(None, description="MLflow run name (default: generated)")
 
 
 class RunConfig(Strict):

@@ -25,6 +25,7 @@ Forward = Callable[[torch.Tensor], ModelOutput]
 @dataclass
 class DatasetEval:
     name: str
+    channels: list[str] = field(default_factory=list)
     trajectories: int = 0
     one_step: float = float("nan")
     rollout: float = float("nan")
@@ -131,7 +132,7 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
             token_load = _sum(token_load) / cfg.parallel.ep_size
         n = max(stats[2].item(), 1.0)
         results.append(DatasetEval(
-            src.name, int(stats[2].item()), stats[0].item() / n, stats[1].item() / n, (curve / n).cpu().numpy(),
+            src.name, list(src.manifest["channels"]), int(stats[2].item()), stats[0].item() / n, stats[1].item() / n, (curve / n).cpu().numpy(),
             image_load.cpu().numpy() if image_load is not None else None,
             token_load.cpu().numpy() if token_load is not None else None, example,
         ))

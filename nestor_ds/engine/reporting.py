@@ -30,7 +30,8 @@ def write_eval_outputs(result: EvalResult, folder: Path, tracker: Any, step: int
         if d.example is not None:
             ex = d.example
             real = ex["mask"].reshape(-1, ex["mask"].shape[-1]).max(0) > 0
-            names = [f"channel {c}" for c in range(int(real.sum()))]
+            names = (d.channels + [f"channel {c}" for c in range(len(d.channels), len(real))])[:len(real)]
+            names = [n for n, keep in zip(names, real) if keep]
             paths[f"sample_{d.name}"] = plot_sample(ex["input"][..., real], ex["truth"][..., real],
                                                     ex["prediction"][..., real], names,
                                                     f"{d.name}: one-step prediction", folder / f"sample_{d.name}.png")

@@ -107,7 +107,7 @@ def run(args: RunArgs) -> dict[str, Any]:
 
     def make_tracker(run_id: str | None = None) -> Tracker:
         return Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
-                       out_dir / "mlflow-artifacts", enabled=rank == 0, tags={"mode": args.mode}, run_id=run_id)
+                       out_dir / "mlflow-artifacts", enabled=rank == 0 and cfg.tracking.enabled, tags={"mode": args.mode}, run_id=run_id)
 
     test_sources = open_sources(cfg, cfg.data.test_split)
     names = [s.name for s in test_sources]
@@ -223,7 +223,9 @@ def run(args: RunArgs) -> dict[str, Any]:
         print(format_table(result), flush=True)
         write_eval_outputs(result, out_dir / "eval", tracker, step, history=history)
         tracker.log_metrics(result.metrics(), step)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (out_dir / "summary.json").write_text(json.dumps(
+            {**summary, "mlflow_uri": resolve_uri(cfg.tracking.uri, out_dir), "mlflow_run_id": tracker.run_id,
+             "mode": args.mode, "datasets": names}, indent=1))
         print(f"outputs: {out_dir.resolve()}  (mlflow: {resolve_uri(cfg.tracking.uri, out_dir)}, "
               f"run {tracker.run_id})", flush=True)
     tracker.finish()

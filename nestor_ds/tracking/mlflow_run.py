@@ -159,14 +159,14 @@ class Tracker:
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=uri)
-        experiment_id = self._experiment_id(client, experiment, Path(artifact_dir))
         if run_id is not None:
             run = client.get_run(run_id)
             if run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
             self._client, self._run_id = client, run_id
-            log.info("MLflow run %s resumed in experiment %r at %s", run_id, experiment, uri)
+            log.info("MLflow run %s resumed at %s", run_id, uri)
             return
+        experiment_id = self._experiment_id(client, experiment, Path(artifact_dir))
         run = client.create_run(
             experiment_id,
             run_name=run_name or None,

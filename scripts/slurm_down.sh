@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Stop the one-node Slurm that scripts/slurm_up.sh started: cancel every job, shut
+# slurmctld and slurmd down, then stop munged if slurm_up.sh was the one that started
+# it. Safe to run when nothing is running (idempotent). Logs and state stay in the
+# scratch directory for post-mortems; slurm_up.sh cold-starts over them.
+#
+#   scripts/slurm_down.sh [--keep-munge]
+set -euo pipefail
+
+dir="${NESTOR_SLURM_DIR:-/tmp/nestor-slurm}"
+export SLURM_CONF="$dir/slurm.conf"
+keep_munge=0
+[ "${1:-}" = "--keep-munge" ] && keep_munge=1
+
+say() { echo "[slurm_down] $*" >&2; }
+pid_of() { [ -s "$1" ] && cat "$1" || true; }
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# Wait up to 10 s for pid $1 (named $2 in messages) to exit, then SIGKILL it.
+stop_pid() {
+    local pid="$1" name="$2" i
+    alive "$pid" || return 0
+    for i in $(seq 100); do alive "$pid" || return 0; sleep 0.1; done
+    say "$name (pid $pid) still running after 10 s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+ctld="$(pid_of "$dir/slurmctld.pid")"
+slurmd="$(pid_of "$dir/slurmd.pid")"
+if [ -f "$SLURM_CONF" ] && alive "$ctld"; then
+    # Cancel jobs first so no training processes outlive the cluster (scontrol
+    # shutdown alone leaves running job steps behind).
+    jobs="$(squeue -h -o %i 2>/dev/null || true)"
+    if [ -n "$jobs" ]; then
+        say "cancelling jobs: $(echo $jobs)"
+        # shellcheck disable=SC2086  # one job id per word
+        scancel $jobs 2>/dev/null || true
+        for _ in $(seq 100); do [ -z "$(squeue -h -o %i 2>/dev/null || true)" ] && break; sleep 0.1; done
+    fi
+    say "scontrol shutdown"
+    scontrol shutdown >/dev/null 2>&1 || kill -TERM "$ctld" "$slurmd" 2>/dev/null || true
+elif alive "$ctld" || alive "$slurmd"; then
+    kill -TERM $ctld $slurmd 2>/dev/null || true
+fi
+# scontrol shutdown tells slurmd too, but a slurmd that did not hear it must not linger.
+stop_pid "$ctld" slurmctld
+alive "$slurmd" && { sleep 1; alive "$slurmd" && kill -TERM "$slurmd" 2>/dev/null || true; }
+stop_pid "$slurmd" slurmd
+rm -f "$dir/slurmctld.pid" "$dir/slurmd.pid"
+
+if [ "$keep_munge" -eq 0 ] && [ -f "$dir/munged.ours" ]; then
+    munged_pid="$(pid_of /run/munge/munged.pid)"
+    if alive "$munged_pid"; then
+        say "stopping munged (pid $munged_pid)"
+        kill -TERM "$munged_pid" 2>/dev/null || true
+        stop_pid "$munged_pid" munged
+    fi
+    rm -f "$dir/munged.ours"
+fi
+say "down"
