@@ -33,7 +33,12 @@ if [ -f "$SLURM_CONF" ] && alive "$ctld"; then
     jobs="$(squeue -h -o %i 2>/dev/null || true)"
     if [ -n "$jobs" ]; then
         say "cancelling jobs: $(echo $jobs)"
+        # SIGKILL first: a plain scancel sends SIGTERM, which the trainer answers with a
+        # checkpoint and a requeue, so the job would come back. Then cancel what is left
+        # (pending jobs, which cannot be signalled).
         # shellcheck disable=SC2086  # one job id per word
+        scancel --full --signal=KILL $jobs 2>/dev/null || true
+        # shellcheck disable=SC2086
         scancel $jobs 2>/dev/null || true
         for _ in $(seq 100); do [ -z "$(squeue -h -o %i 2>/dev/null || true)" ] && break; sleep 0.1; done
     fi

@@ -55,7 +55,7 @@ def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Gene
     if scale <= 0:
         return x
     rms = x.float().square().flatten(1).mean(1).sqrt().view(-1, 1, 1, 1, 1)
-    noise = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x.device)
+    noise = torch.randn(x.shape, generator=gen, dtype=torch.float32, device=x.device)  # made on the device
     return x + (scale * rms * noise * mask).to(x.dtype)
 
 
@@ -168,7 +168,7 @@ def run(args: RunArgs) -> dict[str, Any]:
         for micro in range(accum):
             batch = next(loader)
             mask = batch["mask"].to(device)
-            gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
+            gen = torch.Generator(device).manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
             x = add_noise(batch["x"].to(device), mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen)
             out = engine(x.to(dtype))
             per_sample = l2re(out.pred, batch["y"].to(device), mask)
