@@ -2,13 +2,7 @@
 # The GPU checks of the model issue, as one script for a lent GPU machine (see README).
 # Expects wheels for packages the GPU image lacks in .whl/ (deepspeed, pydantic, ...).
 set -o pipefail
-out="${OUT:-/tmp/gpu_check}"; mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi -L
+source scripts/gpu_env.sh
 python3 -c "import torch, deepspeed, pydantic; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, 'pydantic', pydantic.__version__)" 2>&1 | grep -v WARN
 python3 -m pytest -q -p no:cacheprovider -rs tests/model/test_gpu.py 2>&1 | tee "$out/gpu_tests.log"
 for dtype in bf16 fp32; do

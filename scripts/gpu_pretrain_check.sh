@@ -3,14 +3,8 @@
 # published Tiny configuration at resolution 128 (data generated at 64 and resized by the loader).
 # Expects wheels for packages the GPU image lacks in .whl/ (deepspeed, pydantic, webdataset, ...).
 set -o pipefail
-out="${OUT:-/tmp/gpu_check}"; mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source scripts/gpu_env.sh
 steps="${STEPS:-300}"
-nvidia-smi -L
 work=/tmp/nestor-gpu; rm -rf "$work"
 sets=ns2d_fno_1e-3,ns2d_fno_1e-4,swe_pdb,dr_pdb
 python3 -m nestor_ds data generate --suite small --out "$work/raw" --trajectories 24 --resolution 64 --frames 16 \

@@ -33,14 +33,14 @@ if [ -f "$SLURM_CONF" ] && alive "$ctld"; then
     jobs="$(squeue -h -o %i 2>/dev/null || true)"
     if [ -n "$jobs" ]; then
         say "cancelling jobs: $(echo $jobs)"
-        # SIGKILL first: a plain scancel sends SIGTERM, which the trainer answers with a
-        # checkpoint and a requeue, so the job would come back. Then cancel what is left
-        # (pending jobs, which cannot be signalled).
+        # scancel sends SIGTERM, which the trainer answers with a checkpoint and a
+        # `scontrol requeue`, so the job would come back; with Requeue=0 that request
+        # is refused and the job really ends.
+        for job in $jobs; do scontrol update JobId="$job" Requeue=0 >/dev/null 2>&1 || true; done
         # shellcheck disable=SC2086  # one job id per word
-        scancel --full --signal=KILL $jobs 2>/dev/null || true
-        # shellcheck disable=SC2086
         scancel $jobs 2>/dev/null || true
-        for _ in $(seq 100); do [ -z "$(squeue -h -o %i 2>/dev/null || true)" ] && break; sleep 0.1; done
+        # Up to 40 s: Slurm waits KillWait (30 s) before SIGKILL for tasks that ignore SIGTERM.
+        for _ in $(seq 400); do [ -z "$(squeue -h -o %i 2>/dev/null || true)" ] && break; sleep 0.1; done
     fi
     say "scontrol shutdown"
     scontrol shutdown >/dev/null 2>&1 || kill -TERM "$ctld" "$slurmd" 2>/dev/null || true

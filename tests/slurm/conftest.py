@@ -101,7 +101,10 @@ class Slurm:
         return fields.get("JobState") in FINAL_STATES
 
     def cancel(self, job_id: str) -> None:
-        self.run("scancel", job_id, check=False)
+        """End a job for good: without Requeue=0 the trainer would answer scancel's SIGTERM with a requeue."""
+        if not self.finished(self.job(job_id)):
+            self.run("scontrol", "update", f"JobId={job_id}", "Requeue=0", check=False)
+            self.run("scancel", job_id, check=False)
 
 
 @pytest.fixture(scope="module")
