@@ -25,25 +25,32 @@ class Preemption:
         for sig in signals:
             signal.signal(sig, self._handle)
 
+        self.wants_requeue = False
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
 
     def agreed(self, device: torch.device) -> bool:
-        """Collective: True on every rank once any rank got the signal."""
-        flag = torch.tensor([1.0 if self.received is not None else 0.0], device=device)
+        """Collective: True on every rank once any rank got a signal.
+
+        Sets ``wants_requeue`` when any rank got the time-limit warning (SIGUSR1); SIGTERM
+        (scancel, node drain) only checkpoints and stops, or a cancelled job would come back.
+        """
+        code = {None: 0.0, signal.SIGTERM: 1.0, signal.SIGUSR1: 2.0}.get(self.received, 1.0)
+        flag = torch.tensor([code], device=device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        self.wants_requeue = flag.item() == 2.0
+        return flag.item() > 0
 
 
-def requeue_job() -> bool:
-    """Ask Slurm to requeue this job (rank 0 only); False when not under Slurm."""
+def requeue_job() -> str:
+    """Ask Slurm to requeue this job (rank 0 only); returns what happened, for the log line."""
     job = os.environ.get("SLURM_JOB_ID")
     scontrol = shutil.which("scontrol")
     if not job or not scontrol:
-        return False
+        return "not under Slurm, no requeue"
     out = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True)
     if out.returncode != 0:
-        log.warning("scontrol requeue %s failed: %s", job, out.stderr.strip())
-        return False
-    return True
+        return f"scontrol requeue {job} failed: {out.stderr.strip()}"
+    return "requeue requested"

@@ -156,11 +156,13 @@ def run(args: RunArgs) -> dict[str, Any]:
     metrics = IntervalMetrics([s.name for s in train_sources], cfg.parallel.ep_size, device)
     tokens_per_sample = cfg.model.tokens
     clip_here = engine_clips_itself(ds)
+    from tqdm import tqdm
+
     bar = None
     if rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, initial=step, desc=args.mode, unit="step", dynamic_ncols=True, file=sys.stderr)
+        # a bar only on a terminal: in batch logs the per-interval lines say the same without redraw debris
+        bar = tqdm(total=steps, initial=step, desc=args.mode, unit="step", dynamic_ncols=True, file=sys.stderr,
+                   disable=not sys.stderr.isatty())
     history: list[dict[str, float]] = []
     t_interval = time.perf_counter()
     engine.train()
@@ -194,21 +196,22 @@ def run(args: RunArgs) -> dict[str, Any]:
             if rank == 0:
                 history.append({"step": step, **values})
                 tracker.log_metrics(values, step)
-                bar.write(_log_line(step, steps, values, [s.name for s in train_sources]))
+                tqdm.write(_log_line(step, steps, values, [s.name for s in train_sources]), file=sys.stdout)
         if step % cfg.train.eval_every == 0 and step != steps:
             result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
             engine.train()
             if rank == 0:
                 tracker.log_metrics(result.metrics(), step)
-                bar.write(format_table(result))
+                tqdm.write(format_table(result), file=sys.stdout)
         if preemption.agreed(device):
             checkpointing.save(engine, ckpt_dir, step, {"step": step, "config": cfg.model_dump(mode="json"),
                                                         "mlflow_run_id": tracker.run_id}, cfg.train.keep_checkpoints)
-            requeued = requeue_job() if rank == 0 else False
+            outcome = "stopping without requeue (SIGTERM)"
+            if rank == 0 and preemption.wants_requeue:
+                outcome = requeue_job()
             if bar is not None:
                 bar.close()
-            log.info("preempted at step %d: checkpoint written, %s", step,
-                     "requeue requested" if requeued else "not under Slurm, no requeue")
+            log.info("preempted at step %d: checkpoint written, %s", step, outcome)
             tracker.finish("KILLED")
             shutdown()
             return {"preempted_at": step}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import os
 import posixpath
 import re
@@ -167,11 +168,18 @@ class Tracker:
             log.info("MLflow run %s resumed at %s", run_id, uri)
             return
         experiment_id = self._experiment_id(client, experiment, Path(artifact_dir))
-        run = client.create_run(
-            experiment_id,
-            run_name=run_name or None,
-            tags={str(k): _value_to_str(v) for k, v in (tags or {}).items()},
-        )
+        # MLflow draws generated run names from `random`, which a training job has seeded:
+        # draw from fresh entropy, then give the job its random state back
+        state = random.getstate()
+        random.seed()
+        try:
+            run = client.create_run(
+                experiment_id,
+                run_name=run_name or None,
+                tags={str(k): _value_to_str(v) for k, v in (tags or {}).items()},
+            )
+        finally:
+            random.setstate(state)
         self._client = client
         self._run_id = run.info.run_id
         log.info("MLflow run %s (%s) in experiment %r at %s", run.info.run_name, self._run_id, experiment, uri)

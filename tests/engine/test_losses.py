@@ -28,3 +28,4 @@ def test_padded_channels_do_not_poison_gradients() -> None:
     l2re(pred, target, mask).mean().backward()
     assert torch.isfinite(pred.grad).all()
     assert pred.grad[..., 1].abs().sum() == 0 and pred.grad[..., 0].abs().sum() > 0
+
