@@ -56,9 +56,11 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
 
 def test_killed_run_resumes_with_identical_losses(shards: Path, tmp_path: Path) -> None:
     common = ("--set", "train.steps=12", "--set", "train.checkpoint_every=4", "--set", "train.eval_every=100",
-              "--set", "train.eval_trajectories=1")
+              "--set", "train.eval_trajectories=1", "--set", "train.keep_checkpoints=2")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     launch("torchrun", 2, run_args(shards, straight, *common))
+    kept = sorted(p.name for p in (straight / "checkpoints").iterdir() if p.is_dir())
+    assert kept == ["step00000008", "step00000012"]  # the newest K=2 only
     launch_and_kill_after_checkpoint(2, run_args(shards, killed, *common), killed)
     resumed_from = int((killed / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
     launch("torchrun", 2, run_args(shards, killed, *common))
