@@ -17,7 +17,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         echo "[bootstrap] CUDA found: installing torch (CUDA build)"
-        "${pip[@]}" install "torch>=2.4,<2.15"
+        "${pip[@]}" install "torch>=2.11,<2.15"
     else
         echo "[bootstrap] no CUDA: installing torch==2.13.0 (CPU build)"
         "${pip[@]}" install "torch==2.13.0"
