@@ -69,7 +69,7 @@ def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.data.loader import build_train_loader, open_sources
     from nestor_ds.engine import checkpointing
     from nestor_ds.engine.distributed import init_distributed, shutdown
-    from nestor_ds.engine.evaluate import evaluate, format_table
+    from nestor_ds.engine.evaluate import format_table
     from nestor_ds.engine.finetune import freeze, load_pretrained
     from nestor_ds.engine.grad_norm import clip_global_grad_norm_
     from nestor_ds.engine.losses import l2re
@@ -77,7 +77,7 @@ def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.engine.optim import build_optimizer
     from nestor_ds.engine.reporting import write_eval_outputs
     from nestor_ds.model import build_model
-    from nestor_ds.tracking import Tracker, flatten, resolve_uri
+    from nestor_ds.tracking import Tracker, resolve_uri
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
     init_distributed()
@@ -107,7 +107,8 @@ def run(args: RunArgs) -> dict[str, Any]:
 
     def make_tracker(run_id: str | None = None) -> Tracker:
         return Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
-                       out_dir / "mlflow-artifacts", enabled=rank == 0 and cfg.tracking.enabled, tags={"mode": args.mode}, run_id=run_id)
+                       out_dir / "mlflow-artifacts", enabled=rank == 0 and cfg.tracking.enabled,
+                       tags={"mode": args.mode}, run_id=run_id)
 
     test_sources = open_sources(cfg, cfg.data.test_split)
     names = [s.name for s in test_sources]
@@ -115,7 +116,7 @@ def run(args: RunArgs) -> dict[str, Any]:
     if args.mode == "evaluate":
         engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
         tracker = make_tracker()
-        result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
+        result = _evaluate(engine, cfg, test_sources, rank, world)
         summary = result.metrics()
         if rank == 0:
             print(format_table(result), flush=True)
@@ -164,6 +165,11 @@ def run(args: RunArgs) -> dict[str, Any]:
         bar = tqdm(total=steps, initial=step, desc=args.mode, unit="step", dynamic_ncols=True, file=sys.stderr,
                    disable=not sys.stderr.isatty())
     history: list[dict[str, float]] = []
+
+    def save_checkpoint() -> None:
+        client_state = {"step": step, "config": cfg.model_dump(mode="json"), "mlflow_run_id": tracker.run_id}
+        checkpointing.save(engine, ckpt_dir, step, client_state, cfg.train.keep_checkpoints)
+
     t_interval = time.perf_counter()
     engine.train()
     while step < steps:
@@ -198,14 +204,13 @@ def run(args: RunArgs) -> dict[str, Any]:
                 tracker.log_metrics(values, step)
                 tqdm.write(_log_line(step, steps, values, [s.name for s in train_sources]), file=sys.stdout)
         if step % cfg.train.eval_every == 0 and step != steps:
-            result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
+            result = _evaluate(engine, cfg, test_sources, rank, world)
             engine.train()
             if rank == 0:
                 tracker.log_metrics(result.metrics(), step)
                 tqdm.write(format_table(result), file=sys.stdout)
         if preemption.agreed(device):
-            checkpointing.save(engine, ckpt_dir, step, {"step": step, "config": cfg.model_dump(mode="json"),
-                                                        "mlflow_run_id": tracker.run_id}, cfg.train.keep_checkpoints)
+            save_checkpoint()
             outcome = "stopping without requeue (SIGTERM)"
             if rank == 0 and preemption.wants_requeue:
                 outcome = requeue_job()
@@ -216,11 +221,10 @@ def run(args: RunArgs) -> dict[str, Any]:
             shutdown()
             return {"preempted_at": step}
         if step % cfg.train.checkpoint_every == 0 or step == steps:
-            checkpointing.save(engine, ckpt_dir, step, {"step": step, "config": cfg.model_dump(mode="json"),
-                                                        "mlflow_run_id": tracker.run_id}, cfg.train.keep_checkpoints)
+            save_checkpoint()
     if bar is not None:
         bar.close()
-    result = _evaluate(engine, cfg, test_sources, rank, world, evaluate)
+    result = _evaluate(engine, cfg, test_sources, rank, world)
     summary = {**(history[-1] if history else {}), **result.metrics()}
     if rank == 0:
         print(format_table(result), flush=True)
@@ -236,7 +240,9 @@ def run(args: RunArgs) -> dict[str, Any]:
     return summary
 
 
-def _evaluate(engine: Any, cfg: RunConfig, sources: list, rank: int, world: int, evaluate: Any) -> Any:
+def _evaluate(engine: Any, cfg: RunConfig, sources: list, rank: int, world: int) -> Any:
+    from nestor_ds.engine.evaluate import evaluate
+
     engine.eval()
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
     return evaluate(engine, cfg, sources, rank, world, engine.device, dtype)
