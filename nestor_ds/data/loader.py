@@ -121,6 +121,23 @@ class SourceStream:
             epoch += 1
 
 
+def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int,
+                channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, X, Y, C] frames -> [R, R, T, C_common] (bilinear resize, zero-padded channels) and the mask of
+    real points and channels [R, R, 1, C_common] (geometry mask resized nearest)."""
+    t, nx, ny, c = frames.shape
+    data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, X, Y]
+    if (nx, ny) != (resolution, resolution):
+        data = F.interpolate(data, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    full = data.new_zeros(t, channels, resolution, resolution)
+    full[:, :c] = data
+    points = torch.ones(1, 1, nx, ny) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
+    points = F.interpolate(points, size=(resolution, resolution), mode="nearest")[0, 0]
+    real = torch.zeros(resolution, resolution, 1, channels)
+    real[..., :c] = points[:, :, None, None]
+    return full.permute(2, 3, 0, 1).contiguous(), real
+
+
 def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int, resolution: int,
               channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random window resized and channel-padded: x [X, X, t_in, C], y [X, X, t_out, C], mask [X, X, 1, C]."""
@@ -131,17 +148,7 @@ def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int,
     if c > channels:
         raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
     t0 = int(rng.integers(0, steps - span + 1))
-    frames = torch.from_numpy(traj.data[t0:t0 + span]).permute(0, 3, 1, 2)  # [T, C, X, Y]
-    if frames.shape[-2:] != (resolution, resolution):
-        frames = F.interpolate(frames, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    full = frames.new_zeros(span, channels, resolution, resolution)
-    full[:, :c] = frames
-    full = full.permute(2, 3, 0, 1)  # [X, Y, T, C]
-    points = torch.ones(1, 1, traj.data.shape[1], traj.data.shape[2]) if traj.mask is None else \
-        torch.from_numpy(traj.mask.astype(np.float32))[None, None]
-    points = F.interpolate(points, size=(resolution, resolution), mode="nearest")[0, 0]
-    mask = torch.zeros(resolution, resolution, 1, channels)
-    mask[..., :c] = points[:, :, None, None]
+    full, mask = common_grid(traj.data[t0:t0 + span], traj.mask, resolution, channels)
     return full[:, :, :t_in], full[:, :, t_in:], mask
 
 

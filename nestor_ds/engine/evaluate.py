@@ -91,9 +91,8 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
             weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device)
             chunk = chunk + [template] * (batch - len(chunk))  # zero-weight padding keeps shapes equal
             grids = [to_common_grid(t, m.resolution, m.channels) for t in chunk]
-            traj = torch.stack([g[0] for g in grids]).to(device)  # [B, T, X, Y, C]
+            traj = torch.stack([g[0] for g in grids]).to(device)  # [B, X, Y, T, C]
             mask = torch.stack([g[1] for g in grids]).to(device)  # [B, X, Y, 1, C]
-            traj = traj.permute(0, 2, 3, 1, 4)  # [B, X, Y, T, C]
             total = traj.shape[3]
 
             # one step: every window of t_in true frames predicts the next t_out
