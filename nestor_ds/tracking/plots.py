@@ -10,6 +10,7 @@ Sizes are fixed (no ``bbox_inches="tight"``), so a PNG is exactly
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -116,6 +117,19 @@ def _log_axis_or_linear(ax, values: list[np.ndarray]) -> None:
                 ha="right", va="bottom", fontsize=8, color="grey")
 
 
+def _finish_curves(fig: Figure, ax: Any, values: list[np.ndarray], xlabel: str, ylabel: str, title: str,
+                   path: Path) -> Path:
+    """The axes, grid and legend every curve plot shares, then save."""
+    _log_axis_or_linear(ax, values)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+    return _save(fig, path)
+
+
 def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path) -> Path:
     """How the relative L2 error grows over autoregressive rollout steps, one line
     per data set (log y, since errors span orders of magnitude)."""
@@ -132,14 +146,8 @@ def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path) -> Path:
     for name, a in data.items():
         steps = np.arange(1, a.size + 1)
         ax.plot(steps, a, marker="o" if a.size <= 30 else None, markersize=4, linewidth=1.8, label=name)
-    _log_axis_or_linear(ax, list(data.values()))
-    ax.set_xlabel("rollout step")
-    ax.set_ylabel("relative L2 error")
-    ax.set_title("Rollout error growth")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
-    return _save(fig, path)
+    return _finish_curves(fig, ax, list(data.values()), "rollout step", "relative L2 error",
+                          "Rollout error growth", path)
 
 
 def plot_expert_heatmap(
@@ -215,11 +223,4 @@ def plot_loss_curves(history: dict[str, list[tuple[int, float]]], path: Path) ->
     ax = fig.subplots()
     for name, a in data.items():
         ax.plot(a[:, 0], a[:, 1], marker="o" if len(a) <= 30 else None, markersize=3, linewidth=1.5, label=name)
-    _log_axis_or_linear(ax, [a[:, 1] for a in data.values()])
-    ax.set_xlabel("step")
-    ax.set_ylabel("value")
-    ax.set_title("Training curves")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
-    return _save(fig, path)
+    return _finish_curves(fig, ax, [a[:, 1] for a in data.values()], "step", "value", "Training curves", path)
