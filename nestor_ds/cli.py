@@ -92,30 +92,37 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     only = args.only.split(",") if args.only else None
     written = generate_suite(args.suite, args.out, size, args.seed, only)
     index = Path(args.out) / "sources.json"
-    index.write_text(json.dumps({k: {"format": f, "path": str(p)} for k, (f, p) in written.items()}, indent=1))
-    for name, (fmt, path) in written.items():
+    index.write_text(json.dumps({k: {"format": f, "path": str(p), "test": t} for k, (f, p, t) in written.items()},
+                                indent=1))
+    for name, (fmt, path, _) in written.items():
         print(f"{name:<34} {fmt:<18} {path}")
     print(f"index: {index}")
     return 0
 
 
 def _cmd_data_shard(args: argparse.Namespace) -> int:
+    import logging
     from pathlib import Path
 
-    from nestor_ds.data.convert import shard_dataset
+    from nestor_ds.data.convert import parse_size, shard_dataset
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.from_suite:
         index = Path(args.from_suite) / "sources.json"
         if not index.is_file():
             raise ConfigError(f"{index} does not exist: run 'nestor-ds data generate' first")
-        jobs = [(name, e["path"], e["format"]) for name, e in json.loads(index.read_text()).items()]
+        jobs = [(name, e["path"], e["format"], e.get("test")) for name, e in json.loads(index.read_text()).items()]
     elif args.dataset and args.source:
-        jobs = [(args.dataset, args.source, args.format)]
+        jobs = [(args.dataset, args.source, args.format, None)]
     else:
         raise ConfigError("give --dataset and --source, or --from-suite")
-    for name, source, fmt in jobs:
-        manifests = shard_dataset(name, source, args.out, fmt=fmt, per_shard=args.per_shard,
-                                  test_every=args.test_every)
+    problems = [p for p in args.problems.split(",") if p]
+    for name, source, fmt, suite_test in jobs:
+        manifests = shard_dataset(
+            name, source, args.out, fmt=fmt, shard_bytes=parse_size(args.shard_size), per_shard=args.per_shard,
+            workers=args.workers, test=args.test if args.test is not None else suite_test, valid=args.valid,
+            channel_order=args.channel_order, problems=problems,
+        )
         counts = ", ".join(f"{split} {m['count']} in {len(m['shards'])} shards" for split, m in manifests.items())
         print(f"{name}: {counts} -> {Path(args.out) / name}")
     return 0
@@ -194,14 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated data set names")
     p.set_defaults(func=_cmd_data_generate)
-    p = dsub.add_parser("shard", help="convert original files to shards + manifests (train/test)")
+    p = dsub.add_parser("shard", help="convert original files to shards + manifests under the published split")
     p.add_argument("--dataset", help="registry name")
-    p.add_argument("--source", help="the original file or directory")
+    p.add_argument("--source", help="the original file, folder (PDEArena, CFDBench) or glob (PDEArena)")
     p.add_argument("--format", default=None, help="default: the registry's format for --dataset")
     p.add_argument("--from-suite", default=None, help="shard everything 'data generate' wrote to this folder")
     p.add_argument("--out", required=True, help="shard root (one folder per data set)")
-    p.add_argument("--per-shard", type=int, default=4, help="trajectories per shard")
-    p.add_argument("--test-every", type=int, default=None, help="every N-th trajectory goes to test")
+    p.add_argument("--shard-size", default="256MB", help="target bytes of arrays per shard, e.g. 256MB, 1GiB")
+    p.add_argument("--per-shard", type=int, default=None, help="fixed trajectories (CFDBench: cases) per shard")
+    p.add_argument("--workers", type=int, default=1, help="conversion processes (shards are identical for any N)")
+    p.add_argument("--test", type=float, default=None,
+                   help="override the published split: trailing test trajectories (N >= 1) or test share (< 1)")
+    p.add_argument("--valid", choices=["dpot", "train", "separate", "drop"], default="dpot",
+                   help="PDEArena valid files / CFDBench dev cases (dpot: into train / dropped, as DPOT)")
+    p.add_argument("--channel-order", choices=["dpot", "file"], default="dpot",
+                   help="PDEBench CFD channels: dpot = Vx, Vy, density, pressure; file = density, pressure, Vx, Vy")
+    p.add_argument("--problems", default="cavity,cylinder,tube", help="CFDBench problems read (DPOT: all three)")
     p.set_defaults(func=_cmd_data_shard)
 
     p = sub.add_parser("train", help="pre-train or fine-tune (single process; use deepspeed/torchrun for several)")

@@ -9,7 +9,7 @@ work=/tmp/nestor-gpu; rm -rf "$work"
 sets=ns2d_fno_1e-3,ns2d_fno_1e-4,swe_pdb,dr_pdb
 python3 -m nestor_ds data generate --suite small --out "$work/raw" --trajectories 24 --resolution 64 --frames 16 \
     --only "$sets" 2>&1 | grep -v WARN | tail -5
-python3 -m nestor_ds data shard --from-suite "$work/raw" --out "$work/shards" --per-shard 2 --test-every 6 2>&1 | grep -v WARN
+python3 -m nestor_ds data shard --from-suite "$work/raw" --out "$work/shards" --per-shard 2 2>&1 | grep -v WARN
 python3 launch/train.py --ds_config ds_configs/zero2_bf16.json --config configs/nestor_tiny.yaml \
     --set parallel.ep_size=1 --set "data.root=$work/shards" \
     --set 'data.datasets=[{name: ns2d_fno_1e-3}, {name: ns2d_fno_1e-4}, {name: swe_pdb}, {name: dr_pdb}]' \

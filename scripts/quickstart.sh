@@ -30,7 +30,7 @@ if [ -z "${DATA:-}" ] && [ ! -f "$shards/.complete" ]; then
     say "generating the small synthetic suite with our solvers (original file layouts)"
     .venv/bin/nestor-ds data generate --suite small --out "$out/raw" --trajectories "${TRAJECTORIES:-16}"
     say "sharding it into WebDataset tars"
-    .venv/bin/nestor-ds data shard --from-suite "$out/raw" --out "$shards" --per-shard 2 --test-every 4
+    .venv/bin/nestor-ds data shard --from-suite "$out/raw" --out "$shards" --per-shard 2
     touch "$shards/.complete"
 fi
 

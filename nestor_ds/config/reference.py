@@ -11,7 +11,7 @@ BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 
 def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
-    return text.replace("nestor_ds.data.registry.", "").replace("|", "or")
+    return text.replace("nestor_ds.config.datasets.", "").replace("|", "or")
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nestor_ds.data.registry import DatasetInfo, lookup
+from nestor_ds.config.datasets import DatasetInfo, lookup
 
 
 class Strict(BaseModel):
@@ -103,17 +103,42 @@ class ModelConfig(Strict):
 class DatasetEntry(Strict):
     name: str = Field(description="registry name, or a key of data.custom")
     weight: float | None = Field(None, gt=0, description="mixing weight; default: the registry's")
-    shards: str | None = Field(None, description="shard directory; default: <data.root>/<name>")
+    shards: str | None = Field(
+        None, description="shard folder or URL (http(s)://, pipe:...{path}...); default: <data.root>/<name>"
+    )
 
 
 class DataConfig(Strict):
     datasets: list[DatasetEntry] = Field(min_length=1, description="data sets mixed in this run")
-    root: Path = Field(Path("data/shards"), description="where shard directories live")
+    root: str = Field(
+        "data/shards", description="where shard folders live: a folder, an http(s):// URL, or a pipe: command "
+        "with {path}, e.g. 'pipe:aws s3 cp s3://bucket/shards/{path} -'"
+    )
     train_split: str = Field("train", description="split folder trained on")
     test_split: str = Field("test", description="split folder evaluated on")
     resolution: int | None = Field(None, gt=0, description="common resolution; default: model.resolution")
     channels: int | None = Field(None, gt=0, description="common channel count; default: model.channels")
     noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
+    noise_norm: Literal["l2", "rms"] = Field(
+        "l2", description="l2: DPOT's noise, scale x per-channel L2 norm over X, Y, T, on every point; "
+        "rms: scale x RMS over real points, real points only"
+    )
+    mixing: Literal["size_weighted", "weight"] = Field(
+        "size_weighted", description="pick a data set with probability proportional to n_train x weight (DPOT) "
+        "or to weight alone"
+    )
+    subset: Literal["dpot", "all"] = Field(
+        "dpot", description="dpot: train on the first dpot_train and evaluate the first dpot_test trajectories, "
+        "rolling out rollout frames, as DPOT's master file; all: every trajectory and frame"
+    )
+    pad_value: float = Field(1.0, description="value of padded (missing) channels; DPOT pads with 1")
+    score_channels: Literal["predicted", "all"] = Field(
+        "predicted", description="predicted: leave input-only channels (CFDBench's mask) out of loss and metric"
+    )
+    score_points: Literal["original", "all"] = Field(
+        "original", description="evaluation on sets stored below the model resolution: original = only the grid "
+        "points the data had (DPOT's stride mask); all = every interpolated point"
+    )
     workers: int = Field(0, ge=0, description="loader worker processes per rank")
     on_bad_sample: Literal["raise", "skip"] = Field(
         "raise", description="raise: stop naming shard and sample; skip: drop it, count it, log it"

@@ -1,46 +1,148 @@
-"""Original-format files -> WebDataset shards with a train/test split, in one streaming pass."""
+"""Original release files -> WebDataset shards under the published split, in parallel if asked.
+
+Every split is cut into shard jobs of a fixed number of items (trajectories, or
+CFDBench cases) chosen so that a shard holds about ``shard_bytes`` of arrays; job k
+writes ``shard-k.tar`` whole or not at all. The shards are therefore the same
+whatever the number of worker processes, and the manifest (written last) lists
+them in order.
+"""
 from __future__ import annotations
 
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from nestor_ds.data.formats import open_source
-from nestor_ds.data.registry import DatasetInfo, lookup
-from nestor_ds.data.shards import SplitWriter
+from nestor_ds.config.datasets import DatasetInfo, lookup
+from nestor_ds.data.shards import ShardResult, write_manifest, write_shard
+from nestor_ds.data.splits import Item, ValidChoice, plan_splits, read_items
+
+log = logging.getLogger(__name__)
+DEFAULT_SHARD_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    dataset: str
+    fmt: str
+    split: str
+    number: int
+    first: int  # position of items[0] in the split
+    items: tuple[Item, ...]
+    folder: str
+    options: tuple[tuple[str, Any], ...]
+
+
+def _run_job(job: ShardJob, on_trajectory: Any = None) -> tuple[str, int, ShardResult]:
+    stream = read_items(job.fmt, job.dataset, job.items, job.first, **dict(job.options))
+    return job.split, job.number, write_shard(Path(job.folder), job.number, job.dataset, job.split, stream,
+                                              on_trajectory)
+
+
+def reader_options(fmt: str, info: DatasetInfo, channel_order: str, problems: Sequence[str]) -> dict[str, Any]:
+    """What the reader of ``fmt`` needs beyond the path: DPOT's channel order, CFDBench's segments."""
+    if fmt == "pdebench_cfd":
+        return {"channel_order": channel_order}
+    if fmt == "cfdbench":
+        return {"problems": tuple(problems), "segment_frames": info.frames, "resize": info.resolution}
+    return {}
+
+
+def _items_per_shard(fmt: str, dataset: str, plan: dict[str, list[Item]], options: dict[str, Any],
+                     shard_bytes: int) -> int:
+    """Items per shard so a shard holds about ``shard_bytes``: measured on the first item."""
+    first = next(items for items in plan.values() if items)
+    size = sum(t.data.nbytes for t in read_items(fmt, dataset, first[:1], **options))
+    return max(1, shard_bytes // max(size, 1))
 
 
 def shard_dataset(dataset: str, source: str | Path, out: str | Path, *, fmt: str | None = None,
-                  per_shard: int = 16, test_every: int | None = None,
+                  shard_bytes: int = DEFAULT_SHARD_BYTES, per_shard: int | None = None, workers: int = 1,
+                  test: float | None = None, valid: ValidChoice = "dpot", channel_order: str = "dpot",
+                  problems: Sequence[str] = ("cavity", "cylinder", "tube"),
                   extra: dict[str, DatasetInfo] | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Write ``out/<dataset>/{train,test}/``; return the manifests by split.
+    """Write ``out/<dataset>/<split>/`` for every split of the published split; return the manifests by split.
 
-    PDEArena files carry their own splits; for the others every ``test_every``-th
-    trajectory goes to test (default from the registry's train/test ratio).
+    ``per_shard`` fixes the items per shard instead of ``shard_bytes``; ``test`` overrides
+    the published split (a count of trailing trajectories, or a share); ``valid`` says
+    where PDEArena's valid files and CFDBench's dev cases go (``dpot``: train for
+    PDEArena, dropped for CFDBench, as DPOT did).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     info = lookup(dataset, extra)
     fmt = fmt or info.format
+    options = reader_options(fmt, info, channel_order, problems)
+    plan = plan_splits(info, fmt, source, test=test, valid=valid, problems=problems)
     root = Path(out) / dataset
-    if fmt == "pdearena_ns":
-        plan = [(split, open_source(source, fmt, dataset, split=split)) for split in ("train", "test")]
-        return {split: _write(stream, root, dataset, split, per_shard, progress) for split, stream in plan}
-    every = test_every or max(2, round((info.train + info.test) / max(info.test, 1)))
-    writers = {split: SplitWriter(root, dataset, split, per_shard) for split in ("train", "test")}
-    stream = open_source(source, fmt, dataset)
-    if progress:
-        from tqdm import tqdm
+    per = per_shard or _items_per_shard(fmt, dataset, plan, options, shard_bytes)
+    jobs = []
+    for split, items in plan.items():
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.partial"):
+            stale.unlink()
+        jobs += [ShardJob(dataset, fmt, split, k, k * per, tuple(items[k * per:(k + 1) * per]), str(folder),
+                          tuple(sorted(options.items()))) for k in range(-(-len(items) // per))]
+    results: dict[str, list[ShardResult | None]] = {s: [None] * -(-len(i) // per) for s, i in plan.items()}
+    total = sum(len(i) for i in plan.values())
+    unit = "case" if fmt == "cfdbench" else "traj"
+    bar = _bar(total, dataset, unit, progress)
+    start = time.perf_counter()
+    if workers == 1:
+        per_traj = bar is not None and fmt != "cfdbench"  # a CFDBench case gives several segments: count cases
+        for job in jobs:
+            split, k, result = _run_job(job, (lambda: bar.update(1)) if per_traj else None)
+            results[split][k] = result
+            if not per_traj:
+                _advance(bar, len(job.items))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_job, job): job for job in jobs}
+            for fut in as_completed(futures):
+                split, k, result = fut.result()
+                results[split][k] = result
+                _advance(bar, len(futures[fut].items))
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    source_meta = {"format": fmt, "source": str(source), "split_rule": info.split if test is None else f"test={test}",
+                   **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}
+    manifests = {split: write_manifest(root / split, dataset, split, [r for r in parts if r is not None],
+                                       {"conversion": source_meta})
+                 for split, parts in results.items()}
+    log.info("%s: %d %ss in %.1f s (%.1f %ss/s, %d workers)", dataset, total, unit, seconds,
+             total / max(seconds, 1e-9), unit, workers)
+    return manifests
 
-        stream = tqdm(stream, desc=f"shard {dataset}", unit="traj")
-    for n, traj in enumerate(stream):
-        writers["test" if n % every == every - 1 else "train"].add(traj)
-    return {split: w.close() for split, w in writers.items()}
+
+def _bar(total: int, dataset: str, unit: str, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"shard {dataset}", unit=unit, dynamic_ncols=True)
 
 
-def _write(stream: Any, root: Path, dataset: str, split: str, per_shard: int, progress: bool) -> dict[str, Any]:
-    writer = SplitWriter(root, dataset, split, per_shard)
-    if progress:
-        from tqdm import tqdm
+def _advance(bar: Any, n: int) -> None:
+    if bar is not None:
+        bar.update(n)
 
-        stream = tqdm(stream, desc=f"shard {dataset}/{split}", unit="traj")
-    for traj in stream:
-        writer.add(traj)
-    return writer.close()
+
+def parse_size(text: str) -> int:
+    """'256MB', '1GiB', '64k' or plain bytes -> bytes (decimal and binary units both accepted)."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+             "g": 10**9, "gb": 10**9, "gib": 2**30}
+    raw = str(text).strip().lower()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number):].strip()
+    try:
+        value = float(number) * units[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"shard size {text!r}: expected a number with an optional unit (kB, MB, MiB, GB)") from None
+    if value < 1:
+        raise ValueError(f"shard size {text!r} must be positive")
+    return int(value)

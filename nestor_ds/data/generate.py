@@ -27,6 +27,10 @@ class Job:
     name: str  # registry name
     fmt: str
     write: Callable[[Path, Size, np.random.Generator], Path]  # returns the source path to shard
+    test: float | None = None  # split override for a small single-file set (the published tail needs the real size)
+
+
+SMALL_TEST_SHARE = 0.25
 
 
 def _ns(nu: float, version: str) -> Callable[[Path, Size, np.random.Generator], Path]:
@@ -45,14 +49,16 @@ def _cfd(mach: float, eta: float, zeta: float) -> Callable[[Path, Size, np.rando
                          for _ in range(size.trajectories)])  # [N, T, X, Y, 4]: density, pressure, Vx, Vy
         fields = [runs[..., c].astype(np.float32) for c in range(4)]
         name = f"2D_CFD_Rand_M{mach}_Eta{eta}_Zeta{zeta}_periodic_{size.resolution}_Train.hdf5"
-        return F.write_pdebench_cfd(root / name, *fields, t=np.linspace(0, 0.5, size.frames + 1))
+        return F.write_pdebench_cfd(root / name, *fields, t=np.linspace(0, 0.5, size.frames + 1),
+                                    mach=mach, eta=eta, zeta=zeta)
     return write
 
 
 def _dr(root: Path, size: Size, rng: np.random.Generator) -> Path:
     runs = (S.simulate_diffusion_reaction(size.resolution, 2.0, size.frames, rng).astype(np.float32)
             for _ in range(size.trajectories))
-    return F.write_pdebench_grouped(root / "2D_diff-react_NA_NA.h5", runs, t=np.linspace(0, 2.0, size.frames))
+    return F.write_pdebench_grouped(root / "2D_diff-react_NA_NA.h5", runs, t=np.linspace(0, 2.0, size.frames),
+                                    compression="lzf")  # as PDEBench's diffusion-reaction writer
 
 
 def _swe(root: Path, size: Size, rng: np.random.Generator) -> Path:
@@ -62,52 +68,74 @@ def _swe(root: Path, size: Size, rng: np.random.Generator) -> Path:
 
 
 def _smoke(root: Path, size: Size, rng: np.random.Generator) -> Path:
-    path = root / "NavierStokes2D_smoke.h5"
-    n_test = max(1, size.trajectories // 5)
-    for split, n in (("train", size.trajectories - n_test), ("test", n_test)):
-        buoyancy = rng.uniform(0.2, 0.5, n)
-        runs = np.stack([S.simulate_smoke(size.resolution, float(b), 2.0, size.frames, rng) for b in buoyancy])
-        F.write_pdearena_ns(path, split, *(runs[..., c].astype(np.float32) for c in range(3)), buo_y=buoyancy,
-                            t=np.linspace(0, 2.0, size.frames))
-    return path
+    """PDEArena's layout: one float64 file per split, named as its generator names them, buoyancy 0.5."""
+    folder = root / "NavierStokes-2D"
+    n_test = max(1, size.trajectories // 4)
+    n_valid = max(1, size.trajectories // 8)
+    for split, n, seed in (("train", size.trajectories - n_test - n_valid, 1), ("valid", n_valid, 2),
+                           ("test", n_test, 3)):
+        runs = np.stack([S.simulate_smoke(size.resolution, 0.5, 2.0, size.frames, rng) for _ in range(n)])
+        folder.mkdir(parents=True, exist_ok=True)
+        F.write_pdearena_ns(folder / F.pdearena_file_name(split, seed, 0.5, n), split,
+                            *(runs[..., c] for c in range(3)), buo_y=0.5, t=np.linspace(0, 2.0, size.frames))
+    return folder
 
 
-def _cavity(root: Path, size: Size, rng: np.random.Generator) -> Path:
-    folder = root / "cavity"
+CFDBENCH_FRAMES = 40  # two of DPOT's 20-frame segments per case
+
+
+def _cfdbench(root: Path, size: Size, rng: np.random.Generator) -> Path:
+    """CFDBench's release tree without a mask file: cavity cases, and cylinder cases whose disc is the one
+    CFDBench's loader derives from case.json (our stand-in flow is the lid-driven cavity around that disc)."""
+    folder = root / "cfdbench"
+    n, frames = size.resolution, CFDBENCH_FRAMES
     for k in range(size.trajectories):
         lid, nu = float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.005, 0.02))
-        frames, mask = S.simulate_cavity(size.resolution, lid, nu, 2.0, size.frames, rng, obstacle=k % 2 == 1)
-        F.write_cfdbench_case(folder / f"case{k:04d}", frames[..., 0], frames[..., 1],
-                              {"lid_velocity": lid, "viscosity": nu, "density": 1.0, "height": 1.0, "width": 1.0,
-                               "dt": 2.0 / size.frames}, mask=mask)
+        props = {"density": 1.0, "viscosity": nu, "height": 1.0, "width": 1.0}
+        if k % 2 == 0:
+            out, _ = S.simulate_cavity(n, lid, nu, 2.0, frames, rng)
+            F.write_cfdbench_case(folder / "cavity" / "prop" / f"case{k // 2:04d}", out[..., 0], out[..., 1],
+                                  {"vel_top": lid, **props})
+        else:
+            case = {"vel_in": lid, "density": 1.0, "viscosity": nu, "radius": float(rng.uniform(0.1, 0.2)),
+                    "x_min": 0.0, "x_max": 1.0, "y_min": 0.0, "y_max": 1.0}
+            blank = np.zeros((1, n, n), dtype=np.float32)
+            fluid = F.case_features(blank, blank, case, "cylinder")[0, 1:-1, 1:, 2]  # CFDBench's disc, unpadded
+            out, _ = S.simulate_cavity(n, lid, nu, 2.0, frames, rng, obstacle=fluid)
+            F.write_cfdbench_case(folder / "cylinder" / "prop" / f"case{k // 2:04d}", out[..., 0], out[..., 1], case)
     return folder
 
 
 SUITES: dict[str, list[Job]] = {
     "small": [
-        Job("ns2d_fno_1e-3", "fno_mat", _ns(1e-3, "5")),
-        Job("ns2d_fno_1e-4", "fno_mat", _ns(1e-4, "7.3")),
-        Job("ns2d_fno_1e-5", "fno_mat", _ns(1e-5, "7.3")),
-        Job("dr_pdb", "pdebench_grouped", _dr),
-        Job("swe_pdb", "pdebench_grouped", _swe),
-        Job("ns2d_pdb_M1_eta1e-1_zeta1e-1", "pdebench_cfd", _cfd(1.0, 0.1, 0.1)),
-        Job("ns2d_pdb_M1e-1_eta1e-2_zeta1e-2", "pdebench_cfd", _cfd(0.1, 0.01, 0.01)),
+        Job("ns2d_fno_1e-3", "fno_mat", _ns(1e-3, "5"), SMALL_TEST_SHARE),
+        Job("ns2d_fno_1e-4", "fno_mat", _ns(1e-4, "7.3"), SMALL_TEST_SHARE),
+        Job("ns2d_fno_1e-5", "fno_mat", _ns(1e-5, "7.3"), SMALL_TEST_SHARE),
+        Job("dr_pdb", "pdebench_grouped", _dr, SMALL_TEST_SHARE),
+        Job("swe_pdb", "pdebench_grouped", _swe, SMALL_TEST_SHARE),
+        Job("ns2d_pdb_M1_eta1e-1_zeta1e-1", "pdebench_cfd", _cfd(1.0, 0.1, 0.1), SMALL_TEST_SHARE),
+        Job("ns2d_pdb_M1e-1_eta1e-2_zeta1e-2", "pdebench_cfd", _cfd(0.1, 0.01, 0.01), SMALL_TEST_SHARE),
         Job("ns2d_pda", "pdearena_ns", _smoke),
-        Job("cfdbench", "cfdbench", _cavity),
+        Job("cfdbench", "cfdbench", _cfdbench),
     ],
 }
 
 
 def generate_suite(suite: str, out: str | Path, size: Size = Size(), seed: int = 0, only: list[str] | None = None,
-                   progress: bool = True) -> dict[str, tuple[str, Path]]:
-    """Write each data set of the suite under ``out/<name>/``; return {name: (format, source path)}."""
+                   progress: bool = True) -> dict[str, tuple[str, Path, float | None]]:
+    """Write each data set of the suite under ``out/<name>/``; return {name: (format, source path, test split)}.
+
+    The test split is None where the layout carries its own (PDEArena files, CFDBench
+    cases), else the share of trailing trajectories to test (the published tails of
+    200 need the real file sizes).
+    """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     jobs = [j for j in SUITES[suite] if only is None or j.name in only]
     unknown = set(only or []) - {j.name for j in SUITES[suite]}
     if unknown:
         raise ValueError(f"suite {suite!r} has no data set {sorted(unknown)}")
-    written: dict[str, tuple[str, Path]] = {}
+    written: dict[str, tuple[str, Path, float | None]] = {}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -118,7 +146,7 @@ def generate_suite(suite: str, out: str | Path, size: Size = Size(), seed: int =
             bar.set_postfix_str(job.name)
         folder = Path(out) / job.name
         folder.mkdir(parents=True, exist_ok=True)
-        written[job.name] = (job.fmt, job.write(folder, size, np.random.default_rng([seed, i])))
+        written[job.name] = (job.fmt, job.write(folder, size, np.random.default_rng([seed, i])), job.test)
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -6,14 +6,20 @@ Design (why it is shaped like this):
   epoch) and the shards are dealt to the ``ranks x workers`` slots, so within an
   epoch no two slots see the same trajectory; a data set that runs out simply
   starts its next epoch (resampling), independent of the others.
-- Each sample of a slot's stream picks its data set by weight from a random
-  stream seeded by (seed, slot); each trajectory gives one random window
-  seeded by (seed, data set, epoch, item). So the stream is a pure function of
-  the seed, and resuming at micro-batch N is arithmetic: count how many picks
-  each data set got before N, jump to that shard, skip raw (undecoded) samples.
+- Each sample of a slot's stream picks its data set from a random stream seeded
+  by (seed, slot), with probability proportional to n_train x weight as DPOT
+  (or weight alone); each trajectory gives one random window seeded by (seed,
+  data set, epoch, item). So the stream is a pure function of the seed, and
+  resuming at micro-batch N is arithmetic: count how many picks each data set
+  got before N, jump to that shard, skip raw (undecoded) samples.
+- With ``data.subset: dpot`` a data set uses only its first ``dpot_train``
+  trajectories (DPOT's master file), which is a filter on shard positions.
 - Windows are resized to the common resolution (bilinear), channels padded to
-  the common count, with a mask of real points and channels; every batch on
-  every rank has the same shape, as expert parallelism requires.
+  the common count (with ``data.pad_value``, DPOT's 1), with a mask of scored
+  points and channels; every batch on every rank has the same shape, as expert
+  parallelism requires.
+- Shards may live in a folder or behind a URL WebDataset opens (http(s)://,
+  ``pipe:``); every read goes through :func:`Source.url`.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from nestor_ds.config.schema import RunConfig
-from nestor_ds.data.shards import DataError, decode_sample, iter_raw_samples, read_manifest
+from nestor_ds.data.shards import DataError, decode_sample, is_remote, iter_raw_samples, locate, read_manifest, subfolder
 from nestor_ds.data.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -41,24 +47,41 @@ class Source:
 
     name: str
     id: int
-    folder: Path
+    folder: str  # the split's folder, URL or pipe: location
     manifest: dict[str, Any]
     weight: float
+    limit: int  # trajectories used: the first ``limit`` in manifest order
+    scored: int | None = None  # leading channels scored (None: all real ones)
+    rollout: int | None = None  # frames evaluated after t_in (None: to the end)
 
     @property
     def shard_counts(self) -> list[int]:
         return [s["count"] for s in self.manifest["shards"]]
 
+    def url(self, shard: int) -> str:
+        return locate(self.folder, self.manifest["shards"][shard]["name"])
+
 
 def open_sources(cfg: RunConfig, split: str) -> list[Source]:
+    train = split == cfg.data.train_split
     sources = []
     for i, entry in enumerate(cfg.data.datasets):
-        folder = Path(entry.shards) if entry.shards else cfg.data.root / entry.name
-        manifest = read_manifest(folder / split, verify=cfg.data.verify_checksums)
+        info = cfg.data.info(entry.name)
+        base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
+        folder = subfolder(base, split)
+        manifest = read_manifest(folder if is_remote(folder) else Path(folder), verify=cfg.data.verify_checksums)
         if manifest["count"] == 0:
-            raise DataError(f"{folder / split}: the manifest lists no trajectories")
-        weight = entry.weight if entry.weight is not None else cfg.data.info(entry.name).weight
-        sources.append(Source(entry.name, i, folder / split, manifest, weight))
+            raise DataError(f"{folder}: the manifest lists no trajectories")
+        limit = manifest["count"]
+        dpot_n = info.dpot_train if train else info.dpot_test
+        if cfg.data.subset == "dpot" and dpot_n is not None:
+            limit = min(limit, dpot_n)
+        weight = entry.weight if entry.weight is not None else info.weight
+        if cfg.data.mixing == "size_weighted":
+            weight *= limit
+        scored = info.predicted_channels if cfg.data.score_channels == "predicted" else None
+        rollout = info.rollout if cfg.data.subset == "dpot" else None
+        sources.append(Source(entry.name, i, folder, manifest, weight, limit, scored, rollout))
     return sources
 
 
@@ -69,10 +92,12 @@ def _rng(*key: int) -> np.random.Generator:
 def epoch_items(src: Source, seed: int, epoch: int, slot: int, n_slots: int) -> list[tuple[int, int]]:
     """(shard, position) pairs that ``slot`` reads in this epoch of ``src``, in order."""
     counts = src.shard_counts
-    order = _rng(seed, src.id, epoch).permutation(len(counts))
-    if len(counts) >= n_slots:  # deal whole shards
-        return [(int(s), p) for s in order[slot::n_slots] for p in range(counts[s])]
-    items = [(int(s), p) for s in order for p in range(counts[s])]  # fewer shards than slots: deal samples
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    used = [max(0, min(c, src.limit - int(starts[s]))) for s, c in enumerate(counts)]  # first ``limit`` only
+    order = [int(s) for s in _rng(seed, src.id, epoch).permutation(len(counts)) if used[s]]
+    if len(order) >= n_slots:  # deal whole shards
+        return [(s, p) for s in order[slot::n_slots] for p in range(used[s])]
+    items = [(s, p) for s in order for p in range(used[s])]  # fewer shards than slots: deal samples
     return items[slot::n_slots]
 
 
@@ -106,8 +131,10 @@ class SourceStream:
             for s, p in wanted:
                 by_shard.setdefault(s, set()).add(p)
             for shard in dict.fromkeys(s for s, _ in wanted):  # keeps the dealt order
-                path = self.src.folder / self.src.manifest["shards"][shard]["name"]
-                for pos, raw in enumerate(iter_raw_samples(path)):
+                last = max(by_shard[shard])
+                for pos, raw in enumerate(iter_raw_samples(self.src.url(shard))):
+                    if pos > last:
+                        break
                     if pos not in by_shard[shard]:
                         continue
                     window_rng = _rng(self.seed, self.src.id, epoch, shard, pos)
@@ -121,25 +148,37 @@ class SourceStream:
             epoch += 1
 
 
-def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int,
-                channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, X, Y, C] frames -> [R, R, T, C_common] (bilinear resize, zero-padded channels) and the mask of
-    real points and channels [R, R, 1, C_common] (geometry mask resized nearest)."""
+def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int, channels: int, *,
+                pad_value: float = 1.0, scored: int | None = None,
+                points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, X, Y, C] frames -> [R, R, T, C_common] and the mask of scored points and channels [R, R, 1, C_common].
+
+    Fields are resized bilinearly (``align_corners=False``, as DPOT) and channels padded
+    with ``pad_value``. The mask holds the first ``scored`` channels (default: all real
+    ones), the geometry mask resized nearest, and with ``points="original"`` only the grid
+    points the data had (every ``R // X``-th point, DPOT's evaluation mask).
+    """
     t, nx, ny, c = frames.shape
     data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, X, Y]
     if (nx, ny) != (resolution, resolution):
         data = F.interpolate(data, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    full = data.new_zeros(t, channels, resolution, resolution)
+    full = data.new_full((t, channels, resolution, resolution), float(pad_value))
     full[:, :c] = data
-    points = torch.ones(1, 1, nx, ny) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
-    points = F.interpolate(points, size=(resolution, resolution), mode="nearest")[0, 0]
     real = torch.zeros(resolution, resolution, 1, channels)
-    real[..., :c] = points[:, :, None, None]
+    pts = torch.ones(1, 1, nx, ny) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
+    pts = F.interpolate(pts, size=(resolution, resolution), mode="nearest")[0, 0]
+    if points == "original":
+        kx, ky = max(resolution // nx, 1), max(resolution // ny, 1)
+        stride = torch.zeros(resolution, resolution)
+        stride[::kx, ::ky] = 1
+        pts = pts * stride
+    real[..., :min(c, scored or c)] = pts[:, :, None, None]
     return full.permute(2, 3, 0, 1).contiguous(), real
 
 
 def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int, resolution: int,
-              channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              channels: int, pad_value: float = 1.0,
+              scored: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random window resized and channel-padded: x [X, X, t_in, C], y [X, X, t_out, C], mask [X, X, 1, C]."""
     steps, _, _, c = traj.data.shape
     span = t_in + t_out
@@ -148,7 +187,8 @@ def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int,
     if c > channels:
         raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
     t0 = int(rng.integers(0, steps - span + 1))
-    full, mask = common_grid(traj.data[t0:t0 + span], traj.mask, resolution, channels)
+    full, mask = common_grid(traj.data[t0:t0 + span], traj.mask, resolution, channels, pad_value=pad_value,
+                             scored=scored)
     return full[:, :, :t_in], full[:, :, t_in:], mask
 
 
@@ -157,11 +197,11 @@ class MixedWindows(IterableDataset):
 
     def __init__(self, sources: list[Source], *, t_in: int, t_out: int, resolution: int, channels: int,
                  batch_size: int, seed: int, rank: int, world: int, workers: int, start_batch: int = 0,
-                 on_bad: str = "raise") -> None:
+                 on_bad: str = "raise", pad_value: float = 1.0) -> None:
         super().__init__()
         self.sources, self.batch_size, self.seed = sources, batch_size, seed
         self.rank, self.world, self.workers, self.start_batch, self.on_bad = rank, world, max(workers, 1), start_batch, on_bad
-        self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels)
+        self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels, pad_value=pad_value)
         weights = np.array([s.weight for s in sources], dtype=np.float64)
         self.probs = weights / weights.sum()
 
@@ -190,7 +230,7 @@ class MixedWindows(IterableDataset):
             xs, ys, masks, index = [], [], [], []
             for d in ids:
                 traj, rng = next(streams[d])
-                x, y, m = to_window(traj, rng, **self.shape)
+                x, y, m = to_window(traj, rng, **self.shape, scored=self.sources[d].scored)
                 xs.append(x), ys.append(y), masks.append(m), index.append(traj.index)
             position += self.batch_size
             yield {"x": torch.stack(xs), "y": torch.stack(ys), "mask": torch.stack(masks),
@@ -206,6 +246,7 @@ def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int =
         open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=m.t_out, resolution=m.resolution,
         channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=rank,
         world=world, workers=cfg.data.workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
+        pad_value=cfg.data.pad_value,
     )
     return DataLoader(stream, batch_size=None, num_workers=cfg.data.workers,
                       persistent_workers=cfg.data.workers > 0)

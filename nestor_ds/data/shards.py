@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import webdataset as wds
@@ -53,20 +53,24 @@ def _write_atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class _ChannelStats:
-    """Per-channel mean and std over every frame and point, in float64."""
+class ChannelStats:
+    """Per-channel sums over every frame and point, in float64; shards' stats add up to the split's."""
 
-    def __init__(self) -> None:
-        self.n = 0
-        self.s1: np.ndarray | None = None
-        self.s2: np.ndarray | None = None
+    def __init__(self, n: int = 0, s1: list[float] | None = None, s2: list[float] | None = None) -> None:
+        self.n = n
+        self.s1 = None if s1 is None else np.asarray(s1, dtype=np.float64)
+        self.s2 = None if s2 is None else np.asarray(s2, dtype=np.float64)
 
     def add(self, data: np.ndarray) -> None:
         flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
-        s1, s2 = flat.sum(0), np.square(flat).sum(0)
-        self.s1 = s1 if self.s1 is None else self.s1 + s1
-        self.s2 = s2 if self.s2 is None else self.s2 + s2
-        self.n += flat.shape[0]
+        self.merge(ChannelStats(flat.shape[0], flat.sum(0), np.square(flat).sum(0)))
+
+    def merge(self, other: "ChannelStats") -> None:
+        if other.s1 is None or other.s2 is None:
+            return
+        self.s1 = other.s1.copy() if self.s1 is None else self.s1 + other.s1
+        self.s2 = other.s2.copy() if self.s2 is None else self.s2 + other.s2
+        self.n += other.n
 
     def result(self) -> tuple[list[float], list[float]]:
         if self.n == 0 or self.s1 is None or self.s2 is None:
@@ -84,70 +88,139 @@ class ShardInfo:
     bytes: int
 
 
-class SplitWriter:
-    """Streams trajectories of one data set's split into ``<out_dir>/<split>/shard-NNNNNN.tar`` files."""
+@dataclass
+class ShardResult:
+    """What one finished shard tells its split's manifest (picklable: conversion workers return it)."""
 
-    def __init__(self, out_dir: str | Path, dataset: str, split: str, per_shard: int = 16) -> None:
-        if per_shard < 1:
-            raise ValueError(f"per_shard must be at least 1, got {per_shard}")
-        self.dataset, self.split, self.per_shard = dataset, split, per_shard
-        self.folder = Path(out_dir) / split
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob("*.partial"):
-            stale.unlink()
-        self.shards: list[ShardInfo] = []
-        self.stats = _ChannelStats()
-        self.shapes: set[tuple[int, ...]] = set()
-        self.channels: list[str] | None = None
-        self.dt: float | None = None
-        self._writer: wds.TarWriter | None = None
-        self._tmp: Path | None = None
-        self._count = 0
+    info: ShardInfo
+    stats: ChannelStats
+    shapes: set[tuple[int, ...]]
+    channels: list[str]
+    dt: float | None
+
+
+class ShardFile:
+    """One shard tar being written: ``*.tar.partial`` until :meth:`close` renames it to its real name."""
+
+    def __init__(self, folder: Path, number: int, dataset: str, split: str) -> None:
+        self.dataset, self.split = dataset, split
+        self.final = folder / f"shard-{number:06d}.tar"
+        self.tmp = self.final.with_name(self.final.name + ".partial")
+        self.writer = wds.TarWriter(str(self.tmp), encoder=False)
+        self.result = ShardResult(ShardInfo(self.final.name, 0, "", 0), ChannelStats(), set(), [], None)
 
     def add(self, traj: Trajectory) -> None:
         where = f"{self.dataset}/{self.split} trajectory {traj.index}"
+        r = self.result
         if traj.dataset != self.dataset:
             raise DataError(f"{where}: belongs to {traj.dataset!r}")
         if not np.isfinite(traj.data).all():
             raise DataError(f"{where}: NaN or Inf values in the source")
-        if self.channels is None:
-            self.channels, self.dt = traj.channels, traj.dt
-        elif traj.channels != self.channels:
-            raise DataError(f"{where}: channels {traj.channels} differ from {self.channels}")
-        if self._writer is None:
-            self._tmp = self.folder / f"shard-{len(self.shards):06d}.tar.partial"
-            self._writer = wds.TarWriter(str(self._tmp), encoder=False)
+        if not r.channels:
+            r.channels, r.dt = list(traj.channels), traj.dt
+        elif traj.channels != r.channels:
+            raise DataError(f"{where}: channels {traj.channels} differ from {r.channels}")
         sample = {"__key__": f"{traj.index:08d}", "data.npy": encode_npy(traj.data),
                   "meta.json": json.dumps(traj.meta()).encode()}
         if traj.mask is not None:
             sample["mask.npy"] = encode_npy(traj.mask.astype(np.float32))
-        self._writer.write(sample)
-        self.stats.add(traj.data)
-        self.shapes.add(tuple(traj.data.shape))
-        self._count += 1
-        if self._count == self.per_shard:
-            self._close_shard()
+        self.writer.write(sample)
+        r.stats.add(traj.data)
+        r.shapes.add(tuple(traj.data.shape))
+        r.info.count += 1
 
-    def _close_shard(self) -> None:
-        if self._writer is None or self._tmp is None:
-            return
-        self._writer.close()
-        final = self._tmp.with_suffix("")  # strip .partial: only a finished shard gets its real name
-        os.replace(self._tmp, final)
-        self.shards.append(ShardInfo(final.name, self._count, sha256_of(final), final.stat().st_size))
-        self._writer, self._tmp, self._count = None, None, 0
+    def close(self) -> ShardResult:
+        self.writer.close()
+        os.replace(self.tmp, self.final)  # only a finished shard gets its real name
+        self.result.info.sha256 = sha256_of(self.final)
+        self.result.info.bytes = self.final.stat().st_size
+        return self.result
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_shard(folder: Path, number: int, dataset: str, split: str, trajectories: Iterable[Trajectory],
+                on_trajectory: Callable[[], None] | None = None) -> ShardResult:
+    """Write one whole shard atomically: on any error the partial file is removed and nothing is named a shard."""
+    shard = ShardFile(folder, number, dataset, split)
+    try:
+        for traj in trajectories:
+            shard.add(traj)
+            if on_trajectory is not None:
+                on_trajectory()
+    except BaseException:
+        shard.abort()
+        raise
+    return shard.close()
+
+
+def write_manifest(folder: Path, dataset: str, split: str, results: list[ShardResult],
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The split's manifest from its shards in order, written last and atomically."""
+    stats, shapes, channels, dt = ChannelStats(), set(), [], None
+    for r in results:
+        if channels and r.channels and r.channels != channels:
+            raise DataError(f"{folder / r.info.name}: channels {r.channels} differ from {channels}")
+        channels, dt = channels or r.channels, dt if dt is not None else r.dt
+        stats.merge(r.stats)
+        shapes |= r.shapes
+    mean, std = stats.result()
+    manifest = {
+        "dataset": dataset, "split": split, "count": sum(r.info.count for r in results),
+        "shapes": sorted(list(s) for s in shapes), "channels": channels, "mean": mean, "std": std, "dt": dt,
+        **(extra or {}), "shards": [vars(r.info) for r in results],
+    }
+    _write_atomic_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+class SplitWriter:
+    """Streams trajectories of one data set's split into ``<out_dir>/<split>/shard-NNNNNN.tar`` files.
+
+    A shard is closed after ``per_shard`` trajectories or once it holds ``shard_bytes``
+    of arrays, whichever comes first (``None`` switches a limit off).
+    """
+
+    def __init__(self, out_dir: str | Path, dataset: str, split: str, per_shard: int | None = 16,
+                 shard_bytes: int | None = None, extra: dict[str, Any] | None = None) -> None:
+        if per_shard is not None and per_shard < 1:
+            raise ValueError(f"per_shard must be at least 1, got {per_shard}")
+        if shard_bytes is not None and shard_bytes < 1:
+            raise ValueError(f"shard_bytes must be positive, got {shard_bytes}")
+        self.dataset, self.split, self.per_shard, self.shard_bytes = dataset, split, per_shard, shard_bytes
+        self.extra = extra
+        self.folder = Path(out_dir) / split
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob("*.partial"):
+            stale.unlink()
+        self.results: list[ShardResult] = []
+        self._shard: ShardFile | None = None
+        self._bytes = 0
+
+    def add(self, traj: Trajectory) -> None:
+        if self._shard is None:
+            self._shard, self._bytes = ShardFile(self.folder, len(self.results), self.dataset, self.split), 0
+        try:
+            self._shard.add(traj)
+        except BaseException:
+            self._shard.abort()
+            self._shard = None
+            raise
+        self._bytes += traj.data.nbytes
+        full_count = self.per_shard is not None and self._shard.result.info.count >= self.per_shard
+        full_bytes = self.shard_bytes is not None and self._bytes >= self.shard_bytes
+        if full_count or full_bytes:
+            self.results.append(self._shard.close())
+            self._shard = None
 
     def close(self) -> dict[str, Any]:
         """Finish the last shard and write the manifest (last, atomically); return it."""
-        self._close_shard()
-        mean, std = self.stats.result()
-        manifest = {
-            "dataset": self.dataset, "split": self.split, "count": sum(s.count for s in self.shards),
-            "shapes": sorted(list(s) for s in self.shapes), "channels": self.channels or [],
-            "mean": mean, "std": std, "dt": self.dt, "shards": [vars(s) for s in self.shards],
-        }
-        _write_atomic_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
-        return manifest
+        if self._shard is not None:
+            self.results.append(self._shard.close())
+            self._shard = None
+        return write_manifest(self.folder, self.dataset, self.split, self.results, self.extra)
 
 
 def write_shards(trajectories: Iterable[Trajectory], out_dir: str | Path, dataset: str, split: str,
@@ -159,8 +232,63 @@ def write_shards(trajectories: Iterable[Trajectory], out_dir: str | Path, datase
     return writer.close()
 
 
+# ---------------------------------------------------------------- where shards live: folders or URLs
+
+
+def is_remote(location: str | Path) -> bool:
+    """True for what WebDataset opens itself: ``http(s)://...``, ``pipe:CMD`` and other ``scheme://`` URLs."""
+    text = str(location)
+    return text.startswith("pipe:") or ("://" in text and not text.startswith("file://"))
+
+
+def locate(base: str | Path, rel: str) -> str:
+    """``rel`` (``<data set>/<split>/<file>``) under a shard root: a folder, a URL, or a ``pipe:`` command.
+
+    A ``pipe:`` root names where the path goes with ``{path}``, e.g.
+    ``pipe:aws s3 cp s3://bucket/shards/{path} -``.
+    """
+    text = str(base)
+    if text.startswith("pipe:"):
+        if "{path}" not in text:
+            raise DataError(f"shard root {text!r}: a pipe: command needs a {{path}} placeholder, "
+                            f"e.g. 'pipe:aws s3 cp s3://bucket/shards/{{path}} -'")
+        return text.replace("{path}", rel)
+    if is_remote(text):
+        return text.rstrip("/") + "/" + rel
+    return str(Path(text.removeprefix("file://")) / rel)
+
+
+def subfolder(base: str | Path, rel: str) -> str:
+    """A folder below ``base`` that :func:`locate` can go on from (a ``pipe:`` keeps its ``{path}`` slot)."""
+    if str(base).startswith("pipe:"):
+        return locate(base, rel.rstrip("/") + "/{path}")
+    return locate(base, rel)
+
+
+def _read_remote(url: str) -> bytes:
+    try:
+        with wds.gopen(url, "rb") as stream:
+            return stream.read()
+    except Exception as err:  # noqa: BLE001 - curl/pipe failures come as several types
+        raise DataError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
+
+
 def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Load a split's manifest; with ``verify`` check every shard's size and sha256."""
+    """Load a split's manifest; with ``verify`` check every shard's size and sha256.
+
+    ``folder`` may be a URL or a ``pipe:`` location (see :func:`locate`); remote
+    shards are not downloaded to be checked here: a truncated one still fails when
+    it is read, naming it.
+    """
+    if is_remote(folder):
+        url = locate(folder, MANIFEST)
+        raw = _read_remote(url)
+        if not raw:
+            raise DataError(f"{url}: empty manifest (shards missing, or their writing never finished)")
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{url}: not valid JSON ({err})") from None
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -178,8 +306,11 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def iter_raw_samples(shard: Path) -> Iterator[dict[str, Any]]:
-    """Raw (undecoded) samples of one shard, through WebDataset's tar reader; errors name the shard."""
+def iter_raw_samples(shard: str | Path) -> Iterator[dict[str, Any]]:
+    """Raw (undecoded) samples of one shard (a file, URL or ``pipe:``), through WebDataset's tar reader.
+
+    Errors name the shard.
+    """
     try:
         yield from wds.tarfile_samples([{"url": str(shard)}])
     except DataError:

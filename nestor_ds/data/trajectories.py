@@ -11,16 +11,20 @@ from nestor_ds.data.trajectory import Trajectory
 
 
 def iter_split(src: Source, limit: int | None = None) -> Iterator[Trajectory]:
-    """Every trajectory of a split, in manifest order (deterministic on every rank)."""
+    """The split's first ``src.limit`` (and at most ``limit``) trajectories, in manifest order, on every rank."""
+    cap = src.limit if limit is None else min(limit, src.limit)
     n = 0
-    for shard in src.manifest["shards"]:
-        for raw in iter_raw_samples(src.folder / shard["name"]):
-            if limit is not None and n >= limit:
+    for shard in range(len(src.manifest["shards"])):
+        for raw in iter_raw_samples(src.url(shard)):
+            if n >= cap:
                 return
             yield decode_sample(raw, src.manifest["channels"])
             n += 1
 
 
-def to_common_grid(traj: Trajectory, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole trajectory [X, X, T, C_common] and its mask [X, X, 1, C_common] (1 = real point and channel)."""
-    return common_grid(traj.data, traj.mask, resolution, channels)
+def to_common_grid(traj: Trajectory, src: Source, resolution: int, channels: int, pad_value: float = 1.0,
+                   points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole trajectory [X, X, T, C_common] (the first t_in + rollout frames when ``src.rollout`` is set is the
+    evaluator's business) and its mask [X, X, 1, C_common] of scored points and channels."""
+    return common_grid(traj.data, traj.mask, resolution, channels, pad_value=pad_value, scored=src.scored,
+                       points=points)

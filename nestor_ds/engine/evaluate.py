@@ -82,7 +82,8 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
         n_batches = -(-int(count.item()) // batch)
         template = trajs[0]
         stats = torch.zeros(4, device=device, dtype=torch.float64)  # one-step sum, rollout sum, weight, n
-        steps = max(0, template.data.shape[0] - m.t_in)
+        frames = template.data.shape[0] if src.rollout is None else min(template.data.shape[0], m.t_in + src.rollout)
+        steps = max(0, frames - m.t_in)
         curve = torch.zeros(-(-steps // m.t_out), device=device, dtype=torch.float64)
         image_load = token_load = None
         example = None
@@ -90,9 +91,12 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
             chunk = mine[b * batch:(b + 1) * batch]
             weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device)
             chunk = chunk + [template] * (batch - len(chunk))  # zero-weight padding keeps shapes equal
-            grids = [to_common_grid(t, m.resolution, m.channels) for t in chunk]
+            grids = [to_common_grid(t, src, m.resolution, m.channels, cfg.data.pad_value, cfg.data.score_points)
+                     for t in chunk]
             traj = torch.stack([g[0] for g in grids]).to(device)  # [B, X, Y, T, C]
             mask = torch.stack([g[1] for g in grids]).to(device)  # [B, X, Y, 1, C]
+            if src.rollout is not None:  # DPOT predicts t_test frames after the first t_in
+                traj = traj[:, :, :, :m.t_in + src.rollout]
             total = traj.shape[3]
 
             # one step: every window of t_in true frames predicts the next t_out

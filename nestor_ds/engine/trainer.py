@@ -50,12 +50,20 @@ def total_steps(cfg: RunConfig, train_count: int, world: int) -> int:
     return max(1, cfg.train.epochs * math.ceil(train_count / per_step))
 
 
-def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
-    """Denoising pre-training: Gaussian noise scaled by each sample's RMS, on real points only."""
+def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Generator,
+              norm: str = "l2") -> torch.Tensor:
+    """Denoising pre-training noise on x [B, X, Y, T, C].
+
+    ``l2`` (DPOT): ``scale * ||x||`` with the L2 norm per sample and channel over X, Y, T,
+    added at every point and channel. ``rms``: ``scale * RMS(x)`` per sample, real points only.
+    """
     if scale <= 0:
         return x
-    rms = x.float().square().flatten(1).mean(1).sqrt().view(-1, 1, 1, 1, 1)
     noise = torch.randn(x.shape, generator=gen, dtype=torch.float32, device=x.device)  # made on the device
+    if norm == "l2":
+        l2 = x.float().square().sum(dim=(1, 2, 3), keepdim=True).sqrt()  # [B, 1, 1, 1, C]
+        return x + (scale * l2 * noise).to(x.dtype)
+    rms = x.float().square().flatten(1).mean(1).sqrt().view(-1, 1, 1, 1, 1)
     return x + (scale * rms * noise * mask).to(x.dtype)
 
 
@@ -177,7 +185,8 @@ def run(args: RunArgs) -> dict[str, Any]:
             batch = next(loader)
             mask = batch["mask"].to(device)
             gen = torch.Generator(device).manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
-            x = add_noise(batch["x"].to(device), mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen)
+            x = add_noise(batch["x"].to(device), mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen,
+                          cfg.data.noise_norm)
             out = engine(x.to(dtype))
             per_sample = l2re(out.pred, batch["y"].to(device), mask)
             loss = per_sample.mean() + cfg.train.aux_weight_image * out.aux_image \

@@ -17,13 +17,13 @@ from nestor_ds.data.formats import (
     read_pdearena_ns,
     read_pdebench_cfd,
     read_pdebench_grouped,
-    write_cfdbench,
+    write_cfdbench_case,
     write_fno_mat,
     write_pdearena_ns,
     write_pdebench_cfd,
     write_pdebench_grouped,
 )
-from nestor_ds.data.registry import REGISTRY
+from nestor_ds.config.datasets import REGISTRY
 
 N, T, X, Y = 3, 5, 8, 6
 
@@ -147,9 +147,9 @@ def test_pdebench_cfd_round_trip(tmp_path: Path) -> None:
     assert len(trajs) == N
     for i, tr in enumerate(trajs):
         assert tr.data.shape == (T, X, Y, 4)
-        for c in range(4):
-            np.testing.assert_array_equal(tr.data[..., c], fields[c][i])
-        assert tr.channels == ["density", "pressure", "Vx", "Vy"]
+        for c, field in enumerate((2, 3, 0, 1)):  # DPOT's order: Vx, Vy, density, pressure
+            np.testing.assert_array_equal(tr.data[..., c], fields[field][i])
+        assert tr.channels == ["Vx", "Vy", "density", "pressure"]
         assert tr.dt == pytest.approx(0.2) and tr.dx == pytest.approx(2 / X) and tr.dy == pytest.approx(2 / Y)
         assert tr.conditioning == {"mach": 1.0, "eta": 0.1, "zeta": 0.01}
 
@@ -159,9 +159,12 @@ def test_pdebench_cfd_streams_one_trajectory(tmp_path: Path, h5_reads: list) -> 
     path = write_pdebench_cfd(tmp_path / "plain.h5", *fields)
     (tr,) = read_pdebench_cfd(path, "cfd", indices=range(1, 2))
     assert tr.index == 1 and tr.conditioning == {}
-    np.testing.assert_array_equal(tr.data[..., 3], fields[3][1])
+    np.testing.assert_array_equal(tr.data[..., 1], fields[3][1])
+    (as_file,) = read_pdebench_cfd(path, "cfd", indices=[1], channel_order="file")
+    assert as_file.channels == ["density", "pressure", "Vx", "Vy"]
+    np.testing.assert_array_equal(as_file.data[..., 3], fields[3][1])
     field_reads = [size for name, size in h5_reads if name.lstrip("/") in ("density", "pressure", "Vx", "Vy")]
-    assert field_reads == [T * X * Y] * 4
+    assert field_reads == [T * X * Y] * 8
 
 
 def test_parse_conditioning() -> None:
@@ -271,49 +274,36 @@ def test_pdearena_missing_key_and_split(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- CFDBench
 
 
-def test_cfdbench_round_trip(tmp_path: Path) -> None:
-    us = [rand(T, X, Y, seed=s) for s in range(N)]
-    vs = [rand(T, X, Y, seed=10 + s) for s in range(N)]
-    mask = np.ones((X, Y), dtype=np.float32)
-    mask[2:4, 1:3] = 0  # a cylinder
-    cases = [{"vel_in": 1.0 + k, "density": 1.0, "viscosity": 1e-3, "height": 0.4, "width": 0.3,
-              "dt": 0.1, "name": f"c{k}", "flag": True} for k in range(N)]
-    write_cfdbench(tmp_path / "cylinder", us, vs, cases, masks=[mask, None, None])
+def test_cfdbench_cases_in_loader_order_with_problem_features(tmp_path: Path) -> None:
+    cases = {"tube/bc/case0001": {"vel_in": 3.0, "density": 1.0, "viscosity": 1e-3, "height": 0.1, "width": 1.0},
+             "cavity/geo/case0000": {"vel_top": 2.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+             "cavity/prop/case0000": {"vel_top": 1.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+             "cavity/prop/case0010": {"vel_top": 4.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+             "cavity/prop/case0002": {"vel_top": 5.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1}}
+    for name, case in cases.items():
+        write_cfdbench_case(tmp_path / name, rand(T, X, Y), rand(T, X, Y, seed=1), case)
     trajs = list(read_cfdbench(tmp_path, "cfdbench"))
-    assert len(trajs) == N
-    for k, tr in enumerate(trajs):
-        assert tr.data.shape == (T, X, Y, 3) and tr.channels == ["u", "v", "mask"]
-        np.testing.assert_array_equal(tr.data[..., 0], us[k])
-        np.testing.assert_array_equal(tr.data[..., 1], vs[k])
-        expect = mask if k == 0 else np.ones((X, Y))
-        np.testing.assert_array_equal(tr.mask, expect)
-        np.testing.assert_array_equal(tr.data[..., 2], np.broadcast_to(expect, (T, X, Y)))
-        assert tr.conditioning == {"vel_in": 1.0 + k, "density": 1.0, "viscosity": 1e-3, "height": 0.4,
-                                   "width": 0.3, "dt": 0.1}
-        assert tr.dt == pytest.approx(0.1) and tr.dx == pytest.approx(0.4 / X) and tr.dy == pytest.approx(0.3 / Y)
+    # problems cavity, cylinder, tube; subsets prop, bc, geo; cases by number (2 before 10)
+    assert [tr.conditioning.get("vel_top", tr.conditioning.get("vel_in")) for tr in trajs] == [1, 5, 4, 2, 3]
+    cavity, tube = trajs[0], trajs[-1]
+    assert cavity.data.shape == (T, X, Y, 3) and cavity.channels == ["u", "v", "mask"] and cavity.mask is None
+    assert (cavity.data[..., 2] == 1).all() and cavity.dt == pytest.approx(0.1)  # 0.1 s frames, no dt key exists
+    assert tube.data.shape == (T, X + 2, Y + 1, 3)  # a row top and bottom, a column on the left
+    assert (tube.data[:, 1:-1, 0, 0] == 3.0).all() and (tube.data[:, [0, -1], :, :2] == 0).all()
+    assert (tube.data[:, 1:-1, 1:, 2] == 1).all() and tube.data[..., 2].sum() == T * X * Y
     (one,) = read_cfdbench(tmp_path, "cfdbench", indices=range(1, 2))
-    assert one.index == 1 and one.conditioning["vel_in"] == 2.0
-
-
-def test_cfdbench_sorted_walk_and_defaults(tmp_path: Path) -> None:
-    for name, val in (("tube/bc/case0001", 3.0), ("cavity/bc/case0000", 1.0), ("cavity/geo/case0000", 2.0)):
-        d = tmp_path / name
-        d.mkdir(parents=True)
-        np.save(d / "u.npy", np.full((T, X, Y), val, dtype=np.float32))
-        np.save(d / "v.npy", np.zeros((T, X, Y), dtype=np.float32))
-        (d / "case.json").write_text(json.dumps({"lid_velocity": val}))
-    trajs = list(read_cfdbench(tmp_path, "cfdbench"))
-    assert [tr.data[0, 0, 0, 0] for tr in trajs] == [1.0, 2.0, 3.0]
-    assert trajs[0].dt == 1.0 and trajs[0].dx == pytest.approx(1 / X) and trajs[0].mask.all()
+    assert one.index == 1 and one.conditioning["vel_top"] == 5.0
 
 
 def test_cfdbench_missing_file(tmp_path: Path) -> None:
-    d = tmp_path / "case0000"
-    d.mkdir()
+    d = tmp_path / "cavity" / "bc" / "case0000"
+    d.mkdir(parents=True)
     np.save(d / "u.npy", rand(T, X, Y))
     (d / "case.json").write_text("{}")
     with pytest.raises(ValueError, match=r"case0000: missing file 'v\.npy'"):
         read_cfdbench(tmp_path, "cfdbench")
+    with pytest.raises(ValueError, match=r"no CFDBench case found"):
+        read_cfdbench(tmp_path / "cavity" / "bc", "cfdbench")
 
 
 # ---------------------------------------------------------------- dispatch

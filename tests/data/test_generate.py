@@ -29,15 +29,30 @@ def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
         first = next(open_source(entry["path"], entry["format"], name, split="train" if entry["format"] ==
                                  "pdearena_ns" else None))
         assert first.data.shape[1:3] == (16, 16) and first.data.shape[0] >= 5
-    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards), "--per-shard", "2",
-               "--test-every", "3")
+    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards), "--shard-size", "20kB",
+               "--workers", "2")
     assert "ns2d_pda: train" in out.stdout
-    for name in index:
+    for name, entry in index.items():
         train, test = read_manifest(shards / name / "train"), read_manifest(shards / name / "test")
-        assert train["count"] + test["count"] == 5 and test["count"] >= 1
-        assert len(train["mean"]) == len(train["channels"]) and all(s > 0 for s in train["std"])
+        if entry["test"] is not None:  # single files: the small suite's 25 % tail
+            assert (train["count"], test["count"]) == (3, 2)
+        assert len(train["mean"]) == len(train["channels"]) and all(s > 0 for s in train["std"][:2])
+        assert train["conversion"]["format"] == entry["format"]
+    # PDEArena: 3 train + 1 valid file trajectory fold into train, as DPOT; 1 test
+    assert [read_manifest(shards / "ns2d_pda" / s)["count"] for s in ("train", "test")] == [4, 1]
+    # CFDBench: cavity 3 cases -> 2/0/1 (rounded), cylinder 2 -> 1/0/1 (truncated); 40 frames = 2 segments
+    cfdb = read_manifest(shards / "cfdbench" / "train")
+    assert cfdb["count"] == 6 and cfdb["shapes"] == [[20, 64, 64, 3]]  # DPOT resizes to 64 and cfdb["channels"] == ["u", "v", "mask"]
+    assert read_manifest(shards / "cfdbench" / "test")["count"] == 4
     cfd = read_manifest(shards / "ns2d_pdb_M1_eta1e-1_zeta1e-1" / "train")
-    assert cfd["channels"] == ["density", "pressure", "Vx", "Vy"]
+    assert cfd["channels"] == ["Vx", "Vy", "density", "pressure"]
+    assert len(read_manifest(shards / "ns2d_fno_1e-3" / "train")["shards"]) == 3  # 16x16x6 floats = 6 kB each
+    # one worker writes the very same shards as two
+    _cli("data", "shard", "--from-suite", str(raw), "--out", str(tmp_path / "one"), "--shard-size", "20kB")
+    for name in index:
+        for split in ("train", "test"):
+            a, b = read_manifest(shards / name / split), read_manifest(tmp_path / "one" / name / split)
+            assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]], (name, split)
 
 
 def test_shard_errors_are_named(tmp_path: Path) -> None:

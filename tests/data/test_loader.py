@@ -107,5 +107,5 @@ def test_masks_after_resize_and_padding(two_sets: Path) -> None:
     geometry = torch.ones(16, 16)
     geometry[:8, :4] = 0  # the 8x8 obstacle block [0:4, 0:2], upsampled x2 (nearest)
     assert torch.equal(mask[:, :, 0], geometry) and torch.equal(mask[:, :, 1], geometry)
-    assert torch.equal(b["x"][..., 2:], torch.zeros_like(b["x"][..., 2:]))
+    assert torch.equal(b["x"][..., 2:], torch.ones_like(b["x"][..., 2:]))  # DPOT pads with ones
     assert b["x"][..., :2].abs().sum() > 0

@@ -24,8 +24,7 @@ def shards(tmp_path_factory) -> Path:
     cli = [sys.executable, "-m", "nestor_ds", "data"]
     for cmd in (["generate", "--suite", "small", "--out", str(root / "raw"), "--trajectories", "8",
                  "--resolution", "32", "--frames", "12", "--only", ",".join(SETS)],
-                ["shard", "--from-suite", str(root / "raw"), "--out", str(root / "shards"), "--per-shard", "2",
-                 "--test-every", "4"]):
+                ["shard", "--from-suite", str(root / "raw"), "--out", str(root / "shards"), "--per-shard", "2"]):
         out = subprocess.run(cli + cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     return root / "shards"

@@ -6,7 +6,8 @@ it checks the layout when called (raising ``ValueError`` that names the file and
 the key) and then streams one trajectory at a time, so a file far larger than
 memory can be read. ``indices`` are 0-based positions in the file (or split);
 ``split`` is only meaningful for ``pdearena_ns``, whose files hold split groups;
-the other layouts keep one pool per file and reject a split.
+the other layouts keep one pool per file and reject a split. The published splits
+of every layout are cut by :mod:`nestor_ds.data.splits`.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from pathlib import Path
 
 from ..trajectory import Trajectory
 from ._common import PathLike
-from .cfdbench import read_cfdbench, write_cfdbench, write_cfdbench_case
-from .fno_mat import read_fno_mat, write_fno_mat
-from .pdearena_ns import read_pdearena_ns, write_pdearena_ns
-from .pdebench_cfd import parse_conditioning, read_pdebench_cfd, write_pdebench_cfd
-from .pdebench_grouped import read_pdebench_grouped, write_pdebench_grouped
+from .cfdbench import case_features, case_split, dpot_segments, find_cases, read_cfdbench, write_cfdbench_case
+from .fno_mat import count_fno_mat, read_fno_mat, write_fno_mat
+from .pdearena_ns import (count_pdearena_ns, pdearena_file_name, pdearena_files, pdearena_split_of, read_pdearena_ns,
+                          write_pdearena_ns)
+from .pdebench_cfd import count_pdebench_cfd, parse_conditioning, read_pdebench_cfd, write_pdebench_cfd
+from .pdebench_grouped import count_pdebench_grouped, read_pdebench_grouped, write_pdebench_grouped
 
 Reader = Callable[..., Iterator[Trajectory]]
 
@@ -38,8 +40,12 @@ def open_source(
     dataset: str,
     split: str | None = None,
     indices: Sequence[int] | range | None = None,
+    **options: object,
 ) -> Iterator[Trajectory]:
     """Dispatch to the reader of registry format ``fmt``; one entry point for every original layout.
+
+    ``options`` go to the reader (``channel_order`` for pdebench_cfd; ``problems``,
+    ``segment_frames``, ``resize`` for cfdbench).
 
     Raises ``ValueError`` naming the path and format when ``fmt`` has no reader
     (e.g. "shards", which is not an original layout) or the file is not in it.
@@ -49,7 +55,7 @@ def open_source(
         known = ", ".join(sorted(READERS))
         raise ValueError(f"{path}: unknown source format {fmt!r}; readers exist for {known}")
     try:
-        return reader(path, dataset, split=split, indices=indices)
+        return reader(path, dataset, split=split, indices=indices, **options)
     except ValueError as exc:
         if str(Path(path)) in str(exc) and fmt in str(exc):
             raise
@@ -57,8 +63,9 @@ def open_source(
 
 
 __all__ = [
-    "READERS", "open_source", "parse_conditioning",
+    "READERS", "case_features", "case_split", "count_fno_mat", "count_pdearena_ns", "count_pdebench_cfd", "count_pdebench_grouped",
+    "dpot_segments", "find_cases", "open_source", "parse_conditioning", "pdearena_file_name", "pdearena_files",
+    "pdearena_split_of",
     "read_cfdbench", "read_fno_mat", "read_pdearena_ns", "read_pdebench_cfd", "read_pdebench_grouped",
-    "write_cfdbench", "write_cfdbench_case", "write_fno_mat", "write_pdearena_ns", "write_pdebench_cfd",
-    "write_pdebench_grouped",
+    "write_cfdbench_case", "write_fno_mat", "write_pdearena_ns", "write_pdebench_cfd", "write_pdebench_grouped",
 ]

@@ -2,8 +2,9 @@
 
 MATLAB's shape is ``u[N, X, Y, T]``. A v5 file is read whole by scipy (such files
 are under 2 GB). A v7.3 file is HDF5 whose arrays h5py sees with the axes reversed,
-``u[T, Y, X, N]``; it is streamed one trajectory at a time. Both variants give the
-same ``[T, X, Y, 1]`` trajectories.
+``u[T, Y, X, N]``; it is streamed in blocks of consecutive trajectories (N is the
+fastest axis on disk). Both variants give the same ``[T, X, Y, 1]`` trajectories, in
+MATLAB's axis order as FNO's own ``MatReader`` returns them.
 """
 from __future__ import annotations
 
@@ -96,14 +97,55 @@ def _read_v73(path: Path, dataset: str, indices: Sequence[int] | range | None) -
     return _stream_v73(path, dataset, chosen, dt, nx)
 
 
-def _stream_v73(path: Path, dataset: str, chosen: list[int], dt: float, nx: int) -> Iterator[Trajectory]:
+BLOCK_BYTES = 256 * 2**20  # one HDF5 read covers this much of consecutive trajectories
+
+
+def _runs(chosen: list[int]) -> Iterator[range]:
+    """Consecutive runs of ``chosen`` (in its order): each run is one contiguous slice of the file."""
+    start = prev = None
+    for i in chosen:
+        if start is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            yield range(start, prev + 1)
+        start = prev = i
+    if start is not None:
+        yield range(start, prev + 1)
+
+
+def _stream_v73(path: Path, dataset: str, chosen: list[int], dt: float, nx: int,
+                block_bytes: int = BLOCK_BYTES) -> Iterator[Trajectory]:
+    """Read consecutive trajectories as blocks ``u[..., i0:i1]``.
+
+    N is the fastest axis of the HDF5 array, so one trajectory alone is a strided
+    read touching every chunk of the file; a block reads the same chunks once for
+    many trajectories (``scripts/bench_convert.py`` measures the difference).
+    """
     with h5py.File(path, "r") as f:
         u = f["u"]
-        for i in chosen:
-            block = np.asarray(u[..., i])  # [T, Y, X] (or [Y, X] when T == 1): one trajectory only
-            block = block.reshape((-1, *block.shape[-2:]))
-            data = np.swapaxes(block, 1, 2)[..., None]  # -> [T, X, Y, 1]
-            yield Trajectory(dataset, i, data, list(CHANNELS), dt, 1.0 / nx, 1.0 / data.shape[2])
+        per_traj = max(1, int(np.prod(u.shape[:-1])) * u.dtype.itemsize)
+        step_n = max(1, block_bytes // per_traj)
+        for run in _runs(chosen):
+            for b0 in range(run.start, run.stop, step_n):
+                b1 = min(b0 + step_n, run.stop)
+                block = np.asarray(u[..., b0:b1])  # [T, Y, X, n] (or [Y, X, n] when T == 1)
+                block = block.reshape((-1, *block.shape[-3:]))
+                block = np.ascontiguousarray(block.transpose(3, 0, 2, 1))  # -> [n, T, X, Y]
+                for k in range(b1 - b0):
+                    data = block[k][..., None]
+                    yield Trajectory(dataset, b0 + k, data, list(CHANNELS), dt, 1.0 / nx, 1.0 / data.shape[2])
+
+
+def read_fno_mat_per_trajectory(path: PathLike, dataset: str) -> Iterator[Trajectory]:
+    """The old one-strided-column-per-trajectory v7.3 read, kept only as the benchmark's baseline."""
+    with h5py.File(path, "r") as f:
+        u = f["u"]
+        frames, ny, nx, n = u.shape
+        dt = _dt(f["t"][()], path, frames)
+        for i in range(n):
+            data = np.swapaxes(np.asarray(u[..., i]), 1, 2)[..., None]
+            yield Trajectory(dataset, i, data, list(CHANNELS), dt, 1.0 / nx, 1.0 / ny)
 
 
 def _read_v5(path: Path, dataset: str, indices: Sequence[int] | range | None) -> Iterator[Trajectory]:
@@ -158,3 +200,20 @@ def read_fno_mat(
     if h5py.is_hdf5(path):
         return _read_v73(path, dataset, indices)
     return _read_v5(path, dataset, indices)
+
+
+def count_fno_mat(path: PathLike) -> int:
+    """Trajectories in an FNO file without reading its data (v5: scipy's header scan; v7.3: the HDF5 shape)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file ({LAYOUT} layout expected)")
+    if h5py.is_hdf5(path):
+        with open_h5(path, LAYOUT) as f:
+            return int(require_dataset(f, "u", path, LAYOUT).shape[-1])
+    try:
+        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(path)}
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for 'not a MAT file'
+        raise ValueError(f"{path}: not a MATLAB .mat file ({LAYOUT} layout expected): {exc}") from exc
+    if "u" not in shapes:
+        raise ValueError(f"{path}: missing key 'u' of the {LAYOUT} layout (found: {', '.join(shapes) or 'nothing'})")
+    return int(shapes["u"][0])

@@ -1,8 +1,13 @@
 """PDEBench 2D compressible-NS (CFD) HDF5 files.
 
 Top-level ``density``, ``pressure``, ``Vx``, ``Vy`` each ``[N, T, X, Y]``, plus
-``t-coordinate [T+1]``, ``x-coordinate [X]``, ``y-coordinate [Y]``. Files run to
+``t-coordinate [T+1]``, ``x-coordinate [X]``, ``y-coordinate [Y]`` and the file
+attributes ``M``, ``eta``, ``zeta`` (PDEBench ``Data_Merge.py``). Files run to
 hundreds of GB, so the reader slices one trajectory per field at a time.
+
+Channels come out in DPOT's order (Vx, Vy, density, pressure: DPOT's
+``preprocess.py`` stacks them so, and its checkpoints expect it) unless
+``channel_order="file"`` asks for PDEBench's own order.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from ._common import PathLike, cell_centres, open_h5, require_dataset, select, s
 
 LAYOUT = "pdebench_cfd"
 FIELDS = ["density", "pressure", "Vx", "Vy"]
-CHANNELS = ["density", "pressure", "Vx", "Vy"]
+CHANNEL_ORDERS = {"dpot": ["Vx", "Vy", "density", "pressure"], "file": ["density", "pressure", "Vx", "Vy"]}
 
 _NUM = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _NAME = re.compile(rf"_M{_NUM}_Eta{_NUM}_Zeta{_NUM}(?=[_.]|$)")
@@ -27,7 +32,8 @@ _NAME = re.compile(rf"_M{_NUM}_Eta{_NUM}_Zeta{_NUM}(?=[_.]|$)")
 def parse_conditioning(path: PathLike) -> dict[str, float]:
     """Mach number and viscosities from PDEBench's file naming, e.g. ``..._M1.0_Eta0.1_Zeta0.1_...``.
 
-    PDEBench stores these only in the name; an unrecognised name gives ``{}``.
+    Only a fallback: the file's own attributes win (the DaRUS archive serves the
+    files under numeric ids, so the name may say nothing). Unrecognised: ``{}``.
     """
     m = _NAME.search(Path(path).name)
     if m is None:
@@ -44,11 +50,15 @@ def write_pdebench_cfd(
     t: np.ndarray | None = None,
     x: np.ndarray | None = None,
     y: np.ndarray | None = None,
+    mach: float | None = None,
+    eta: float | None = None,
+    zeta: float | None = None,
 ) -> Path:
     """Write four ``[N, T, X, Y]`` fields in the PDEBench 2D CFD layout.
 
     ``t`` must have T+1 entries as in PDEBench (default ``0..1``); ``x``/``y``
-    default to cell centres on [0, 1].
+    default to cell centres on [0, 1]. ``mach``/``eta``/``zeta`` become the file
+    attributes ``M``/``eta``/``zeta`` as PDEBench's merge step writes them.
     """
     path = Path(path)
     fields = dict(zip(FIELDS, (density, pressure, vx, vy)))
@@ -66,7 +76,23 @@ def write_pdebench_cfd(
         f.create_dataset("t-coordinate", data=t.astype(np.float32))
         f.create_dataset("x-coordinate", data=x.astype(np.float32))
         f.create_dataset("y-coordinate", data=y.astype(np.float32))
+        for key, value in (("eta", eta), ("zeta", zeta), ("M", mach)):
+            if value is not None:
+                f.attrs[key] = float(value)
     return path
+
+
+def _attrs_conditioning(f: h5py.File) -> dict[str, float]:
+    out = {}
+    for key, name in (("M", "mach"), ("eta", "eta"), ("zeta", "zeta")):
+        if key in f.attrs:
+            out[name] = float(np.ravel(f.attrs[key])[0])
+    return out
+
+
+def count_pdebench_cfd(path: PathLike) -> int:
+    with open_h5(path, LAYOUT) as f:
+        return int(require_dataset(f, "density", path, LAYOUT, ndim=4).shape[0])
 
 
 def read_pdebench_cfd(
@@ -74,17 +100,23 @@ def read_pdebench_cfd(
     dataset: str,
     split: str | None = None,
     indices: Sequence[int] | range | None = None,
+    channel_order: str = "dpot",
 ) -> Iterator[Trajectory]:
-    """Yield ``[T, X, Y, 4]`` trajectories (density, pressure, Vx, Vy), one HDF5 slice per field.
+    """Yield ``[T, X, Y, 4]`` trajectories, one HDF5 slice per field.
 
-    The layout is checked when this is called; data is read as the iterator
-    advances. Conditioning (mach, eta, zeta) comes from the file name. ``split``
-    must be None: the file holds one pool, split it with ``indices``.
+    Channels: Vx, Vy, density, pressure (``channel_order="dpot"``) or density,
+    pressure, Vx, Vy (``"file"``). The layout is checked when this is called; data
+    is read as the iterator advances. Conditioning (mach, eta, zeta) comes from the
+    file attributes, else the file name. ``split`` must be None: the file holds one
+    pool, split it with ``indices``.
     """
     path = Path(path)
     if split is not None:
         raise ValueError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"{path}: channel_order {channel_order!r} is not one of {sorted(CHANNEL_ORDERS)}")
     with open_h5(path, LAYOUT) as f:
+        cond = {**parse_conditioning(path), **_attrs_conditioning(f)}
         shape = None
         for name in FIELDS:
             ds = require_dataset(f, name, path, LAYOUT, ndim=4)
@@ -99,14 +131,13 @@ def read_pdebench_cfd(
         raise ValueError(f"{path}: key 't-coordinate' has {np.size(t)} entries for {frames} frames ({LAYOUT} layout)")
     dt, dx, dy = step(t, 1.0), step(x, 1.0 / nx), step(y, 1.0 / ny)
     chosen = select(indices, n, path)
-    return _stream(path, dataset, chosen, dt, dx, dy, parse_conditioning(path))
+    return _stream(path, dataset, chosen, dt, dx, dy, cond, CHANNEL_ORDERS[channel_order])
 
 
-def _stream(
-    path: Path, dataset: str, chosen: list[int], dt: float, dx: float, dy: float, cond: dict[str, float]
-) -> Iterator[Trajectory]:
+def _stream(path: Path, dataset: str, chosen: list[int], dt: float, dx: float, dy: float,
+            cond: dict[str, float], channels: list[str]) -> Iterator[Trajectory]:
     with h5py.File(path, "r") as f:
-        sets = [f[name] for name in FIELDS]
+        sets = [f[name] for name in channels]
         for i in chosen:
             data = np.stack([ds[i] for ds in sets], axis=-1)  # 4 x [T, X, Y] -> [T, X, Y, 4]
-            yield Trajectory(dataset, i, data, list(CHANNELS), dt, dx, dy, dict(cond))
+            yield Trajectory(dataset, i, data, list(channels), dt, dx, dy, dict(cond))

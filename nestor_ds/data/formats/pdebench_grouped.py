@@ -24,30 +24,44 @@ def write_pdebench_grouped(
     t: np.ndarray | None = None,
     x: np.ndarray | None = None,
     y: np.ndarray | None = None,
+    compression: str | None = None,
+    order: Sequence[int] | None = None,
 ) -> Path:
     """Write ``[T, X, Y, C]`` arrays as groups ``'0000'``, ``'0001'``, ... of a PDEBench file.
 
     Takes any iterable so a generator can write trajectories as it makes them.
     Grid defaults: ``t`` on [0, 1] with T points, ``x``/``y`` cell centres on [0, 1].
+    ``compression`` ("lzf" as PDEBench's diffusion-reaction writer, "gzip") applies to
+    every array; ``order`` gives the group number of each trajectory, so groups can be
+    created out of numeric order as PDEBench's parallel workers create them.
     """
     path = Path(path)
+    opts = {"compression": compression} if compression else {}
     with h5py.File(path, "w") as f:
-        for k, arr in enumerate(trajectories):
+        for pos, arr in enumerate(trajectories):
+            k = order[pos] if order is not None else pos
             arr = np.asarray(arr, dtype=np.float32)
             if arr.ndim != 4:
                 raise ValueError(f"{path}: trajectory {k} must be [T, X, Y, C], got shape {arr.shape}")
             frames, nx, ny, _ = arr.shape
             g = f.create_group(f"{k:04d}")
-            g.create_dataset("data", data=arr)
+            g.create_dataset("data", data=arr, **opts)
             grid = g.create_group("grid")
-            grid.create_dataset("t", data=(np.linspace(0.0, 1.0, frames) if t is None else np.asarray(t)).astype(np.float32))
-            grid.create_dataset("x", data=(cell_centres(nx) if x is None else np.asarray(x)).astype(np.float32))
-            grid.create_dataset("y", data=(cell_centres(ny) if y is None else np.asarray(y)).astype(np.float32))
+            tt = np.linspace(0.0, 1.0, frames) if t is None else np.asarray(t)
+            grid.create_dataset("t", data=tt.astype(np.float32), **opts)
+            grid.create_dataset("x", data=(cell_centres(nx) if x is None else np.asarray(x)).astype(np.float32), **opts)
+            grid.create_dataset("y", data=(cell_centres(ny) if y is None else np.asarray(y)).astype(np.float32), **opts)
     return path
 
 
 def _names(f: h5py.File) -> list[str]:
+    """Trajectory groups by name: DPOT reads ``'{i:04d}'`` for i = 0, 1, ..., whatever order they were created in."""
     return sorted(k for k in f.keys() if isinstance(f[k], h5py.Group))
+
+
+def count_pdebench_grouped(path: PathLike) -> int:
+    with open_h5(path, LAYOUT) as f:
+        return len(_names(f))
 
 
 def read_pdebench_grouped(

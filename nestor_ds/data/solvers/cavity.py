@@ -126,7 +126,7 @@ def run_cavity(
     t_final: float,
     n_frames: int,
     rng: RngLike,
-    obstacle: bool = False,
+    obstacle: bool | np.ndarray = False,
     safety: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Everything the tests look at, not just what a data set stores.
@@ -143,7 +143,12 @@ def run_cavity(
     safety = check_real("safety", safety, low=0.0, high=1.0)
     gen = as_generator(rng)
 
-    mask = random_obstacle(n, gen) if obstacle else np.ones((n, n), dtype=np.float32)
+    if isinstance(obstacle, np.ndarray):  # a given fluid mask [n, n] (1 fluid, 0 solid)
+        if obstacle.shape != (n, n):
+            raise ValueError(f"obstacle mask must be [{n}, {n}], got {obstacle.shape}")
+        mask = obstacle.astype(np.float32)
+    else:
+        mask = random_obstacle(n, gen) if obstacle else np.ones((n, n), dtype=np.float32)
     grid = _Cavity(n, mask)
     h = grid.h
     vx = np.zeros((n + 1, n))
@@ -184,14 +189,14 @@ def simulate_cavity(
     t_final: float,
     n_frames: int,
     rng: RngLike,
-    obstacle: bool = False,
+    obstacle: bool | np.ndarray = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(frames ``[n_frames, n, n, 2]`` with channels (u, v) at cell centres, mask ``[n, n]``).
 
     The cavity is the unit square, axis 1 is x and axis 2 is y with the lid at y = 1 moving
     in +x.  Frame 0 is the fluid at rest and frame k is at k t_final / (n_frames - 1).
     The mask is float32, 1 on fluid cells and 0 inside the obstacle; ``rng`` only places
-    the obstacle.
+    the obstacle (``obstacle`` may also be a given fluid mask).
     """
     frames, mask, _, _, _ = run_cavity(n, lid_velocity, nu, t_final, n_frames, rng, obstacle)
     return frames, mask

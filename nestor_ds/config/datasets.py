@@ -1,0 +1,82 @@
+"""The pre-training data sets of DESIGN.md section 3, keyed by name.
+
+Plain facts, below the run config (the data package builds on them, never the
+other way round). ``train``/``test`` are what ``nestor-ds data shard`` writes for
+the real release files under the published split; ``dpot_train``/``dpot_test``
+are the first-N subsets DPOT's ``utils/make_master_file.py`` actually trains and
+evaluates on, and ``rollout`` its ``t_test`` (frames predicted at evaluation).
+A run config may add entries of its own under ``data.custom``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SourceFormat = Literal[
+    "fno_mat", "pdebench_cfd", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"
+]
+SplitRule = Literal["tail", "fraction", "files", "cases", "none"]
+
+
+class DatasetInfo(BaseModel):
+    """What the system must know of a data set before it reads a byte of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: SourceFormat = Field(description="original file layout the reader accepts")
+    resolution: int = Field(gt=0, description="resolution of the data set as trained on (square grid)")
+    channels: int = Field(gt=0, description="physical channels per grid point")
+    frames: int = Field(gt=1, description="time steps per trajectory")
+    train: int = Field(ge=0, description="training trajectories the published split gives for the real files")
+    test: int = Field(ge=0, description="test trajectories the published split gives for the real files")
+    weight: float = Field(gt=0, description="default mixing weight in pre-training")
+    split: SplitRule = Field(
+        "none", description="published split: tail (last split_test trajectories), fraction (last split_test "
+        "share, DPOT's int(0.9 N) cut), files (PDEArena's split files), cases (CFDBench's seeded case split)"
+    )
+    split_test: float = Field(0, ge=0, description="count (tail) or share (fraction) of the test split")
+    dpot_train: int | None = Field(None, gt=0, description="DPOT trains on the first N train trajectories")
+    dpot_test: int | None = Field(None, gt=0, description="DPOT evaluates the first N test trajectories")
+    rollout: int | None = Field(None, gt=0, description="frames DPOT's evaluation predicts after t_in (t_test)")
+    predicted_channels: int | None = Field(
+        None, gt=0, description="leading channels that are predicted and scored (CFDBench: u, v; not the mask)"
+    )
+
+
+def _info(fmt: SourceFormat, res: int, c: int, t: int, train: int, test: int, w: float, split: SplitRule,
+          split_test: float, dpot: tuple[int, int], rollout: int, predicted: int | None = None) -> DatasetInfo:
+    return DatasetInfo(format=fmt, resolution=res, channels=c, frames=t, train=train, test=test, weight=w,
+                       split=split, split_test=split_test, dpot_train=dpot[0], dpot_test=dpot[1], rollout=rollout,
+                       predicted_channels=predicted)
+
+
+_CNS = dict(fmt="pdebench_cfd", res=128, c=4, t=21, train=9000, test=1000, w=1, split="fraction", split_test=0.1,
+            dpot=(9000, 200), rollout=11)
+
+# Sources: FNO file sizes (N1200, N10000, N5000), DPOT preprocess.py (tails and int(0.9 N) cuts, PDEArena
+# valid folded into train, CFDBench's 80/10/10 case split) and make_master_file.py (dpot_*, rollout).
+REGISTRY: dict[str, DatasetInfo] = {
+    "ns2d_fno_1e-5": _info("fno_mat", 64, 1, 20, 1000, 200, 8, "tail", 200, (1000, 200), 10),
+    "ns2d_fno_1e-4": _info("fno_mat", 64, 1, 30, 9800, 200, 2, "tail", 200, (9800, 200), 20),
+    "ns2d_fno_1e-3": _info("fno_mat", 64, 1, 50, 4800, 200, 8, "tail", 200, (1000, 200), 20),
+    "ns2d_pdb_M1_eta1e-1_zeta1e-1": _info(**_CNS),
+    "ns2d_pdb_M1_eta1e-2_zeta1e-2": _info(**_CNS),
+    "ns2d_pdb_M1e-1_eta1e-1_zeta1e-1": _info(**_CNS),
+    "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2": _info(**_CNS),
+    "swe_pdb": _info("pdebench_grouped", 128, 1, 101, 900, 100, 20, "fraction", 0.1, (900, 60), 91),
+    "dr_pdb": _info("pdebench_grouped", 128, 2, 101, 900, 100, 20, "fraction", 0.1, (900, 60), 91),
+    "ns2d_pda": _info("pdearena_ns", 128, 3, 14, 6500, 1300, 1, "files", 0, (6500, 650), 4),
+    "ns2d_cond_pda": _info("pdearena_ns", 128, 3, 56, 3100, 200, 3, "files", 0, (3100, 200), 46),
+    "cfdbench": _info("cfdbench", 64, 3, 20, 9000, 1000, 1, "cases", 0, (9000, 1000), 10, predicted=2),
+}
+
+
+def lookup(name: str, extra: dict[str, DatasetInfo] | None = None) -> DatasetInfo:
+    """Find a data set in the config's own entries first, then the built-in registry."""
+    if extra and name in extra:
+        return extra[name]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    known = sorted(set(REGISTRY) | set(extra or {}))
+    raise KeyError(f"unknown data set {name!r}; known: {', '.join(known)}")
