@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nestor_ds.data.formats import open_source
-from nestor_ds.data.shards import read_manifest
+from nestor_ds.data.shards import iter_raw_samples, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
         first = next(open_source(entry["path"], entry["format"], name, split="train" if entry["format"] ==
                                  "pdearena_ns" else None))
         assert first.data.shape[1:3] == (16, 16) and first.data.shape[0] >= 5
-    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards), "--shard-size", "20kB",
+    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards), "--shard-size", "7kB",
                "--workers", "2")
     assert "ns2d_pda: train" in out.stdout
     for name, entry in index.items():
@@ -42,17 +42,23 @@ def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
     assert [read_manifest(shards / "ns2d_pda" / s)["count"] for s in ("train", "test")] == [4, 1]
     # CFDBench: cavity 3 cases -> 2/0/1 (rounded), cylinder 2 -> 1/0/1 (truncated); 40 frames = 2 segments
     cfdb = read_manifest(shards / "cfdbench" / "train")
-    assert cfdb["count"] == 6 and cfdb["shapes"] == [[20, 64, 64, 3]]  # DPOT resizes to 64 and cfdb["channels"] == ["u", "v", "mask"]
+    assert cfdb["count"] == 6 and cfdb["shapes"] == [[20, 64, 64, 3]]  # DPOT resizes the segments to 64
+    assert cfdb["channels"] == ["u", "v", "mask"]
     assert read_manifest(shards / "cfdbench" / "test")["count"] == 4
     cfd = read_manifest(shards / "ns2d_pdb_M1_eta1e-1_zeta1e-1" / "train")
     assert cfd["channels"] == ["Vx", "Vy", "density", "pressure"]
-    assert len(read_manifest(shards / "ns2d_fno_1e-3" / "train")["shards"]) == 3  # 16x16x6 floats = 6 kB each
+    assert len(read_manifest(shards / "ns2d_fno_1e-3" / "train")["shards"]) == 3  # 16x16x6 floats = 6.1 kB: one per 7 kB shard
     # one worker writes the very same shards as two
-    _cli("data", "shard", "--from-suite", str(raw), "--out", str(tmp_path / "one"), "--shard-size", "20kB")
+    _cli("data", "shard", "--from-suite", str(raw), "--out", str(tmp_path / "one"), "--shard-size", "7kB")
     for name in index:
         for split in ("train", "test"):
             a, b = read_manifest(shards / name / split), read_manifest(tmp_path / "one" / name / split)
-            assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]], (name, split)
+            assert [(s["name"], s["count"]) for s in a["shards"]] == [(s["name"], s["count"]) for s in b["shards"]]
+            for shard in a["shards"]:  # tar headers carry mtimes; the samples themselves must be identical
+                got = [(r["__key__"], r["data.npy"]) for r in iter_raw_samples(shards / name / split / shard["name"])]
+                want = [(r["__key__"], r["data.npy"])
+                        for r in iter_raw_samples(tmp_path / "one" / name / split / shard["name"])]
+                assert got == want, (name, split, shard["name"])
 
 
 def test_shard_errors_are_named(tmp_path: Path) -> None:

@@ -109,3 +109,53 @@ def test_masks_after_resize_and_padding(two_sets: Path) -> None:
     assert torch.equal(mask[:, :, 0], geometry) and torch.equal(mask[:, :, 1], geometry)
     assert torch.equal(b["x"][..., 2:], torch.ones_like(b["x"][..., 2:]))  # DPOT pads with ones
     assert b["x"][..., :2].abs().sum() > 0
+
+
+def test_mixing_is_proportional_to_size_times_weight_as_dpot(tmp_path: Path) -> None:
+    make_set(tmp_path, "big", 16, 8, 1)
+    make_set(tmp_path, "small", 4, 8, 1)
+    sets = {"big": (8, 1, 1.0), "small": (8, 1, 1.0)}
+    for mixing, want in (("size_weighted", 0.8), ("weight", 0.5)):
+        cfg = run_config(tmp_path, sets, batch=16, resolution=8, mixing=mixing)
+        ids = torch.cat([b["dataset_id"] for b in take(build_train_loader(cfg, 0, 1), 100)])
+        assert abs((ids == 0).float().mean().item() - want) < 0.04, mixing
+
+
+def test_dpot_subset_uses_the_first_n_trajectories(tmp_path: Path) -> None:
+    make_set(tmp_path, "alpha", 12, 8, 1, per_shard=5)
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=4, resolution=8)
+    cfg.data.custom["alpha"] = cfg.data.custom["alpha"].model_copy(update={"dpot_train": 7})
+    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 10)]).tolist()
+    assert set(seen) == set(range(7))  # trajectories 7.. exist in the shards but DPOT never trains on them
+    cfg.data.subset = "all"
+    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 10)]).tolist()
+    assert set(seen) == set(range(12))
+
+
+def test_dpot_evaluation_mask_keeps_original_points_and_predicted_channels() -> None:
+    from nestor_ds.data.loader import common_grid
+
+    frames = np.random.default_rng(0).standard_normal((5, 8, 8, 3)).astype(np.float32)
+    full, mask = common_grid(frames, None, 16, 4, pad_value=1.0, scored=2, points="original")
+    assert torch.equal(full[..., 3], torch.ones(16, 16, 5))  # the fourth channel is padding: ones
+    want = torch.zeros(16, 16)
+    want[::2, ::2] = 1  # DPOT's get_target_mask: every (16 // 8)-th point
+    assert torch.equal(mask[:, :, 0, 0], want) and torch.equal(mask[:, :, 0, 1], want)
+    assert mask[..., 2:].sum() == 0  # the input-only third channel (CFDBench's mask) is not scored
+    _, dense = common_grid(frames, None, 16, 4, points="all")
+    assert dense[..., :3].all() and dense[..., 3].sum() == 0
+
+
+def test_denoising_noise_is_scaled_by_the_l2_norm_per_channel() -> None:
+    from nestor_ds.engine.trainer import add_noise
+
+    x = torch.ones(2, 32, 32, 10, 2)
+    x[..., 1] *= 100  # a channel 100x larger gets 100x the noise
+    gen = torch.Generator().manual_seed(0)
+    noisy = add_noise(x, torch.ones(2, 32, 32, 1, 2), 5e-4, gen, "l2")
+    std = (noisy - x).flatten(1, 3).std(dim=1)  # [B, C]
+    norm = (32 * 32 * 10) ** 0.5  # ||1|| over X, Y, T
+    torch.testing.assert_close(std[:, 0], torch.full((2,), 5e-4 * norm), rtol=0.05, atol=0)
+    torch.testing.assert_close(std[:, 1], torch.full((2,), 5e-4 * norm * 100), rtol=0.05, atol=0)
+    rms = add_noise(x, torch.ones(2, 32, 32, 1, 2), 5e-4, torch.Generator().manual_seed(0), "rms") - x
+    assert rms[..., 1].std() < std[:, 1].min() / 100  # the old RMS scaling: over 100x weaker here
