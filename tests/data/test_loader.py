@@ -159,3 +159,17 @@ def test_denoising_noise_is_scaled_by_the_l2_norm_per_channel() -> None:
     torch.testing.assert_close(std[:, 1], torch.full((2,), 5e-4 * norm * 100), rtol=0.05, atol=0)
     rms = add_noise(x, torch.ones(2, 32, 32, 1, 2), 5e-4, torch.Generator().manual_seed(0), "rms") - x
     assert rms[..., 1].std() < std[:, 1].min() / 100  # the old RMS scaling: over 100x weaker here
+
+
+def test_shards_behind_a_pipe_command_give_the_same_batches(two_sets: Path) -> None:
+    sets = {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}
+    local = take(build_train_loader(run_config(two_sets, sets, batch=3), 0, 1), 4)
+    piped_cfg = run_config(two_sets, sets, batch=3)
+    piped_cfg.data.root = f"pipe:cat {two_sets}/{{path}}"
+    piped = take(build_train_loader(piped_cfg, 0, 1), 4)
+    for a, b in zip(local, piped):
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["traj_index"], b["traj_index"])
+    cfg = run_config(two_sets, sets)
+    cfg.data.root = "pipe:cat /nowhere/manifest.json"
+    with pytest.raises(Exception, match=r"\{path\} placeholder"):
+        open_sources(cfg, "train")

@@ -54,16 +54,43 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     assert len(list((pretrained / "checkpoints" / "step00000060").glob("layer_*_expert_*"))) == 2 * 4
 
 
-def test_killed_run_resumes_with_identical_losses(shards: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def http_shards(shards: Path):
+    """The same shard folder served by a real HTTP server on 127.0.0.1, as a cluster's object store would."""
+    from multiproc import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(shards)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/{PRETRAIN_SETS[0]}/train/manifest.json", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_killed_run_over_http_resumes_with_the_local_runs_losses(shards: Path, http_shards: str,
+                                                                 tmp_path: Path) -> None:
     common = ("--set", "train.steps=12", "--set", "train.checkpoint_every=4", "--set", "train.eval_every=100",
               "--set", "train.eval_trajectories=1", "--set", "train.keep_checkpoints=2")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     launch("torchrun", 2, run_args(shards, straight, *common))
     kept = sorted(p.name for p in (straight / "checkpoints").iterdir() if p.is_dir())
     assert kept == ["step00000008", "step00000012"]  # the newest K=2 only
-    launch_and_kill_after_checkpoint(2, run_args(shards, killed, *common), killed)
+    # the killed and resumed run streams every shard over HTTP
+    launch_and_kill_after_checkpoint(2, run_args(http_shards, killed, *common), killed)
     resumed_from = int((killed / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
-    launch("torchrun", 2, run_args(shards, killed, *common))
+    launch("torchrun", 2, run_args(http_shards, killed, *common))
     a, b = _history(straight), _history(killed)
     assert sorted(b) == list(range(resumed_from + 1, 13))
     for step in b:
