@@ -24,7 +24,8 @@ def iter_split(src: Source, limit: int | None = None) -> Iterator[Trajectory]:
 
 def to_common_grid(traj: Trajectory, src: Source, resolution: int, channels: int, pad_value: float = 1.0,
                    points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole trajectory [X, X, T, C_common] (the first t_in + rollout frames when ``src.rollout`` is set is the
-    evaluator's business) and its mask [X, X, 1, C_common] of scored points and channels."""
+    """Whole trajectory [X, X, T, C_common] and its mask [X, X, 1, C_common] of scored points and channels.
+
+    The evaluator, not this function, cuts the frames to t_in + ``src.rollout``."""
     return common_grid(traj.data, traj.mask, resolution, channels, pad_value=pad_value, scored=src.scored,
                        points=points)
