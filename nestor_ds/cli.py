@@ -28,6 +28,21 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from nestor_ds.model.published import import_checkpoint
+
+    r = import_checkpoint(args.kind, args.checkpoint, args.out, args.size, args.modes)
+    m = r.model
+    print(f"{args.kind} from {args.checkpoint}: width {m['width']}, {m['blocks']} blocks, afno_blocks "
+          f"{m['afno_blocks']}, mlp_ratio {m['mlp_ratio']:g}, patch {m['patch_size']}, resolution {m['resolution']}, "
+          f"channels {m['channels']}, t_in {m['t_in']}, t_out {m['t_out']}, normalize {m['normalize']}"
+          + (f", {m['moe']['experts']} experts + {m['moe']['shared_experts']} shared" if "moe" in m else ""))
+    print(f"{r.params:,d} parameters -> {r.out_dir}/model.safetensors, {r.out_dir}/config.yaml")
+    print(f"fine-tune: deepspeed launch/train.py --config {r.out_dir}/config.yaml --ds_config ds_configs/cpu_fp32.json "
+          f"--mode finetune --weights {r.out_dir}")
+    return 0
+
+
 def _parse_sets(items: list[str]) -> dict[str, object]:
     import yaml
 
@@ -189,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="run config YAML")
     p.add_argument("--ep-size", type=int, default=None, help="expert-parallel size (default: the config's)")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("import", help="convert a published DPOT or MoE-POT checkpoint into this project's format")
+    p.add_argument("kind", choices=["dpot", "moepot"], help="which published model the checkpoint is")
+    p.add_argument("checkpoint", help="the published .pth ({'model': state_dict})")
+    p.add_argument("--out", required=True, help="folder for model.safetensors, config.yaml and import.json")
+    p.add_argument("--size", default=None, help="cross-check a published size (dpot: Ti S M L H; moepot: Ti S M)")
+    p.add_argument("--modes", type=int, default=None,
+                   help="AFNO modes the model was trained with (not stored in checkpoints; default 32)")
+    p.set_defaults(func=_cmd_import)
 
     data = sub.add_parser("data", help="generate PDE data sets and convert them to WebDataset shards")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -22,12 +22,36 @@ class ImageMoEConfig(Strict):
 
     experts: int = Field(6, gt=0, description="routed experts per MoE layer (E)")
     top_k: int = Field(2, gt=0, description="experts each sample is sent to")
-    capacity_factor: float = Field(1.25, gt=0, description="slots per expert = ceil(cf * k * B / E)")
-    drop_tokens: bool = Field(True, description="False: capacity grows to the busiest expert, nothing dropped")
+    capacity_factor: float = Field(1.25, gt=0, description="slots per expert = ceil(cf * k * B / E) when dropping")
+    drop_tokens: bool = Field(
+        False, description="True: training drops routes beyond capacity (the share is logged); False (the "
+        "reference's behaviour): capacity grows to the busiest expert, nothing dropped")
     shared_experts: int = Field(0, ge=0, description="always-on experts (MoE-POT uses 2)")
-    temperature_start: float = Field(1.0, gt=0, description="router softmax temperature at step 0")
-    temperature_end: float = Field(1.0, gt=0, description="temperature after annealing")
-    anneal_steps: int = Field(0, ge=0, description="steps of linear temperature annealing")
+    balance_loss: Literal["switch", "moepot"] | None = Field(
+        None, description="switch: E * sum f_i p_i (NESTOR); moepot: mean (I_i - mean I)^2 over routing weights "
+        "I_i (MoE-POT); default by variant")
+    temperature_schedule: Literal["constant", "linear", "exponential"] = Field(
+        "constant", description="router softmax temperature: constant (start), linear start->end over "
+        "anneal_steps, or exponential max(end, start * decay^n) (MoE-POT)")
+    temperature_start: float = Field(1.0, gt=0, description="router softmax temperature at n = 0")
+    temperature_end: float = Field(1.0, gt=0, description="final temperature; also used in fine-tuning "
+                                   "and evaluation, as MoE-POT does")
+    temperature_decay: float = Field(0.99, gt=0, le=1, description="exponential schedule: factor per unit")
+    anneal_steps: int = Field(0, ge=0, description="linear schedule: units from start to end")
+    temperature_unit: Literal["forward", "step"] = Field(
+        "forward", description="what n counts: training forward passes (MoE-POT) or optimizer steps")
+
+    def temperature_at(self, n: int) -> float:
+        if self.temperature_schedule == "exponential":
+            return max(self.temperature_end, self.temperature_start * self.temperature_decay ** n)
+        if self.temperature_schedule == "linear":
+            frac = min(1.0, n / self.anneal_steps) if self.anneal_steps else 1.0
+            return self.temperature_start + frac * (self.temperature_end - self.temperature_start)
+        return self.temperature_start
+
+    @property
+    def final_temperature(self) -> float:
+        return self.temperature_start if self.temperature_schedule == "constant" else self.temperature_end
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "ImageMoEConfig":
@@ -78,9 +102,13 @@ class ModelConfig(Strict):
     moe: ImageMoEConfig = Field(default_factory=ImageMoEConfig)
     sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
+    normalize: bool = Field(False, description="DPOT's per-sample input normalisation with AdaIN-style rescaling")
+    n_cls: int = Field(12, ge=0, description="outputs of DPOT's data-set classifier head (0: no head)")
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":
+        if self.moe.balance_loss is None:
+            self.moe.balance_loss = "moepot" if self.variant == "moepot" else "switch"
         if self.resolution % self.patch_size:
             raise ValueError(
                 f"resolution={self.resolution} is not divisible by patch_size={self.patch_size}"
@@ -179,6 +207,10 @@ class TrainConfig(Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     aux_weight_image: float = Field(0.03, ge=0, description="image-level load-balancing weight")
     aux_weight_token: float = Field(1e-4, ge=0, description="token-level load-balancing weight")
+    loss_reduction: Literal["reference", "mean"] = Field(
+        "reference", description="reference: L2RE summed over the micro-batch, aux losses summed over layers "
+        "(token-level also over active experts), as the NESTOR/MoE-POT trainers; mean: everything averaged")
+    cls_weight: float = Field(0.0, ge=0, description="cross-entropy weight of the data-set classifier (DPOT: 0)")
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
     seed: int = Field(0, description="weights, data order, windows and noise all derive from it")
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
@@ -191,8 +223,8 @@ class TrainConfig(Strict):
     init_from: Path | None = Field(
         None, description="fine-tuning: a DeepSpeed checkpoint directory or a consolidated .safetensors file"
     )
-    freeze: list[Literal["routers", "encoder"]] = Field(
-        default_factory=list, description="fine-tuning: parts kept fixed"
+    freeze: list[Literal["routers", "encoder"]] | None = Field(
+        None, description="fine-tuning: parts kept fixed; default: routers for moepot (as MoE-POT), none otherwise"
     )
 
     @model_validator(mode="after")
@@ -242,6 +274,9 @@ class RunConfig(Strict):
                     f"data set {entry.name!r}: window t_in+t_out={window} is longer than its "
                     f"{frames}-frame trajectories"
                 )
+        if self.train.cls_weight > 0 and m.n_cls < len(self.data.datasets):
+            raise ValueError(f"train.cls_weight={self.train.cls_weight} needs model.n_cls >= "
+                             f"{len(self.data.datasets)} (one class per data set), got {m.n_cls}")
         if self.data.resolution is not None and self.data.resolution != m.resolution:
             raise ValueError(
                 f"data.resolution={self.data.resolution} differs from model.resolution={m.resolution}"

@@ -30,11 +30,29 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> list[str]:
 
 
 def freeze(model: torch.nn.Module, parts: list[str]) -> int:
-    """Freeze routers (image-level gates and Sub-MoE routers) and/or the encoder; returns frozen count."""
+    """Freeze routers and/or the encoder; returns the frozen parameter count.
+
+    Routers are the image-level gates, the Sub-MoE routers and, for MoE-POT, the feature extractor the
+    gate reads (MoE-POT's fine-tuning freezes both and keeps the gate's BatchNorms on running statistics).
+    """
+    from nestor_ds.model.routing import MoEPOTScorer
+
     frozen = 0
     for name, p in model.named_parameters():
-        router = ".gate.wg." in name or ".router." in name
+        router = ".gate.scorer." in name or ".router." in name or ".features." in name
         if ("routers" in parts and router) or ("encoder" in parts and name.startswith("encoder.")):
             p.requires_grad_(False)
             frozen += p.numel()
+    if "routers" in parts:
+        for module in model.modules():
+            if isinstance(module, MoEPOTScorer):
+                module.frozen = True
+                module.eval()
     return frozen
+
+
+def default_freeze(variant: str, configured: list[str] | None) -> list[str]:
+    """What fine-tuning keeps fixed when the config does not say: MoE-POT's routers, as MoE-POT does."""
+    if configured is not None:
+        return list(configured)
+    return ["routers"] if variant == "moepot" else []

@@ -10,8 +10,9 @@ from nestor_ds.model.output import ModelOutput
 
 
 class IntervalMetrics:
-    def __init__(self, datasets: list[str], ep_size: int, device: torch.device) -> None:
+    def __init__(self, datasets: list[str], ep_size: int, device: torch.device, drop_share: bool = False) -> None:
         self.datasets, self.ep_size, self.device = datasets, ep_size, device
+        self.drop_share = drop_share  # log the share of image-level routes dropped by capacity
         self.reset()
 
     def reset(self) -> None:
@@ -21,6 +22,7 @@ class IntervalMetrics:
         self.image_load: torch.Tensor | None = None
         self.token_load: torch.Tensor | None = None
         self.skipped = 0
+        self.routes = torch.zeros(2, dtype=torch.float64, device=self.device)  # dropped, all (per EP group)
 
     def add(self, loss: torch.Tensor, per_sample: torch.Tensor, dataset_id: torch.Tensor, out: ModelOutput,
             skipped: int) -> None:
@@ -35,6 +37,7 @@ class IntervalMetrics:
             il, tl = out.image_load.double(), out.token_load.double()
             self.image_load = il if self.image_load is None else self.image_load + il
             self.token_load = tl if self.token_load is None else self.token_load + tl
+            self.routes += torch.stack([out.dropped.double().sum(), il.sum()])
         self.skipped = skipped
 
     def reduce(self) -> dict[str, float]:
@@ -42,7 +45,8 @@ class IntervalMetrics:
         parts = [self.scalars, self.per_set.reshape(-1)]
         if self.image_load is not None:
             parts += [self.image_load.reshape(-1) / self.ep_size, self.token_load.reshape(-1) / self.ep_size]
-        flat = torch.cat(parts + [torch.tensor([float(self.skipped)], dtype=torch.float64, device=self.device)])
+        flat = torch.cat(parts + [self.routes / self.ep_size,
+                                  torch.tensor([float(self.skipped)], dtype=torch.float64, device=self.device)])
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flat)
         world = dist.get_world_size() if dist.is_initialized() else 1
@@ -58,11 +62,14 @@ class IntervalMetrics:
         if self.image_load is not None:
             off = 5 + 2 * n
             il = flat[off:off + self.image_load.numel()].view_as(self.image_load).sum(0)
-            tl = flat[off + il.numel() * self.image_load.shape[0]:-1].view_as(self.token_load).sum((0, 1))
+            tl = flat[off + il.numel() * self.image_load.shape[0]:-3].view_as(self.token_load).sum((0, 1))
             for e, share in enumerate((il / il.sum().clamp_min(1)).tolist()):
                 out[f"load/image/expert{e}"] = share
             for e, share in enumerate((tl / tl.sum().clamp_min(1)).tolist()):
                 out[f"load/token/expert{e}"] = share
+            if self.drop_share:
+                dropped, routes = flat[-3].item(), flat[-2].item()
+                out["moe/dropped_share"] = dropped / routes if routes else 0.0
         return out
 
 

@@ -67,6 +67,19 @@ def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Gene
     return x + (scale * rms * noise * mask).to(x.dtype)
 
 
+def training_loss(cfg: RunConfig, out: Any, per_sample: torch.Tensor, dataset_id: torch.Tensor) -> torch.Tensor:
+    """Data term plus weighted aux terms, reduced as ``train.loss_reduction`` says (README: loss reduction)."""
+    t = cfg.train
+    aux_image, aux_token = out.aux_losses(t.loss_reduction)
+    data = per_sample.sum() if t.loss_reduction == "reference" else per_sample.mean()
+    loss = data + t.aux_weight_image * aux_image + t.aux_weight_token * aux_token
+    if t.cls_weight > 0 and "cls_logits" in out.extras:
+        ce = torch.nn.functional.cross_entropy(out.extras["cls_logits"].float(), dataset_id,
+                                               reduction="sum" if t.loss_reduction == "reference" else "mean")
+        loss = loss + t.cls_weight * ce
+    return loss
+
+
 def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.engine.preemption import Preemption, requeue_job
 
@@ -78,7 +91,7 @@ def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.engine import checkpointing
     from nestor_ds.engine.distributed import init_distributed, shutdown
     from nestor_ds.engine.evaluate import format_table
-    from nestor_ds.engine.finetune import freeze, load_pretrained
+    from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
     from nestor_ds.engine.grad_norm import clip_global_grad_norm_
     from nestor_ds.engine.losses import l2re
     from nestor_ds.engine.metrics import IntervalMetrics, peak_memory_mib
@@ -110,8 +123,12 @@ def run(args: RunArgs) -> dict[str, Any]:
         fresh = load_pretrained(model, weights)
         if args.mode == "evaluate" and fresh:
             raise ValueError(f"{weights} does not fit the model of {args.config}: {fresh[:4]} ...")
-    if args.mode == "finetune" and cfg.train.freeze:
-        log.info("frozen: %s (%d parameters)", ", ".join(cfg.train.freeze), freeze(model, cfg.train.freeze))
+    frozen_parts = default_freeze(cfg.model.variant, cfg.train.freeze) if args.mode == "finetune" else []
+    if frozen_parts:
+        log.info("frozen: %s (%d parameters)", ", ".join(frozen_parts), freeze(model, frozen_parts))
+    if args.mode != "pretrain" and cfg.model.is_moe:
+        # fine-tuning and evaluation route at the schedule's final temperature, as MoE-POT does
+        model.set_temperature(cfg.model.moe.final_temperature)
 
     def make_tracker(run_id: str | None = None) -> Tracker:
         return Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
@@ -161,8 +178,10 @@ def run(args: RunArgs) -> dict[str, Any]:
             for f in (args.config, args.ds_config):
                 tracker.log_artifact(Path(f), "config")
     accum = cfg.train.grad_accum
+    anneal = args.mode == "pretrain" and cfg.model.is_moe
     loader = iter(build_train_loader(cfg, rank, world, start_batch=step * accum))
-    metrics = IntervalMetrics([s.name for s in train_sources], cfg.parallel.ep_size, device)
+    metrics = IntervalMetrics([s.name for s in train_sources], cfg.parallel.ep_size, device,
+                              drop_share=cfg.model.is_moe and cfg.model.moe.drop_tokens)
     tokens_per_sample = cfg.model.tokens
     clip_here = engine_clips_itself(ds)
     from tqdm import tqdm
@@ -187,10 +206,12 @@ def run(args: RunArgs) -> dict[str, Any]:
             gen = torch.Generator(device).manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
             x = add_noise(batch["x"].to(device), mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen,
                           cfg.data.noise_norm)
+            if anneal:
+                n = step * accum + micro if cfg.model.moe.temperature_unit == "forward" else step
+                engine.module.set_step(n)
             out = engine(x.to(dtype))
             per_sample = l2re(out.pred, batch["y"].to(device), mask)
-            loss = per_sample.mean() + cfg.train.aux_weight_image * out.aux_image \
-                + cfg.train.aux_weight_token * out.aux_token
+            loss = training_loss(cfg, out, per_sample, batch["dataset_id"].to(device))
             engine.backward(loss)
             if clip_here and engine.is_gradient_accumulation_boundary():
                 clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
@@ -206,6 +227,8 @@ def run(args: RunArgs) -> dict[str, Any]:
             values["perf/tokens_per_s"] = values["perf/samples_per_s"] * tokens_per_sample
             values["perf/peak_mem_mib"] = peak_memory_mib(device)
             values["train/lr"] = engine.get_lr()[0]
+            if cfg.model.is_moe:
+                values["moe/temperature"] = engine.module.temperature
             metrics.reset()
             t_interval = time.perf_counter()
             if rank == 0:
@@ -264,4 +287,6 @@ def _log_line(step: int, steps: int, v: dict[str, float], names: list[str]) -> s
     return (f"step {step}/{steps} | loss {v['train/loss']:.4f} | l2re {per_set} | aux img {v['train/aux_image']:.3f}"
             f" tok {v['train/aux_token']:.3f} | load img [{image}] tok [{token}] | "
             f"{v['perf/samples_per_s']:.1f} samples/s {v['perf/tokens_per_s']:.0f} tokens/s | "
-            f"peak {v['perf/peak_mem_mib']:.0f} MiB | lr {v['train/lr']:.2e}")
+            f"peak {v['perf/peak_mem_mib']:.0f} MiB | lr {v['train/lr']:.2e}"
+            + (f" | T {v['moe/temperature']:.3f}" if "moe/temperature" in v else "")
+            + (f" | dropped {v['moe/dropped_share']:.1%}" if "moe/dropped_share" in v else ""))

@@ -1,4 +1,10 @@
-"""Adaptive Fourier neural operator pieces (DPOT style): spectral block-diagonal complex MLP."""
+"""DPOT's adaptive Fourier block: the spectral filter and the AFNO block around it.
+
+Computes what thu-ml/DPOT ``models/dpot.py`` (``AFNO2D``, ``Block``) computes: the
+filter keeps the first ``modes`` rows and columns of ``rfft2`` (non-negative
+frequencies along x, as DPOT does), applies a block-diagonal complex two-layer MLP
+with GELU and biases, and adds its own input back.
+"""
 from __future__ import annotations
 
 import torch
@@ -15,72 +21,71 @@ class ContiguousGroupNorm(nn.GroupNorm):
 
 
 def group_norm(width: int) -> nn.GroupNorm:
+    """DPOT normalises with 8 groups; widths that 8 does not divide fall back to one group."""
     return ContiguousGroupNorm(8 if width % 8 == 0 else 1, width)
 
 
 class AFNOFilter(nn.Module):
-    """Complex two-layer MLP, block-diagonal over channels, on the lowest ``modes`` Fourier modes."""
+    """x + irfft2(MLP_complex(rfft2(x)[:modes, :modes])) on [B, D, H, W] maps."""
 
-    def __init__(self, width: int, blocks: int, modes: int, hidden_factor: int = 1, shrink: float = 0.01) -> None:
+    def __init__(self, width: int, blocks: int, modes: int) -> None:
         super().__init__()
         if width % blocks:
-            raise ValueError(f"AFNO width {width} is not divisible by blocks {blocks}")
-        self.blocks, self.modes, self.shrink = blocks, modes, shrink
-        bs, hs = width // blocks, width // blocks * hidden_factor
-        scale = 0.02
-        self.w1 = nn.Parameter(scale * torch.randn(2, blocks, bs, hs))
-        self.b1 = nn.Parameter(scale * torch.randn(2, blocks, hs))
-        self.w2 = nn.Parameter(scale * torch.randn(2, blocks, hs, bs))
-        self.b2 = nn.Parameter(scale * torch.randn(2, blocks, bs))
+            raise ValueError(f"AFNO width {width} is not divisible by afno_blocks {blocks}")
+        self.blocks, self.modes = blocks, modes
+        bs = width // blocks
+        scale = 1.0 / (bs * bs)  # DPOT's initialisation: uniform [0, scale)
+        self.w1 = nn.Parameter(scale * torch.rand(2, blocks, bs, bs))
+        self.b1 = nn.Parameter(scale * torch.rand(2, blocks, bs))
+        self.w2 = nn.Parameter(scale * torch.rand(2, blocks, bs, bs))
+        self.b2 = nn.Parameter(scale * torch.rand(2, blocks, bs))
 
     @staticmethod
-    def _cmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(xr + i xi)(wr + i wi) + b for block-diagonal weights; x: [..., blocks, n] complex."""
-        w = torch.complex(w[0], w[1])
-        b = torch.complex(b[0], b[1])
-        return torch.einsum("...bi,bio->...bo", x, w) + b
+    def _layer(re: torch.Tensor, im: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(re + i im)(w0 + i w1) + (b0 + i b1), block-diagonal over channels."""
+        out_re = torch.einsum("...bi,bio->...bo", re, w[0]) - torch.einsum("...bi,bio->...bo", im, w[1]) + b[0]
+        out_im = torch.einsum("...bi,bio->...bo", im, w[0]) + torch.einsum("...bi,bio->...bo", re, w[1]) + b[1]
+        return out_re, out_im
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, D, H, W]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        x = x.float()
+        x = x.float()  # FFTs in fp32 whatever the training precision
         b, d, h, w = x.shape
-        xf = torch.fft.rfft2(x, dim=(2, 3), norm="ortho")  # [B, D, H, W//2+1]
-        xf = xf.permute(0, 2, 3, 1).reshape(b, h, w // 2 + 1, self.blocks, d // self.blocks)
-        m = min(self.modes, w // 2 + 1)
-        rows = torch.arange(h, device=x.device)
-        keep = (rows < self.modes) | (rows >= h - self.modes)  # low |k_x|, both signs
-        sel = xf[:, keep, :m]
-        y = self._cmul(sel, self.w1.float(), self.b1.float())
-        y = torch.complex(F.relu(y.real), F.relu(y.imag))
-        y = self._cmul(y, self.w2.float(), self.b2.float())
-        y = torch.complex(F.softshrink(y.real, self.shrink), F.softshrink(y.imag, self.shrink))
-        out = torch.zeros_like(xf)
-        out[:, keep, :m] = y
-        out = out.reshape(b, h, w // 2 + 1, d).permute(0, 3, 1, 2)
-        return torch.fft.irfft2(out, s=(h, w), dim=(2, 3), norm="ortho").to(dtype)
+        spec = torch.fft.rfft2(x.permute(0, 2, 3, 1), dim=(1, 2), norm="ortho")  # [B, H, W//2+1, D]
+        kept = spec[:, :self.modes, :self.modes]
+        kept = kept.reshape(*kept.shape[:3], self.blocks, d // self.blocks)
+        re, im = self._layer(kept.real, kept.imag, self.w1.float(), self.b1.float())
+        re, im = self._layer(F.gelu(re), F.gelu(im), self.w2.float(), self.b2.float())
+        out = torch.zeros_like(spec)
+        out[:, :self.modes, :self.modes] = torch.complex(re, im).flatten(-2)
+        y = torch.fft.irfft2(out, s=(h, w), dim=(1, 2), norm="ortho").permute(0, 3, 1, 2)
+        return (y + x).to(dtype)
 
 
-class ChannelMLP(nn.Module):
-    """1x1-conv MLP with GELU (DPOT's channel mixer)."""
+class AFNOBlock(nn.Module):
+    """DPOT's ``Block``: GroupNorm, filter, GroupNorm, 1x1-conv MLP, with one skip or two.
 
-    def __init__(self, width: int, hidden: int) -> None:
+    ``double_skip=False`` is DPOT's and MoE-POT's form (one skip around the whole block);
+    ``double_skip=True`` is the reference NESTOR ``AFNOExpert`` of the shared path.
+    """
+
+    def __init__(self, width: int, blocks: int, modes: int, hidden: int, double_skip: bool) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(width, hidden, 1)
-        self.fc2 = nn.Conv2d(hidden, width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class SharedAFNO(nn.Module):
-    """NESTOR's always-on global path: spectral filter, then a normalised channel MLP (no outer skip)."""
-
-    def __init__(self, width: int, blocks: int, modes: int, hidden: int) -> None:
-        super().__init__()
+        self.double_skip = double_skip
+        self.norm1 = group_norm(width)
         self.filter = AFNOFilter(width, blocks, modes)
-        self.norm = group_norm(width)
-        self.mlp = ChannelMLP(width, hidden)
+        self.norm2 = group_norm(width)
+        self.mlp = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1))
+
+    def mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The spectral half: (input of the channel half, residual it adds to)."""
+        residual = x
+        x = self.filter(self.norm1(x))
+        if self.double_skip:
+            x = x + residual
+            residual = x
+        return self.norm2(x), residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.filter(x)
-        return s + self.mlp(self.norm(s))
+        h, residual = self.mix(x)
+        return self.mlp(h) + residual

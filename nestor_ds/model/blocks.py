@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from nestor_ds.config.schema import ModelConfig
-from nestor_ds.model.afno import AFNOFilter, ChannelMLP, SharedAFNO, group_norm
+from nestor_ds.model.afno import AFNOBlock, AFNOFilter, group_norm
 from nestor_ds.model.attention import AttentionExpert
 from nestor_ds.model.expert_parallel import SampleMoE
+from nestor_ds.model.routing import MoEPOTScorer
 
 
 def hidden_width(cfg: ModelConfig) -> int:
-    return max(1, int(round(cfg.width * cfg.mlp_ratio)))
+    return max(1, int(cfg.width * cfg.mlp_ratio + 1e-9))  # truncated, as DPOT computes its MLP width
+
+
+def _on_tokens(moe: SampleMoE, h: torch.Tensor) -> torch.Tensor:
+    """Run a sample-level MoE on a [B, C, X, Y] map as [B, X*Y, C] tokens."""
+    out = moe(rearrange(h, "b c x y -> b (x y) c"))
+    return rearrange(out, "b (x y) c -> b c x y", y=h.shape[-1])
 
 
 class Fusion(nn.Module):
@@ -33,7 +39,11 @@ class Fusion(nn.Module):
 
 
 class NestedMoEBlock(nn.Module):
-    """x + Fusion(sum_k w_k AttnExpert_k(h), SharedAFNO(h), h) with h = GroupNorm(x)."""
+    """x + Fusion(sum_k w_k AttnExpert_k(h), SharedAFNO(h), h) with h = GroupNorm(x).
+
+    The shared path is the reference's ``shared_afno``: two stacked double-skip DPOT AFNO blocks
+    whose channel MLP is D wide (the reference's ``AFNOExpert`` default).
+    """
 
     def __init__(self, cfg: ModelConfig, layer: int, ep_size: int, seed: int, ep_rank: int | None) -> None:
         super().__init__()
@@ -46,65 +56,63 @@ class NestedMoEBlock(nn.Module):
                                    cfg.attention)
 
         m = cfg.moe
-        self.moe = SampleMoE(make_expert, cfg.width, m.experts, m.top_k, m.capacity_factor, m.drop_tokens,
-                             ep_size, seed, layer, ep_rank)
-        self.afno = SharedAFNO(cfg.width, cfg.afno_blocks, cfg.afno_modes, hidden) if cfg.ablation.shared_afno else None
+        self.moe = SampleMoE(make_expert, nn.Linear(cfg.width, m.experts), cfg.width, m.experts, m.top_k,
+                             m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank)
+        self.afno = None
+        if cfg.ablation.shared_afno:
+            self.afno = nn.Sequential(*(AFNOBlock(cfg.width, cfg.afno_blocks, cfg.afno_modes, cfg.width, True)
+                                        for _ in range(2)))
         self.fusion = Fusion(cfg.fusion, 3 if self.afno is not None else 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, H, W]
         h = self.norm(x)
-        grid = h.shape[-1]
-        moe = rearrange(self.moe(rearrange(h, "b d x y -> b (x y) d")), "b (x y) d -> b d x y", y=grid)
+        moe = _on_tokens(self.moe, h)
         paths = (moe, self.afno(h), h) if self.afno is not None else (moe, h)
         return x + self.fusion(*paths)
 
 
-class DPOTBlock(nn.Module):
-    """Dense baseline: x + AFNO(norm x), then x + ChannelMLP(norm x)."""
+class DPOTBlock(AFNOBlock):
+    """DPOT's block as DPOTNet builds it (``double_skip=False``)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = group_norm(cfg.width), group_norm(cfg.width)
-        self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, cfg.afno_modes)
-        self.mlp = ChannelMLP(cfg.width, hidden_width(cfg))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.filter(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        super().__init__(cfg.width, cfg.afno_blocks, cfg.afno_modes, hidden_width(cfg), double_skip=False)
 
 
-class TokenMLP(nn.Module):
-    """A 1x1-conv MLP expert on token rows [n, N, D], in the (y, aux, counts) expert protocol."""
+class MoEPOTExpert(nn.Module):
+    """One MoE-POT expert, ``GELU(1x1 conv)`` from the features to D, on token rows [n, N, H]."""
 
     num_sub_experts = 0
 
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, hidden: int, width: int) -> None:
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.proj = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.fc2(F.gelu(self.fc1(x))), x.new_zeros(()), x.new_zeros(0, dtype=torch.long)
+        return nn.functional.gelu(self.proj(x)), x.new_zeros(()), x.new_zeros(0, dtype=torch.long)
 
 
 class MoEPOTBlock(nn.Module):
-    """MoE-POT: DPOT block whose channel MLP is a sample-level MoE plus always-on shared MLPs."""
+    """MoE-POT's block: DPOT's spectral half, then a sample-level MoE in place of the channel MLP.
+
+    features = GELU(conv(h)); the router scores the pooled features; the output is the mean of the
+    shared experts plus the weighted chosen experts, all fed the features, plus the block input.
+    """
 
     def __init__(self, cfg: ModelConfig, layer: int, ep_size: int, seed: int, ep_rank: int | None) -> None:
         super().__init__()
-        hidden = hidden_width(cfg)
+        hidden, m = hidden_width(cfg), cfg.moe
         self.norm1, self.norm2 = group_norm(cfg.width), group_norm(cfg.width)
         self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, cfg.afno_modes)
-        m = cfg.moe
-        self.moe = SampleMoE(lambda: TokenMLP(cfg.width, hidden), cfg.width, m.experts, m.top_k,
-                             m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank)
-        # named without "expert": they are dense parameters, not DeepSpeed expert shards
-        self.shared_mlps = nn.ModuleList(ChannelMLP(cfg.width, hidden) for _ in range(m.shared_experts))
+        self.features = nn.Sequential(nn.Conv2d(cfg.width, hidden, 1), nn.GELU())
+        self.moe = SampleMoE(lambda: MoEPOTExpert(hidden, cfg.width), MoEPOTScorer(hidden, m.experts), cfg.width,
+                             m.experts, m.top_k, m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank)
+        # named without "expert": dense parameters, not DeepSpeed expert shards
+        self.shared = nn.ModuleList(nn.Sequential(nn.Conv2d(hidden, cfg.width, 1), nn.GELU())
+                                    for _ in range(m.shared_experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.filter(self.norm1(x))
-        h = self.norm2(x)
-        grid = h.shape[-1]
-        out = rearrange(self.moe(rearrange(h, "b d x y -> b (x y) d")), "b (x y) d -> b d x y", y=grid)
-        for mlp in self.shared_mlps:
-            out = out + mlp(h)
-        return x + out
+        f = self.features(self.norm2(self.filter(self.norm1(x))))
+        shared = torch.zeros_like(x)
+        for mlp in self.shared:
+            shared = shared + mlp(f) / len(self.shared)
+        return shared + _on_tokens(self.moe, f) + x

@@ -8,6 +8,7 @@ samples with DeepSpeed's differentiable ``_AllToAll``.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable
 
@@ -35,9 +36,10 @@ def default_ep_rank(ep_size: int) -> int:
 class SampleDispatcher(nn.Module):
     """Route, exchange whole samples by all-to-all, run local experts, send back, combine."""
 
-    def __init__(self, gate: SampleGate, experts: Experts, ep_size: int, num_local: int) -> None:
+    def __init__(self, gate: SampleGate, experts: Experts, ep_size: int, num_local: int, out_width: int) -> None:
         super().__init__()
         self.gate = gate
+        self.out_width = out_width  # experts may change the token width (MoE-POT: hidden -> D)
         self.experts = experts
         self.ep_size, self.num_local = ep_size, num_local
         self.ep_group: dist.ProcessGroup | None = None
@@ -72,6 +74,8 @@ class SampleDispatcher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
         b, sample_shape = x.shape[0], x.shape[1:]
+        out_shape = (*sample_shape[:-1], self.out_width)
+        out_numel = math.prod(out_shape)
         routes: Routes = self.gate(x.mean(dim=1), self.ep_group)
         e, cap = self.gate.experts, routes.capacity
         flat = x.reshape(b, -1)
@@ -92,12 +96,12 @@ class SampleDispatcher(nn.Module):
         for j, expert in enumerate(self.experts.deepspeed_experts):
             inp = recv[:, j].reshape(self.ep_size * cap, -1)
             idx = recv_valid[:, j].reshape(-1).nonzero().squeeze(1)
-            # inp * 0, not zeros: every rank must keep both all-to-alls in its autograd graph,
+            # anchored to inp, not plain zeros: every rank must keep both all-to-alls in its autograd graph,
             # or a rank whose experts got no sample skips a backward all-to-all and the group hangs
-            out = inp * 0
+            out = inp.new_zeros(inp.shape[0], out_numel) + inp.sum() * 0
             if idx.numel():
                 y, aux, counts = expert(inp.index_select(0, idx).view(-1, *sample_shape))
-                out = out.index_copy(0, idx, y.reshape(idx.numel(), -1))
+                out = out.index_copy(0, idx, y.reshape(idx.numel(), -1).to(out.dtype))
                 aux_terms.append(aux)
             else:  # no sample for this expert anywhere in the group this step
                 counts = torch.zeros(expert.num_sub_experts, dtype=torch.long, device=x.device)
@@ -112,24 +116,26 @@ class SampleDispatcher(nn.Module):
         self.last = {
             "prob_sum": routes.probs.sum(dim=0),
             "counts": routes.counts,
+            "importance": routes.importance,
             "batch": torch.tensor(float(b), device=x.device),
             "dropped": routes.dropped,
             # anchored to recv for the same reason: the aux all-reduce runs in every rank's backward
             "token_aux": torch.stack(aux_terms).sum() if aux_terms else recv.sum().float() * 0,
             "sub_counts": torch.stack(sub_counts),  # [E_local, E']
         }
-        return combined.view(b, *sample_shape)
+        return combined.view(b, *out_shape)
 
 
 class SampleMoE(MoE):
     """An image-level MoE layer over whole samples, expert-parallel over ``ep_size`` ranks.
 
-    ``make_expert()`` builds one expert (returning ``(y, aux, counts)``); each expert is
-    initialised from ``expert_seed(seed, layer, global_id)``.
+    ``make_expert()`` builds one expert (``[n, N, D] -> [n, N, out_width]``, returning ``(y, aux, counts)``);
+    each expert is initialised from ``expert_seed(seed, layer, global_id)``. ``scorer`` turns the pooled
+    sample into router logits.
     """
 
-    def __init__(self, make_expert: Callable[[], nn.Module], width: int, experts: int, top_k: int,
-                 capacity_factor: float, drop_tokens: bool, ep_size: int, seed: int, layer: int,
+    def __init__(self, make_expert: Callable[[], nn.Module], scorer: nn.Module, out_width: int, experts: int,
+                 top_k: int, capacity_factor: float, drop_tokens: bool, ep_size: int, seed: int, layer: int,
                  ep_rank: int | None = None) -> None:
         nn.Module.__init__(self)  # MoE.__init__ builds DeepSpeed's token-routing layer, which we replace
         if experts % ep_size:
@@ -148,8 +154,8 @@ class SampleMoE(MoE):
             for j, expert in enumerate(container.deepspeed_experts):
                 torch.manual_seed(expert_seed(seed, layer, ep_rank * self.num_local_experts + j))
                 expert.load_state_dict(make_expert().state_dict())
-        gate = SampleGate(width, experts, top_k, capacity_factor, drop_tokens)
-        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size, self.num_local_experts)
+        gate = SampleGate(scorer, experts, top_k, capacity_factor, drop_tokens)
+        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size, self.num_local_experts, out_width)
         self.deepspeed_moe.expected_ep_rank = ep_rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

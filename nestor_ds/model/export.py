@@ -116,8 +116,11 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path, tag: str | No
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Consolidated weights from a .safetensors file or a DeepSpeed checkpoint directory."""
+    """Consolidated weights from a .safetensors file, a folder holding ``model.safetensors`` (what
+    ``nestor-ds import`` writes) or a DeepSpeed checkpoint directory."""
     path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        return load_file(str(path / "model.safetensors"))
     if path.is_dir():
         return read_checkpoint_state(path)
     if not path.is_file():

@@ -24,7 +24,13 @@ def _group(layers: list[SampleMoE]) -> dist.ProcessGroup | None:
     return group if group is not None and dist.get_world_size(group) > 1 else None
 
 
-def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing: bool) -> ModelOutput:
+def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing: bool,
+                     balance: str = "switch") -> ModelOutput:
+    """Aux losses per layer and the load statistics of one forward, over the expert-parallel group.
+
+    ``balance``: ``switch`` (NESTOR: E * sum_i f_i p_i) or ``moepot`` (MoE-POT: mean_i (I_i - sum(I)/E)^2
+    with I_i the routing weight expert i received).
+    """
     zero = pred.new_zeros((), dtype=torch.float32)
     if not layers:
         return ModelOutput(pred, zero, zero)
@@ -34,6 +40,7 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
     e, e_local = layers[0].num_experts, layers[0].num_local_experts
 
     prob_sum = torch.stack([s["prob_sum"] for s in last])  # [L, E]
+    importance = torch.stack([s["importance"] for s in last])  # [L, E]
     token_aux = torch.stack([s["token_aux"].float() for s in last])  # [L] local experts only
     counts = torch.stack([s["counts"] for s in last]).float()  # [L, E]
     dropped = torch.stack([s["dropped"] for s in last]).float()  # [L]
@@ -43,31 +50,33 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
     rank = dist.get_rank(group) if group is not None else 0
     sub_global[:, rank * e_local:(rank + 1) * e_local] = sub
 
-    local_prob_sum, local_token_aux, size = prob_sum, token_aux, 1
+    local_prob_sum, local_importance, local_token_aux, size = prob_sum, importance, token_aux, 1
     if group is not None:
         size = dist.get_world_size(group)
-        n_p, n_c, n_l = prob_sum.numel(), counts.numel(), dropped.numel()
-        flat = torch.cat([prob_sum.detach().reshape(-1), token_aux.detach(), counts.reshape(-1), dropped, batch,
-                          sub_global.reshape(-1)])
+        parts = [prob_sum.detach(), importance.detach(), token_aux.detach(), counts, dropped, batch, sub_global]
+        flat = torch.cat([t.reshape(-1) for t in parts])
         dist.all_reduce(flat, group=group)  # one collective, forward only
-        prob_sum, token_aux = flat[:n_p].view_as(prob_sum), flat[n_p:n_p + token_aux.numel()]
-        off = n_p + token_aux.numel()
-        counts = flat[off:off + n_c].view_as(counts)
-        dropped = flat[off + n_c:off + n_c + n_l]
-        batch = flat[off + n_c + n_l:off + n_c + n_l + 1]
-        sub_global = flat[off + n_c + n_l + 1:].view_as(sub_global)
+        prob_sum, importance, token_aux, counts, dropped, batch, sub_global = (
+            chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in parts]), parts))
 
     b = batch.squeeze()
-    f = counts / (top_k * b)
-
-    def image_loss(p_sum: torch.Tensor) -> torch.Tensor:
-        return (e * (f * p_sum / b).sum(dim=-1)).mean()
-
-    # Value: the loss over the whole group's batch. Gradient: what a differentiable all-reduce would
-    # give (every rank's loss holds the group value, so each local term counts ``size`` times), but
-    # with no collective in the backward pass, whose order could differ between ranks.
-    aux_image = _value_with_grad_of(image_loss(prob_sum), size * image_loss(local_prob_sum))
-    aux_token = _value_with_grad_of((token_aux / e).mean(), size * (local_token_aux / e).mean())
+    if balance == "moepot":
+        # d/dI_i of mean_i (I_i - ideal)^2 is 2 (I_i - ideal) / E with ideal = sum(I) / E: a linear surrogate in
+        # the local I_i carries the gradient of the group loss
+        dev = importance - importance.sum(dim=-1, keepdim=True) / e
+        value = dev.square().mean(dim=-1)
+        grad_coef = (2.0 / e) * (dev - dev.mean(dim=-1, keepdim=True))
+        aux_image_layers = _value_with_grad_of(value, size * (grad_coef.detach() * local_importance).sum(dim=-1))
+    else:
+        f = counts / (top_k * b)
+        # Value: the loss over the whole group's batch. Gradient: what a differentiable all-reduce would give
+        # (every rank's loss holds the group value, so each local term counts ``size`` times), with no
+        # collective in the backward pass, whose order could differ between ranks.
+        aux_image_layers = _value_with_grad_of(e * (f * prob_sum / b).sum(dim=-1),
+                                               size * e * (f * local_prob_sum / b).sum(dim=-1))
+    aux_token_layers = _value_with_grad_of(token_aux, size * local_token_aux)  # sum over active experts
     if not load_balancing:
-        aux_image, aux_token = aux_image.detach() * 0, aux_token.detach() * 0
-    return ModelOutput(pred, aux_image, aux_token, counts.long(), sub_global.long(), dropped.long())
+        aux_image_layers, aux_token_layers = aux_image_layers.detach() * 0, aux_token_layers.detach() * 0
+    return ModelOutput(pred, aux_image_layers.mean(), (aux_token_layers / e).mean(), counts.long(),
+                       sub_global.long(), dropped.long(), aux_image_layers=aux_image_layers,
+                       aux_token_layers=aux_token_layers)

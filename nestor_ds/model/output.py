@@ -15,4 +15,14 @@ class ModelOutput:
     image_load: torch.Tensor | None = None  # [layers, E] top-k assignments per expert
     token_load: torch.Tensor | None = None  # [layers, E, E'] token assignments per sub-expert
     dropped: torch.Tensor | None = None  # [layers] routes dropped by capacity
+    # per layer, differentiable: image-level aux, and token-level aux summed over the active experts
+    aux_image_layers: torch.Tensor | None = None  # [layers]
+    aux_token_layers: torch.Tensor | None = None  # [layers]
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def aux_losses(self, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, token) aux terms: ``mean`` over layers (token: per expert), or ``reference``: summed
+        over layers and, token-level, over the active experts, as the NESTOR and MoE-POT trainers do."""
+        if reduction == "mean" or self.aux_image_layers is None:
+            return self.aux_image, self.aux_token
+        return self.aux_image_layers.sum(), self.aux_token_layers.sum()

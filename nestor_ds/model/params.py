@@ -49,6 +49,25 @@ def param_report(cfg: ModelConfig, ep_size: int = 1) -> ParamReport:
     return ParamReport(total, active, held, dense, per_expert)
 
 
+def published_reference(cfg: ModelConfig) -> tuple[str, int, str] | None:
+    """(name, parameter count, note) of the published model this config is, if it is one."""
+    from nestor_ds.model.published import NESTOR_REFERENCE_TINY_PARAMS, PUBLISHED
+
+    common = (cfg.resolution, cfg.patch_size, cfg.t_in, cfg.t_out, cfg.channels, cfg.n_cls) == (128, 8, 10, 1, 4, 12)
+    if not common:
+        return None
+    if cfg.variant == "nestor":
+        tiny = (cfg.width, cfg.blocks, cfg.afno_blocks, cfg.moe.experts, cfg.sub_moe.experts) == (512, 2, 4, 6, 6)
+        note = "its experts lack the attention output projection, D*D + D each"
+        return ("reference NESTOR Tiny", NESTOR_REFERENCE_TINY_PARAMS, note) if tiny else None
+    for size, p in PUBLISHED[cfg.variant].items():
+        shape = (cfg.width, cfg.blocks, cfg.afno_blocks, cfg.mlp_ratio, cfg.decoder_width)
+        if shape == tuple(p[k] for k in ("width", "blocks", "afno_blocks", "mlp_ratio", "decoder_width")):
+            if "params" in p:
+                return f"published {cfg.variant} {size}", p["params"], ""
+    return None
+
+
 def format_param_report(r: ParamReport, cfg: ModelConfig, ep_size: int) -> str:
     def m(n: int) -> str:
         return f"{n:>13,d}  ({n / 1e6:7.2f} M)"
@@ -63,6 +82,10 @@ def format_param_report(r: ParamReport, cfg: ModelConfig, ep_size: int) -> str:
         f"one image-level expert {m(r.per_expert)}",
         f"active share           {r.active_share:14.1%}",
     ]
+    ref = published_reference(cfg)
+    if ref is not None:
+        name, count, note = ref
+        lines.append(f"{name:<22} {m(count)}" + (f"  ({note})" if note else "  (equal)" if count == r.total else ""))
     return "\n".join(lines)
 
 

@@ -17,17 +17,22 @@ class Routes:
     slots: torch.Tensor  # [k, B] flat slot e * C + position, or E * C where dropped
     capacity: int
     counts: torch.Tensor  # [E] routes assigned per expert, before capacity
+    importance: torch.Tensor  # [E] sum of the routing weights each expert got (MoE-POT's balance loss)
     dropped: torch.Tensor  # scalar: routes dropped by capacity
 
 
 class SampleGate(nn.Module):
-    """Pool each sample to a vector, Linear(D -> E), softmax (with temperature), top-k."""
+    """Score each pooled sample (``scorer``: [B, D] -> [B, E] logits), softmax with temperature, top-k.
 
-    def __init__(self, width: int, experts: int, top_k: int, capacity_factor: float, drop: bool) -> None:
+    The k weights are renormalised over the chosen experts, which equals MoE-POT's softmax over
+    the top-k logits divided by the temperature, and NESTOR's renormalised top-k of the softmax.
+    """
+
+    def __init__(self, scorer: nn.Module, experts: int, top_k: int, capacity_factor: float, drop: bool) -> None:
         super().__init__()
         if top_k > experts:
             raise ValueError(f"image-level top_k={top_k} is larger than experts={experts}")
-        self.wg = nn.Linear(width, experts, bias=False)
+        self.scorer = scorer
         self.experts, self.top_k = experts, top_k
         self.capacity_factor, self.drop = capacity_factor, drop
         self.register_buffer("temperature", torch.ones(()), persistent=False)
@@ -44,7 +49,7 @@ class SampleGate(nn.Module):
         return int(cap.item())
 
     def forward(self, pooled: torch.Tensor, group: dist.ProcessGroup | None) -> Routes:
-        logits = self.wg(pooled).float() / self.temperature
+        logits = self.scorer(pooled).float() / self.temperature
         probs = torch.softmax(logits, dim=-1)
         top_p, top_i = probs.topk(self.top_k, dim=-1)  # [B, k]
         weights = (top_p / top_p.sum(dim=-1, keepdim=True)).t()
@@ -55,4 +60,39 @@ class SampleGate(nn.Module):
         position = ((onehot.cumsum(dim=0) - 1) * onehot).sum(dim=-1).view_as(experts)
         kept = position < capacity
         slots = torch.where(kept, experts * capacity + position, torch.full_like(experts, self.experts * capacity))
-        return Routes(probs, experts, weights, slots, capacity, counts.detach(), (~kept).sum().detach())
+        importance = torch.zeros(self.experts, device=pooled.device).index_add(0, experts.reshape(-1),
+                                                                               weights.reshape(-1))
+        return Routes(probs, experts, weights, slots, capacity, counts.detach(), importance, (~kept).sum().detach())
+
+
+class ChannelAttention(nn.Module):
+    """MoE-POT's squeeze-excite on a pooled [B, C, 1, 1] map, where average and max pooling are both the identity."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.GELU(),
+                                nn.Conv2d(channels // reduction, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc(x) + self.fc(x))
+
+
+class MoEPOTScorer(nn.Module):
+    """MoE-POT's gating network on the pooled features: conv-BN-GELU, channel attention, conv-BN-GELU, conv to E.
+
+    ``frozen`` (fine-tuning, as MoE-POT) keeps its BatchNorms on their running statistics in training mode.
+    """
+
+    def __init__(self, width: int, experts: int) -> None:
+        super().__init__()
+        self.frozen = False
+        self.gate = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 1), nn.BatchNorm2d(2 * width), nn.GELU(), ChannelAttention(2 * width),
+            nn.Conv2d(2 * width, width, 1), nn.BatchNorm2d(width), nn.GELU(), nn.Conv2d(width, experts, 1),
+        )
+
+    def train(self, mode: bool = True) -> "MoEPOTScorer":
+        return super().train(mode and not self.frozen)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # [B, D] -> [B, E]
+        return self.gate(pooled[:, :, None, None]).flatten(1)

@@ -35,7 +35,7 @@ class SubMoE(nn.Module):
         if top_k > experts:
             raise ValueError(f"Sub-MoE top_k={top_k} is larger than experts={experts}")
         self.top_k = top_k
-        self.router = nn.Linear(width, experts, bias=False)
+        self.router = nn.Linear(width, experts)  # with bias, as the reference gate
         self.sub_experts = nn.ModuleList(SwiGLU(width, hidden) for _ in range(experts))
         self.shared = nn.ModuleList(SwiGLU(width, hidden) for _ in range(shared))
 
