@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from deepspeed.moe.utils import is_moe_param
 
 from nestor_ds.config import load_config
@@ -17,16 +16,10 @@ from conftest import REPO
 def test_published_tiny_figures() -> None:
     cfg = load_config(REPO / "configs" / "nestor_tiny.yaml").model
     r = param_report(cfg, ep_size=2)
-    assert 80e6 < r.total < 88e6  # paper: about 83M
+    assert 80e6 < r.total < 88e6  # paper: about 83M (exact relation: test_published.py)
     assert 17e6 < r.active_per_sample < 22e6  # paper: about 20M active
     assert r.per_rank == r.dense + cfg.blocks * (cfg.moe.experts // 2) * r.per_expert
     assert r.total == r.dense + cfg.blocks * cfg.moe.experts * r.per_expert
-
-
-@pytest.mark.parametrize("name,low,high", [("dpot_ti", 6e6, 8e6), ("dpot_s", 25e6, 35e6), ("dpot_m", 110e6, 130e6)])
-def test_dpot_sizes_match_paper(name: str, low: float, high: float) -> None:
-    r = param_report(load_config(REPO / "configs" / f"{name}.yaml").model)
-    assert low < r.total < high and r.active_per_sample == r.total
 
 
 def test_each_rank_holds_only_its_share(tiny_model_cfg) -> None:
@@ -44,4 +37,5 @@ def test_params_command_prints_figures() -> None:
     assert out.returncode == 0, out.stderr
     for label in ("total parameters", "active per sample", "held per rank", "active share"):
         assert label in out.stdout
-    assert "84.36 M" in out.stdout and "ep_size 2" in out.stdout
+    assert "86.27 M" in out.stdout and "ep_size 2" in out.stdout
+    assert "reference NESTOR Tiny     83,120,263" in out.stdout  # the published count beside ours

@@ -1,7 +1,9 @@
 """Routing at both levels: weights, capacity and dropping, gradients, load-balancing losses."""
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
 from nestor_ds.model import build_model
 from nestor_ds.model.routing import SampleGate
@@ -12,7 +14,7 @@ from conftest import variant
 
 def test_sample_gate_weights_sum_to_one_and_capacity_drops() -> None:
     torch.manual_seed(0)
-    gate = SampleGate(16, experts=4, top_k=2, capacity_factor=0.5, drop=True)
+    gate = SampleGate(nn.Linear(16, 4), experts=4, top_k=2, capacity_factor=0.5, drop=True)
     routes = gate(torch.randn(32, 16), group=None)
     torch.testing.assert_close(routes.weights.sum(dim=0), torch.ones(32))
     assert routes.capacity == 8  # ceil(0.5 * 2 * 32 / 4)
@@ -25,9 +27,9 @@ def test_sample_gate_weights_sum_to_one_and_capacity_drops() -> None:
 
 
 def test_first_choices_win_slots_before_second_choices() -> None:
-    gate = SampleGate(4, experts=2, top_k=2, capacity_factor=0.25, drop=True)
+    gate = SampleGate(nn.Linear(4, 2, bias=False), experts=2, top_k=2, capacity_factor=0.25, drop=True)
     with torch.no_grad():
-        gate.wg.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+        gate.scorer.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
     pooled = torch.tensor([[2.0, 0, 0, 0]] * 2 + [[0, 2.0, 0, 0]] * 2)
     routes = gate(pooled, group=None)  # capacity 1 per expert
     kept = routes.slots < 2 * routes.capacity
@@ -37,18 +39,18 @@ def test_first_choices_win_slots_before_second_choices() -> None:
 
 def test_no_drop_mode_never_drops() -> None:
     torch.manual_seed(0)
-    gate = SampleGate(16, experts=4, top_k=2, capacity_factor=0.01, drop=False)
+    gate = SampleGate(nn.Linear(16, 4), experts=4, top_k=2, capacity_factor=0.01, drop=False)
     routes = gate(torch.randn(64, 16) * 5, group=None)
     assert routes.dropped == 0 and routes.capacity == routes.counts.max()
 
 
 def test_model_counts_dropped_samples(tiny_model_cfg) -> None:
     x = torch.randn(16, 32, 32, 4, 4)
-    low = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25))(x)
+    low = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25, moe__drop_tokens=True))(x)
     assert (low.dropped > 0).all()
-    nodrop = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25, moe__drop_tokens=False))(x)
+    nodrop = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25))(x)  # dropless is the default
     assert (nodrop.dropped == 0).all()
-    evaluating = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25)).eval()
+    evaluating = build_model(variant(tiny_model_cfg, moe__capacity_factor=0.25, moe__drop_tokens=True)).eval()
     with torch.no_grad():
         assert (evaluating(x).dropped == 0).all()  # evaluation never drops
     assert (nodrop.image_load.sum(dim=1) == 16 * 2).all()
@@ -90,17 +92,32 @@ def test_every_routed_expert_gets_gradient_and_aux_reaches_routers(tiny_model_cf
     model.zero_grad()
     (out.aux_image + out.aux_token).backward()
     for block in model.blocks:
-        assert block.moe.deepspeed_moe.gate.wg.weight.grad.abs().sum() > 0
+        assert block.moe.deepspeed_moe.gate.scorer.weight.grad.abs().sum() > 0
         routed_experts = [e for e in block.moe.deepspeed_moe.experts.deepspeed_experts if e.ffn.router.weight.grad is not None]
         assert routed_experts and all(e.ffn.router.weight.grad.abs().sum() > 0 for e in routed_experts)
 
 
-def test_moepot_temperature_anneals(tiny_model_cfg) -> None:
-    cfg = variant(tiny_model_cfg, variant="moepot", moe__temperature_start=2.0, moe__temperature_end=0.5,
-                  moe__anneal_steps=100)
-    model = build_model(cfg)
-    temps = []
-    for step in (0, 50, 100, 1000):
-        model.set_step(step)
-        temps.append(float(model.moe_layers[0].deepspeed_moe.gate.temperature))
-    assert temps == [2.0, 1.25, 0.5, 0.5]
+def test_temperature_schedules(tiny_model_cfg) -> None:
+    linear = build_model(variant(tiny_model_cfg, variant="moepot", moe__temperature_schedule="linear",
+                                 moe__temperature_start=2.0, moe__temperature_end=0.5, moe__anneal_steps=100))
+    assert [linear.set_step(n) for n in (0, 50, 100, 1000)] == [2.0, 1.25, 0.5, 0.5]
+    assert float(linear.moe_layers[-1].deepspeed_moe.gate.temperature) == 0.5  # every layer follows
+    moepot = build_model(variant(tiny_model_cfg, variant="moepot", moe__temperature_schedule="exponential",
+                                 moe__temperature_start=2.0, moe__temperature_end=0.5))
+    assert moepot.set_step(0) == 2.0 and moepot.set_step(1) == 2.0 * 0.99  # MoE-POT: x0.99 per forward
+    assert moepot.set_step(137) == pytest.approx(2.0 * 0.99**137) and moepot.set_step(138) == 0.5  # floor 0.5
+
+
+def test_moepot_gate_scales_logits_by_temperature(tiny_model_cfg) -> None:
+    """The routing weights are MoE-POT's softmax(top-k logits / T) for the current temperature."""
+    model = build_model(variant(tiny_model_cfg, variant="moepot", moe__experts=8, moe__top_k=4)).eval()
+    gate = model.moe_layers[0].deepspeed_moe.gate
+    pooled = torch.randn(5, gate.scorer.gate[0].in_channels)
+    with torch.no_grad():
+        logits = gate.scorer(pooled)
+        for temp in (2.0, 0.5):
+            model.set_temperature(temp)
+            routes = gate(pooled, group=None)
+            top_v, top_i = logits.topk(4, dim=-1)
+            torch.testing.assert_close(routes.weights.t(), torch.softmax(top_v / temp, dim=-1))
+            assert torch.equal(routes.experts.t(), top_i)

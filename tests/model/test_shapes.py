@@ -79,4 +79,4 @@ def test_backward_with_frozen_encoder(tiny_model_cfg, kind) -> None:
     out = model(torch.randn(2, 32, 32, 4, 4))
     out.pred.square().mean().backward()
     assert all(p.grad is None for p in model.encoder.parameters())
-    assert model.head.up.weight.grad is not None
+    assert model.head.out_layer[0].weight.grad is not None
