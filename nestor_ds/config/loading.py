@@ -41,7 +41,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"run config {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"run config {path} must be a mapping at the top level, got {type(raw).__name__}")
-    for dotted, value in (overrides or {}).items():
+    overrides = overrides or {}
+    for length, other in (("train.steps", "epochs"), ("train.epochs", "steps")):
+        # a run's length given on the command line replaces the file's, whichever unit the file used
+        if length in overrides and f"train.{other}" not in overrides and isinstance(raw.get("train"), dict):
+            raw["train"].pop(other, None)
+    for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")
         for key in parents:

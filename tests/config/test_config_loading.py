@@ -108,3 +108,13 @@ def test_custom_dataset_entry_is_accepted() -> None:
 def test_checkpoint_dir_defaults_under_output_dir() -> None:
     cfg = parse_config(_tiny())
     assert cfg.checkpoint_dir == Path("runs/tiny_cpu/checkpoints")
+
+
+def test_a_length_on_the_command_line_replaces_the_files_unit(tmp_path) -> None:
+    from nestor_ds.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {datasets: [{name: swe_pdb}]}\ntrain: {epochs: 500}\n")
+    assert load_config(path, {"train.steps": 20}).train.steps == 20
+    assert load_config(path, {"train.steps": 20}).train.epochs is None
+    assert load_config(path).train.epochs == 500

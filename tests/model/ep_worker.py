@@ -41,10 +41,18 @@ def main() -> None:
     ap.add_argument("--variant", default="nestor")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, default=None, help="save a checkpoint after the step, reload it")
+    ap.add_argument("--imported", type=Path, default=None,
+                    help="instead: evaluate a folder written by 'nestor-ds import' on --input (forward only)")
+    ap.add_argument("--input", type=Path, default=None, help="with --imported: .npy input [B, X, Y, T_in, C]")
+    ap.add_argument("--temperature", type=float, default=None, help="with --imported: router temperature")
     args = ap.parse_args()
 
     init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
+    if args.imported is not None:
+        evaluate_imported(args, rank, world)
+        shutdown()
+        return
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", {
         "parallel.ep_size": args.ep_size,
         "model.variant": args.variant, "model.moe.drop_tokens": False,
@@ -103,6 +111,30 @@ def main() -> None:
     if rank == 0:
         torch.save(state, args.out / "state.pt")
     shutdown()
+
+
+def evaluate_imported(args: argparse.Namespace, rank: int, world: int) -> None:
+    """Each rank predicts its share of the input with the imported weights at ``--ep-size``."""
+    import numpy as np
+
+    from nestor_ds.model.export import local_state_dict, read_weights
+
+    x = torch.from_numpy(np.load(args.input))
+    per = x.shape[0] // world
+    cfg = load_config(args.imported / "config.yaml", {"parallel.ep_size": args.ep_size,
+                                                      "train.micro_batch_per_rank": per})
+    model = build_model(cfg.model, args.ep_size, seed=7)
+    model.load_state_dict(local_state_dict(model, read_weights(args.imported)))
+    ds = build_deepspeed_config(cfg, read_ds_json(REPO / "ds_configs" / "cpu_fp32.json"), world)
+    engine, _, _, _ = deepspeed.initialize(model=model, config=ds)  # sets up the expert-parallel groups
+    engine.eval()
+    if args.temperature is not None:
+        engine.module.set_temperature(args.temperature)
+    with torch.no_grad():
+        pred = engine(x[rank * per:(rank + 1) * per]).pred
+    args.out.mkdir(parents=True, exist_ok=True)
+    experts = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
+    torch.save({"pred": pred, "local_expert_params": experts}, args.out / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":

@@ -75,3 +75,28 @@ def test_checkpoint_per_expert_files_reload_and_export(tmp: Path) -> None:
     with torch.no_grad():
         pred = single(x[:GLOBAL_BATCH]).pred
     torch.testing.assert_close(pred, torch.cat([r["eval_pred_before"] for r in two]), **TOL)
+
+
+def test_imported_moepot_at_ep2_gives_the_ep1_outputs(tmp: Path) -> None:
+    """A published MoE-POT checkpoint, imported once, runs with its experts sharded over 2 ranks."""
+    import numpy as np
+
+    from nestor_ds.model.published import import_checkpoint
+
+    fixture = REPO / "tests" / "fixtures" / "reference" / "moepot_small"
+    folder = tmp / "imported_moepot"
+    import_checkpoint("moepot", fixture / "model.pth", folder)
+    x = np.load(fixture / "input.npy")
+    x = np.concatenate([x, x[:1]])  # 4 samples: 2 per rank
+    np.save(tmp / "moepot_input.npy", x)
+    preds = {}
+    for ep in (1, 2):
+        out = tmp / f"imported_ep{ep}"
+        torchrun(WORKER, ep, "--ep-size", str(ep), "--imported", str(folder), "--input", str(tmp / "moepot_input.npy"),
+                 "--temperature", "2.0", "--out", str(out))
+        ranks = [torch.load(out / f"rank{r}.pt") for r in range(ep)]
+        preds[ep] = torch.cat([r["pred"] for r in ranks])
+        if ep == 2:
+            assert [r["local_expert_params"] for r in ranks] == [8 * 2 * (64 * 64 + 64)] * 2  # 8 of 16 experts x 2 blocks
+    torch.testing.assert_close(preds[2], preds[1], **TOL)
+    np.testing.assert_allclose(preds[2][:3].numpy(), np.load(fixture / "output.npy"), rtol=0, atol=1e-5)

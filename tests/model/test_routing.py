@@ -121,3 +121,31 @@ def test_moepot_gate_scales_logits_by_temperature(tiny_model_cfg) -> None:
             top_v, top_i = logits.topk(4, dim=-1)
             torch.testing.assert_close(routes.weights.t(), torch.softmax(top_v / temp, dim=-1))
             assert torch.equal(routes.experts.t(), top_i)
+
+
+def test_reference_loss_reduction_sums_over_blocks_and_active_experts(tiny_model_cfg) -> None:
+    """``train.loss_reduction: reference`` weighs the aux terms as the NESTOR trainer: image-level summed
+    over blocks, token-level summed over blocks and over every expert that received samples."""
+    model = build_model(tiny_model_cfg)
+    inputs = []
+    hooks = [layer.register_forward_hook(lambda m, a, o: inputs.append(a[0])) for layer in model.moe_layers]
+    out = model(torch.randn(8, 32, 32, 4, 4))
+    for h in hooks:
+        h.remove()
+    image, token = 0.0, 0.0
+    for layer, x in zip(model.moe_layers, inputs):
+        gate, experts = layer.deepspeed_moe.gate, layer.deepspeed_moe.experts.deepspeed_experts
+        probs = torch.softmax(gate.scorer(x.mean(dim=1)), dim=-1)
+        chosen = probs.topk(gate.top_k, dim=-1).indices
+        f = torch.bincount(chosen.reshape(-1), minlength=len(experts)).float() / chosen.numel()
+        image += len(experts) * (f * probs.mean(dim=0)).sum()
+        for e, expert in enumerate(experts):
+            samples = (chosen == e).any(dim=-1)
+            if samples.any():
+                token += expert(x[samples])[1]
+    ref_image, ref_token = out.aux_losses("reference")
+    torch.testing.assert_close(ref_image, image.detach())
+    torch.testing.assert_close(ref_token, token.detach())
+    mean_image, mean_token = out.aux_losses("mean")
+    torch.testing.assert_close(mean_image, image.detach() / len(inputs))
+    torch.testing.assert_close(mean_token, token.detach() / len(inputs) / tiny_model_cfg.moe.experts)
