@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from conftest import PRETRAIN_SETS, REPO, launch, run_args
@@ -67,3 +68,30 @@ def test_dropless_run_logs_no_drop_share(shards: Path, tmp_path: Path) -> None:
                                    "--set", "train.eval_trajectories=1", sets=PRETRAIN_SETS[:1]))
     (last,) = _history(out)[-1:]
     assert "moe/dropped_share" not in last and last["moe/temperature"] == 1.0
+
+
+def test_imported_moepot_finetunes_with_frozen_routers_at_ep2(shards: Path, tmp_path: Path) -> None:
+    """MoE-POT's fine-tuning: gate and feature extractor frozen (BatchNorm on running statistics),
+    temperature fixed at its final 0.5, experts sharded over 2 ranks and trained."""
+    from safetensors.torch import load_file
+
+    from nestor_ds.model.export import read_checkpoint_state
+    from nestor_ds.model.published import import_checkpoint
+
+    folder = tmp_path / "moepot_small"
+    import_checkpoint("moepot", FIXTURES / "moepot_small" / "model.pth", folder)
+    out = tmp_path / "run"
+    launch("torchrun", 2, [
+        "--config", str(folder / "config.yaml"), "--ds_config", "ds_configs/cpu_fp32.json",
+        "--mode", "finetune", "--weights", str(folder), "--set", "parallel.ep_size=2",
+        "--set", f"data.root={shards}", "--set", "data.datasets=[{name: ns2d_fno_1e-3}]",
+        "--set", f"train.output_dir={out}", "--set", "train.steps=3", "--set", "train.log_every=1",
+        "--set", "train.micro_batch_per_rank=4", "--set", "train.eval_every=100", "--set", "train.eval_trajectories=1",
+    ])
+    assert [h["moe/temperature"] for h in _history(out)] == [0.5, 0.5, 0.5]
+    before, after = load_file(str(folder / "model.safetensors")), read_checkpoint_state(out / "checkpoints")
+    router = [k for k in before if ".gate.scorer." in k or ".features." in k]
+    assert router and all(torch.equal(before[k], after[k]) for k in router)  # incl. BatchNorm running stats
+    expert = "blocks.0.moe.deepspeed_moe.experts.deepspeed_experts.0.proj.weight"
+    assert not torch.equal(before[expert], after[expert])
+    assert not torch.equal(before["blocks.0.filter.w1"], after["blocks.0.filter.w1"])
