@@ -95,4 +95,8 @@ class MoEPOTScorer(nn.Module):
         return super().train(mode and not self.frozen)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # [B, D] -> [B, E]
+        if self.training and pooled.shape[0] < 2:
+            raise ValueError("MoE-POT's gating network normalises over the batch (BatchNorm, as in MoE-POT): "
+                             f"training needs at least 2 samples per rank, got {pooled.shape[0]}; "
+                             "raise train.micro_batch_per_rank")
         return self.gate(pooled[:, :, None, None]).flatten(1)

@@ -104,7 +104,7 @@ def test_finetune_beats_scratch_and_compare(pretrained: Path, shards: Path, tmp_
     store = f"sqlite:///{tmp_path / 'shared.db'}"
     common += ("--set", f"tracking.uri={store}", "--set", "tracking.experiment=heldout")
     launch("torchrun", 2, run_args(shards, tuned, "--mode", "finetune", "--weights", str(pretrained / "checkpoints"),
-                                   "--set", "tracking.run_name=finetune", "--set", "train.freeze=[encoder]", *common,
+                                   "--set", "tracking.run_name=finetune", "--set", "train.freeze=[routers]", *common,
                                    sets=[HELD_OUT]))
     launch("torchrun", 2, run_args(shards, scratch, "--set", "tracking.run_name=scratch", *common, sets=[HELD_OUT]))
     score = {name: json.loads((d / "eval" / "eval_table.json").read_text())["datasets"][0]

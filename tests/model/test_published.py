@@ -159,3 +159,25 @@ def test_params_command_shows_the_published_count(config: str, figure: str) -> N
     assert total.startswith("total parameters") and figure in total
     assert published.startswith(f"published {config.split('_')[0]}") and figure in published
     assert published.endswith("(equal)")
+
+
+def test_normalize_option_computes_dpots_normalisation(tmp_path: Path) -> None:
+    """DPOT's ``normalize``: x -> (x - mu) / sigma with mu, sigma over X, Y, T (unbiased std + 1e-6),
+    tokens rescaled by Linear(mu, sigma), the prediction mapped back with sigma and mu."""
+    state = torch.load(FIXTURES / "dpot_small" / "model.pth", weights_only=True)["model"]
+    width, channels = state["pos_embed"].shape[1], 4
+    identity = {"scale_feats_mu.weight": torch.zeros(width, 2 * channels), "scale_feats_mu.bias": torch.zeros(width),
+                "scale_feats_sigma.weight": torch.zeros(width, 2 * channels), "scale_feats_sigma.bias": torch.ones(width)}
+    torch.save({"model": {**state, **identity}}, tmp_path / "normalized.pth")
+    assert import_checkpoint("dpot", tmp_path / "normalized.pth", tmp_path / "n").model["normalize"] is True
+    import_checkpoint("dpot", FIXTURES / "dpot_small" / "model.pth", tmp_path / "plain")
+    normalized, plain = _load_imported(tmp_path / "n"), _load_imported(tmp_path / "plain")
+    x = torch.from_numpy(np.load(FIXTURES / "dpot_small" / "input.npy")) * 3 + 1
+    mu = x.double().mean(dim=(1, 2, 3), keepdim=True)
+    sigma = x.double().std(dim=(1, 2, 3), keepdim=True) + 1e-6
+    with torch.no_grad():
+        expected = plain(((x - mu) / sigma).float()).pred.double() * sigma + mu
+        torch.testing.assert_close(normalized(x).pred.double(), expected, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            normalized.encoder.scale_feats_mu.weight.normal_()  # the statistics now reach the tokens
+        assert not torch.allclose(normalized(x).pred.double(), expected, atol=1e-3)

@@ -149,3 +149,11 @@ def test_reference_loss_reduction_sums_over_blocks_and_active_experts(tiny_model
     mean_image, mean_token = out.aux_losses("mean")
     torch.testing.assert_close(mean_image, image.detach() / len(inputs))
     torch.testing.assert_close(mean_token, token.detach() / len(inputs) / tiny_model_cfg.moe.experts)
+
+
+def test_moepot_training_on_one_sample_names_the_setting(tiny_model_cfg) -> None:
+    model = build_model(variant(tiny_model_cfg, variant="moepot"))
+    with pytest.raises(ValueError, match="at least 2 samples per rank.*micro_batch_per_rank"):
+        model(torch.randn(1, 32, 32, 4, 4))
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 32, 32, 4, 4)).pred.shape == (1, 32, 32, 1, 4)  # eval: running stats
