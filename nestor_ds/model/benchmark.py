@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 
@@ -43,3 +46,48 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
     elapsed = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     return BenchResult(name, batch * steps / elapsed, 1000 * elapsed / steps, peak)
+
+
+# Tensor methods that hand a device value to Python: on a GPU each one waits for the device to drain
+HOST_SYNCS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextmanager
+def count_host_syncs() -> Iterator[Counter]:
+    """Count calls of the tensor methods that synchronise with the device, by name, while active."""
+    counts: Counter = Counter()
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_SYNCS}
+
+    def counting(name: str, fn: Callable) -> Callable:
+        def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+            counts[name] += 1
+            return fn(self, *args, **kwargs)
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(torch.Tensor, name, counting(name, fn))
+    try:
+        yield counts
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+def count_ops(fn: Callable[[], object]) -> int:
+    """Outermost ATen operator calls of one ``fn()`` (torch profiler, CPU), forward and autograd's
+    backward: a proxy for kernel launches. Ops nested in another op (a composite's parts, the
+    per-group loop of CPU grouped GEMM, which is one kernel on a GPU) are not counted again."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+
+    def outermost(event: object) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return False
+            parent = parent.cpu_parent
+        return True
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and outermost(e))

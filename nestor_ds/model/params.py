@@ -42,8 +42,8 @@ def param_report(cfg: ModelConfig, ep_size: int = 1) -> ParamReport:
         active_one = per_expert
         for sub in experts[0].modules():
             if isinstance(sub, SubMoE):
-                routed = sum(_count(e) for e in sub.sub_experts)
-                active_one += -routed + routed * sub.top_k // len(sub.sub_experts)
+                routed = sub.w_gate_up.numel() + sub.w_down.numel()
+                active_one += -routed + routed * sub.top_k // sub.experts
         active += layer.deepspeed_moe.gate.top_k * active_one
         held += (layer.num_experts // ep_size) * per_expert
     return ParamReport(total, active, held, dense, per_expert)
