@@ -32,9 +32,10 @@ def main() -> None:
         results.append(bench_forward_backward(name, cfg, args.batch, args.steps, args.warmup, args.device, dtype))
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     print(f"forward+backward, resolution {args.resolution}, batch {args.batch}, {args.dtype}, {where}")
-    print(f"{'model':<8} {'samples/s':>10} {'ms/step':>9} {'peak MiB':>9}")
+    print(f"{'model':<8} {'samples/s':>10} {'ms/step':>9} {'peak MiB':>9} {'host syncs':>11} {'ATen ops':>9}")
     for r in results:
-        print(f"{r.name:<8} {r.samples_per_s:>10.2f} {r.ms_per_step:>9.1f} {r.peak_mem_mb:>9.0f}")
+        print(f"{r.name:<8} {r.samples_per_s:>10.2f} {r.ms_per_step:>9.1f} {r.peak_mem_mb:>9.0f} {r.host_syncs:>11d}"
+              f" {r.ops:>9d}")
     print(f"ratio nestor/dpot samples/s: {results[0].samples_per_s / results[1].samples_per_s:.3f}")
 
 

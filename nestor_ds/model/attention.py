@@ -62,10 +62,11 @@ class AttentionExpert(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.num_sub_experts = sub_experts if use_sub_moe else 0
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
         h = self.norm1(x + self.attn(x))
         if isinstance(self.ffn, SubMoE):
-            f, aux, counts = self.ffn(h)
+            f, aux, counts = self.ffn(h, valid)
         else:
             f, aux, counts = self.ffn(h), h.new_zeros(()), h.new_zeros(0, dtype=torch.long)
         return self.norm2(h + f), aux, counts

@@ -19,6 +19,8 @@ class BenchResult:
     samples_per_s: float
     ms_per_step: float
     peak_mem_mb: float
+    host_syncs: int  # device reads per forward+backward (count_host_syncs)
+    ops: int  # outermost ATen ops per forward+backward (count_ops)
 
 
 def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, warmup: int,
@@ -45,7 +47,10 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
-    return BenchResult(name, batch * steps / elapsed, 1000 * elapsed / steps, peak)
+    with count_host_syncs() as syncs:
+        step()
+    return BenchResult(name, batch * steps / elapsed, 1000 * elapsed / steps, peak, sum(syncs.values()),
+                       count_ops(step))
 
 
 # Tensor methods that hand a device value to Python: on a GPU each one waits for the device to drain

@@ -87,7 +87,8 @@ class MoEPOTExpert(nn.Module):
         super().__init__()
         self.proj = nn.Linear(hidden, width)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
         return nn.functional.gelu(self.proj(x)), x.new_zeros(()), x.new_zeros(0, dtype=torch.long)
 
 

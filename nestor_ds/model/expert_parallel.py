@@ -8,7 +8,6 @@ samples with DeepSpeed's differentiable ``_AllToAll``.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable
 
@@ -75,7 +74,6 @@ class SampleDispatcher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
         b, sample_shape = x.shape[0], x.shape[1:]
         out_shape = (*sample_shape[:-1], self.out_width)
-        out_numel = math.prod(out_shape)
         routes: Routes = self.gate(x.mean(dim=1), self.ep_group)
         e, cap = self.gate.experts, routes.capacity
         flat = x.reshape(b, -1)
@@ -92,21 +90,16 @@ class SampleDispatcher(nn.Module):
         recv = self._exchange(send).view(self.ep_size, self.num_local, cap, -1)
         recv_valid = self._exchange_plain(valid).view(self.ep_size, self.num_local, cap)
 
+        # every local expert runs on its whole [ep_size * C] buffer, padding rows included and masked out
+        # of its statistics: no per-expert read of how many rows are real, and every rank keeps both
+        # all-to-alls in its autograd graph (a rank that skipped one would hang the group's backward)
         outputs, aux_terms, sub_counts = [], [], []
         for j, expert in enumerate(self.experts.deepspeed_experts):
-            inp = recv[:, j].reshape(self.ep_size * cap, -1)
-            idx = recv_valid[:, j].reshape(-1).nonzero().squeeze(1)
-            # anchored to inp, not plain zeros: every rank must keep both all-to-alls in its autograd graph,
-            # or a rank whose experts got no sample skips a backward all-to-all and the group hangs
-            out = inp.new_zeros(inp.shape[0], out_numel) + inp.sum() * 0
-            if idx.numel():
-                y, aux, counts = expert(inp.index_select(0, idx).view(-1, *sample_shape))
-                out = out.index_copy(0, idx, y.reshape(idx.numel(), -1).to(out.dtype))
-                aux_terms.append(aux)
-            else:  # no sample for this expert anywhere in the group this step
-                counts = torch.zeros(expert.num_sub_experts, dtype=torch.long, device=x.device)
+            inp = recv[:, j].reshape(self.ep_size * cap, *sample_shape)
+            y, aux, counts = expert(inp, recv_valid[:, j].reshape(-1).bool())
+            outputs.append(y.reshape(self.ep_size, cap, -1).to(recv.dtype))
+            aux_terms.append(aux)
             sub_counts.append(counts)
-            outputs.append(out.view(self.ep_size, cap, -1))
         back = self._exchange(torch.stack(outputs, dim=1).reshape(e * cap, -1))
 
         padded = torch.cat([back, back.new_zeros(1, back.shape[1])])
@@ -119,8 +112,7 @@ class SampleDispatcher(nn.Module):
             "importance": routes.importance,
             "batch": torch.tensor(float(b), device=x.device),
             "dropped": routes.dropped,
-            # anchored to recv for the same reason: the aux all-reduce runs in every rank's backward
-            "token_aux": torch.stack(aux_terms).sum() if aux_terms else recv.sum().float() * 0,
+            "token_aux": torch.stack(aux_terms).float().sum(),  # experts with no real row give 0
             "sub_counts": torch.stack(sub_counts),  # [E_local, E']
         }
         return combined.view(b, *out_shape)
@@ -129,7 +121,8 @@ class SampleDispatcher(nn.Module):
 class SampleMoE(MoE):
     """An image-level MoE layer over whole samples, expert-parallel over ``ep_size`` ranks.
 
-    ``make_expert()`` builds one expert (``[n, N, D] -> [n, N, out_width]``, returning ``(y, aux, counts)``);
+    ``make_expert()`` builds one expert: ``expert(x [n, N, D], valid [n] bool) -> (y [n, N, out_width], aux,
+    counts)``, with padding rows (``valid`` False) left out of its aux loss and counts;
     each expert is initialised from ``expert_seed(seed, layer, global_id)``. ``scorer`` turns the pooled
     sample into router logits.
     """

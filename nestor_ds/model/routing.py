@@ -38,15 +38,17 @@ class SampleGate(nn.Module):
         self.register_buffer("temperature", torch.ones(()), persistent=False)
 
     def capacity(self, batch: int, counts: torch.Tensor, group: dist.ProcessGroup | None) -> int:
-        # evaluation never drops: a sample's prediction must not depend on what else is in its batch
+        """Slots per expert and source rank. Dropping (training only): static, from the batch size, so
+        nothing is read from the device; every rank of the group trains on equal micro-batches, so all
+        agree. Dropless: the busiest expert's load, agreed by a MAX all-reduce over the group: the one
+        host read of a dropless layer, since the all-to-all buffers are sized on the host."""
         if self.drop and self.training:
-            cap = torch.tensor(max(1, math.ceil(self.capacity_factor * self.top_k * batch / self.experts)))
-        else:
-            cap = counts.max().cpu()
+            return max(1, math.ceil(self.capacity_factor * self.top_k * batch / self.experts))
+        # evaluation never drops: a sample's prediction must not depend on what else is in its batch
+        cap = counts.max().clone()
         if group is not None and dist.get_world_size(group) > 1:
-            cap = cap.to(counts.device)
             dist.all_reduce(cap, op=dist.ReduceOp.MAX, group=group)  # equal all-to-all buffers on every rank
-        return int(cap.item())
+        return max(1, int(cap.item()))
 
     def forward(self, pooled: torch.Tensor, group: dist.ProcessGroup | None) -> Routes:
         logits = self.scorer(pooled).float() / self.temperature

@@ -26,12 +26,19 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(gate) * up)
 
 
-def switch_balance_loss(probs: torch.Tensor, counts: torch.Tensor, n_routes: int) -> torch.Tensor:
-    """E * sum_i f_i * p_i, with f_i the share of top-k routes to expert i and p_i the mean router prob."""
+def switch_balance_loss(probs: torch.Tensor, counts: torch.Tensor, top_k: int,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """E * sum_i f_i * p_i over the real tokens (``mask``), with f_i the share of their top-k routes to
+    expert i and p_i their mean router probability; 0 when no token is real."""
     e = probs.shape[-1]
-    f = counts.to(probs.dtype) / max(n_routes, 1)
-    p = probs.mean(dim=0)
-    return e * (f * p).sum()
+    if mask is None:
+        n = torch.tensor(float(probs.shape[0]), device=probs.device)
+        p_sum = probs.sum(dim=0)
+    else:
+        n = mask.to(probs.dtype).sum()
+        p_sum = (probs * mask[:, None]).sum(dim=0)
+    f = counts.to(probs.dtype) / (n * top_k).clamp_min(1)
+    return e * (f * p_sum / n.clamp_min(1)).sum()
 
 
 def grouped_mm_applies(x: torch.Tensor, *weights: torch.Tensor) -> bool:
@@ -66,10 +73,10 @@ class SubMoE(nn.Module):
         return probs, top_i, (top_p / top_p.sum(dim=-1, keepdim=True)).to(tokens.dtype)
 
     def _grouped(self, tokens: torch.Tensor, top_i: torch.Tensor, weights: torch.Tensor,
-                 counts: torch.Tensor) -> torch.Tensor:
+                 routes: torch.Tensor) -> torch.Tensor:
         order = torch.argsort(top_i.reshape(-1), stable=True)  # routes grouped by expert
         token_of = order // self.top_k
-        offs = counts.cumsum(0).to(torch.int32)
+        offs = routes.cumsum(0).to(torch.int32)  # must cover every row: rows past the end stay unwritten
         gate, up = F.grouped_mm(tokens[token_of], self.w_gate_up.to(tokens.dtype), offs=offs).chunk(2, dim=-1)
         y = F.grouped_mm(F.silu(gate) * up, self.w_down.to(tokens.dtype), offs=offs)
         return torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1)[order, None])
@@ -80,20 +87,25 @@ class SubMoE(nn.Module):
         dense_w = torch.zeros(tokens.shape[0], self.experts, dtype=tokens.dtype, device=tokens.device)
         return torch.einsum("end,ne->nd", y, dense_w.scatter(1, top_i, weights))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """x [n, N, D] (or any [..., D]); ``valid`` [n]: rows that are real samples, not buffer padding."""
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         probs, top_i, weights = self.route(tokens)
+        mask = None if valid is None else valid[:, None].expand(shape[:-1]).reshape(-1)
         # scatter_add, not bincount: bincount sizes its output from the data, a host sync on CUDA
-        counts = torch.zeros(self.experts, dtype=torch.long, device=x.device).scatter_add_(
-            0, top_i.reshape(-1), torch.ones_like(top_i.reshape(-1)))
+        routes = torch.zeros(self.experts, dtype=torch.long, device=x.device).scatter_add_(
+            0, top_i.reshape(-1), torch.ones_like(top_i.reshape(-1)))  # all rows: the GEMM groups
+        counts = routes if mask is None else torch.zeros_like(routes).scatter_add_(  # real rows: statistics
+            0, top_i.reshape(-1), mask[:, None].expand_as(top_i).reshape(-1).long())
         if grouped_mm_applies(tokens, self.w_gate_up, self.w_down):
-            out = self._grouped(tokens, top_i, weights, counts)
+            out = self._grouped(tokens, top_i, weights, routes)
         else:
             out = self._dense(tokens, top_i, weights)
         for shared in self.shared:
             out = out + shared(tokens)
-        aux = switch_balance_loss(probs, counts, tokens.shape[0] * self.top_k)
+        aux = switch_balance_loss(probs, counts, self.top_k, mask)
         return out.reshape(shape), aux, counts.detach()
 
 
