@@ -6,11 +6,10 @@ parallelism are checked against each other and against the world size.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
-from nestor_ds.config.loading import ConfigError
+from nestor_ds.config.loading import ConfigError, parse_json_object
 from nestor_ds.config.schema import RunConfig
 
 _PRECISION_KEYS = {"bf16": "bf16", "fp16": "fp16"}
@@ -20,13 +19,7 @@ def read_ds_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"DeepSpeed config {path} must hold a JSON object")
-    return data
+    return parse_json_object(path.read_text(), f"DeepSpeed config {path}")
 
 
 def _json_precision(ds: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """Reading a run config from YAML, with errors that name the file and the field."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,17 @@ from nestor_ds.config.schema import RunConfig
 
 class ConfigError(ValueError):
     """A run or DeepSpeed configuration that cannot work, with the reason."""
+
+
+def parse_json_object(text: str | bytes, source: object, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """``text`` as a JSON object; a bad one raises ``error`` naming ``source`` and what is wrong."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{source} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise error(f"{source} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _describe(err: ValidationError) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import webdataset as wds
 
+from nestor_ds.config.loading import parse_json_object
 from nestor_ds.data.trajectory import Trajectory
 
 MANIFEST = "manifest.json"
@@ -285,18 +286,12 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
         raw = _read_remote(url)
         if not raw:
             raise DataError(f"{url}: empty manifest (shards missing, or their writing never finished)")
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{url}: not valid JSON ({err})") from None
+        return parse_json_object(raw, url, DataError)
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise DataError(f"{folder}: no {MANIFEST} (shards missing, or their writing never finished)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    manifest = parse_json_object(path.read_text(), path, DataError)
     for shard in manifest["shards"]:
         file = folder / shard["name"]
         if not file.is_file():

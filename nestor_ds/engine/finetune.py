@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from nestor_ds.model.export import local_state_dict, read_weights
+from nestor_ds.model.routing import MoEPOTScorer
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ def freeze(model: torch.nn.Module, parts: list[str]) -> int:
     Routers are the image-level gates, the Sub-MoE routers and, for MoE-POT, the feature extractor the
     gate reads (MoE-POT's fine-tuning freezes both and keeps the gate's BatchNorms on running statistics).
     """
-    from nestor_ds.model.routing import MoEPOTScorer
-
     frozen = 0
     for name, p in model.named_parameters():
         router = ".gate.scorer." in name or ".router." in name or ".features." in name

@@ -77,15 +77,10 @@ class AFNOBlock(nn.Module):
         self.norm2 = group_norm(width)
         self.mlp = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1))
 
-    def mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The spectral half: (input of the channel half, residual it adds to)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x
         x = self.filter(self.norm1(x))
         if self.double_skip:
             x = x + residual
             residual = x
-        return self.norm2(x), residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, residual = self.mix(x)
-        return self.mlp(h) + residual
+        return self.mlp(self.norm2(x)) + residual

@@ -60,7 +60,6 @@ class AttentionExpert(nn.Module):
             SubMoE(width, hidden, sub_experts, sub_top_k, sub_shared) if use_sub_moe else SwiGLU(width, hidden)
         )
         self.norm2 = nn.LayerNorm(width)
-        self.num_sub_experts = sub_experts if use_sub_moe else 0
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                    torch.Tensor]:

@@ -81,8 +81,6 @@ class DPOTBlock(AFNOBlock):
 class MoEPOTExpert(nn.Module):
     """One MoE-POT expert, ``GELU(1x1 conv)`` from the features to D, on token rows [n, N, H]."""
 
-    num_sub_experts = 0
-
     def __init__(self, hidden: int, width: int) -> None:
         super().__init__()
         self.proj = nn.Linear(hidden, width)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ...config.loading import parse_json_object
 from ..trajectory import Trajectory
 from ._common import PathLike, select
 
@@ -111,13 +112,7 @@ def _load_json(case_dir: Path) -> dict[str, Any]:
     path = case_dir / "case.json"
     if not path.is_file():
         raise ValueError(f"{case_dir}: missing file 'case.json' of the {LAYOUT} layout")
-    try:
-        case = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(case, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(case).__name__}")
-    return case
+    return parse_json_object(path.read_text(), path, ValueError)
 
 
 def _problem_of(case_dir: Path, case: Mapping[str, Any]) -> str:
