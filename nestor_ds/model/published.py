@@ -157,6 +157,9 @@ def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str)
     own = model.state_dict()
     mapped: dict[str, torch.Tensor] = {}
     unknown, mismatched = [], []
+    broken = [n for n, v in state.items() if v.is_floating_point() and not v.is_meta and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path}: non-finite values (NaN/inf) in {broken[:5]}: a diverged or corrupt checkpoint")
     for name, value in state.items():
         target = our_name(name)
         if target not in own:

@@ -121,11 +121,16 @@ def test_import_errors_name_the_problem(tmp_path: Path) -> None:
     torch.save({"model": {**good, "blocks.0.surprise": torch.zeros(3)}}, extra)
     with pytest.raises(ValueError, match=r"unknown \['blocks.0.surprise'\]"):
         import_checkpoint("dpot", extra, tmp_path / "c")
+    diverged = tmp_path / "diverged.pth"
+    torch.save({"model": {**good, "blocks.1.filter.w2": torch.full_like(good["blocks.1.filter.w2"], float("nan"))}},
+               diverged)
+    with pytest.raises(ValueError, match=r"non-finite values \(NaN/inf\) in \['blocks.1.filter.w2'\]"):
+        import_checkpoint("dpot", diverged, tmp_path / "e")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes((FIXTURES / "dpot_small" / "model.pth").read_bytes()[:5000])
     with pytest.raises(ValueError, match="truncated.pth: not a loadable PyTorch checkpoint"):
         import_checkpoint("dpot", truncated, tmp_path / "d")
-    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # nothing half-written
+    assert not any((tmp_path / d).exists() for d in "cde")  # nothing half-written
 
 
 def test_trainer_style_checkpoints_import(tmp_path: Path) -> None:
