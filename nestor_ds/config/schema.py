@@ -25,7 +25,12 @@ class ImageMoEConfig(Strict):
     capacity_factor: float = Field(1.25, gt=0, description="slots per expert = ceil(cf * k * B / E) when dropping")
     drop_tokens: bool = Field(
         False, description="True: training drops routes beyond capacity (the share is logged); False (the "
-        "reference's behaviour): capacity grows to the busiest expert, nothing dropped")
+        "reference's behaviour): nothing dropped, buffers sized for the worst case (B * min(k, E/ep) samples per "
+        "rank pair), so no step reads a size back from the device")
+    expert_compute: Literal["grouped", "loop"] = Field(
+        "grouped", description="grouped: all local experts (and their Sub-MoE experts) run as one grouped GEMM per "
+        "layer, no host sync; loop: the earlier one-expert-at-a-time Python loop (host syncs), kept as the "
+        "reference that tests and benchmarks compare against")
     shared_experts: int = Field(0, ge=0, description="always-on experts (MoE-POT uses 2)")
     balance_loss: Literal["switch", "moepot"] | None = Field(
         None, description="switch: E * sum f_i p_i (NESTOR); moepot: mean (I_i - mean I)^2 over routing weights "

@@ -41,11 +41,9 @@ class AFNOFilter(nn.Module):
         self.b2 = nn.Parameter(scale * torch.rand(2, blocks, bs))
 
     @staticmethod
-    def _layer(re: torch.Tensor, im: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(re + i im)(w0 + i w1) + (b0 + i b1), block-diagonal over channels."""
-        out_re = torch.einsum("...bi,bio->...bo", re, w[0]) - torch.einsum("...bi,bio->...bo", im, w[1]) + b[0]
-        out_im = torch.einsum("...bi,bio->...bo", im, w[0]) + torch.einsum("...bi,bio->...bo", re, w[1]) + b[1]
-        return out_re, out_im
+    def _layer(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """z (w0 + i w1) + (b0 + i b1), block-diagonal over channels: DPOT's four real einsums as one complex one."""
+        return torch.einsum("...bi,bio->...bo", z, torch.complex(*w.unbind(0))) + torch.complex(*b.unbind(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
@@ -54,10 +52,11 @@ class AFNOFilter(nn.Module):
         spec = torch.fft.rfft2(x.permute(0, 2, 3, 1), dim=(1, 2), norm="ortho")  # [B, H, W//2+1, D]
         kept = spec[:, :self.modes, :self.modes]
         kept = kept.reshape(*kept.shape[:3], self.blocks, d // self.blocks)
-        re, im = self._layer(kept.real, kept.imag, self.w1.float(), self.b1.float())
-        re, im = self._layer(F.gelu(re), F.gelu(im), self.w2.float(), self.b2.float())
+        z = self._layer(kept, self.w1.float(), self.b1.float())
+        z = torch.view_as_complex(F.gelu(torch.view_as_real(z)))  # GELU on the real and imaginary parts, as DPOT
+        z = self._layer(z, self.w2.float(), self.b2.float())
         out = torch.zeros_like(spec)
-        out[:, :self.modes, :self.modes] = torch.complex(re, im).flatten(-2)
+        out[:, :self.modes, :self.modes] = z.flatten(-2)
         y = torch.fft.irfft2(out, s=(h, w), dim=(1, 2), norm="ortho").permute(0, 3, 1, 2)
         return (y + x).to(dtype)
 

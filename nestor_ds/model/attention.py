@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from nestor_ds.model.sub_moe import SubMoE, SwiGLU
+from nestor_ds.model.grouped import RowGroups, grouped_layer_norm, grouped_linear, one_group, stacked
+from nestor_ds.model.sub_moe import SubMoE, SwiGLU, grouped_swiglu, loop_sub_moe, run_sub_moes
 
 Backend = Literal["auto", "sdpa", "flash"]
 HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
@@ -48,7 +49,9 @@ class AttentionExpert(nn.Module):
     """One image-level expert: attention + LayerNorm, then a token-level Sub-MoE (or dense FFN) + LayerNorm.
 
     The residuals add the block input (not V, a defect of the reference code).
-    Returns (tokens, token-level aux loss, per-sub-expert token counts).
+    ``run_grouped`` runs several of them on rows grouped by expert in one pass; ``reference`` is the
+    plain module-by-module computation (Python-loop Sub-MoE) it is tested against.
+    Both return (tokens, token-level aux loss, per-sub-expert token counts).
     """
 
     def __init__(self, width: int, heads: int, hidden: int, sub_experts: int, sub_top_k: int,
@@ -63,9 +66,36 @@ class AttentionExpert(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                    torch.Tensor]:
+        y, aux, counts = self.run_grouped([self], x, one_group(x.shape[0], x.device, valid))
+        return y, aux[0], counts[0]
+
+    def reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.norm1(x + self.attn(x))
         if isinstance(self.ffn, SubMoE):
-            f, aux, counts = self.ffn(h, valid)
+            f, aux, counts = loop_sub_moe(self.ffn, h)
         else:
-            f, aux, counts = self.ffn(h), h.new_zeros(()), h.new_zeros(0, dtype=torch.long)
+            f, aux, counts = self.ffn(h), h.new_zeros((), dtype=torch.float32), h.new_zeros(0, dtype=torch.long)
         return self.norm2(h + f), aux, counts
+
+    @staticmethod
+    def run_grouped(experts: Sequence["AttentionExpert"], x: torch.Tensor,
+                    g: RowGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows x [n, N, D] sorted by expert (``g``), each through its expert: one call per layer for all of
+        them. Returns (y [n, N, D], aux [E_local], counts [E_local, E'])."""
+        first, attn = experts[0], experts[0].attn
+        qkv = grouped_linear(x, g, stacked(experts, lambda e: e.attn.qkv.weight),
+                             stacked(experts, lambda e: e.attn.qkv.bias))
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=attn.heads)
+        out = fused_attention(q, k, v, attn.dropout if first.training else 0.0, attn.backend)
+        out = grouped_linear(rearrange(out, "b h n d -> b n (h d)"), g, stacked(experts, lambda e: e.attn.proj.weight),
+                             stacked(experts, lambda e: e.attn.proj.bias))
+        h = grouped_layer_norm(x + out, g, stacked(experts, lambda e: e.norm1.weight),
+                               stacked(experts, lambda e: e.norm1.bias), first.norm1.eps)
+        if isinstance(first.ffn, SubMoE):
+            f, aux, counts = run_sub_moes([e.ffn for e in experts], h, g)
+        else:
+            f = grouped_swiglu([e.ffn for e in experts], h, g)
+            aux, counts = h.new_zeros(len(experts), dtype=torch.float32), h.new_zeros(len(experts), 0, dtype=torch.long)
+        y = grouped_layer_norm(h + f, g, stacked(experts, lambda e: e.norm2.weight),
+                               stacked(experts, lambda e: e.norm2.bias), first.norm2.eps)
+        return y, aux, counts

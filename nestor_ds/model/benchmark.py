@@ -78,21 +78,38 @@ def count_host_syncs() -> Iterator[Counter]:
             setattr(torch.Tensor, name, fn)
 
 
+# ATen ops that only make a new view of a tensor's memory (or return it as it is): no kernel runs,
+# unless the op had to copy, which shows as a nested op that is not itself one of these
+METADATA_OPS = frozenset(f"aten::{name}" for name in (
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "view_as", "flatten", "unflatten", "transpose", "t",
+    "permute", "unsqueeze", "squeeze", "expand", "expand_as", "select", "slice", "narrow", "chunk", "split",
+    "split_with_sizes", "unbind", "as_strided", "alias", "detach", "detach_", "lift_fresh", "to", "contiguous",
+    "numpy_T", "movedim", "diagonal", "unfold", "real", "view_as_real", "view_as_complex", "empty", "empty_like",
+    "empty_strided", "resolve_conj", "resolve_neg", "result_type",
+))
+
+
 def count_ops(fn: Callable[[], object]) -> int:
-    """Outermost ATen operator calls of one ``fn()`` (torch profiler, CPU), forward and autograd's
-    backward: a proxy for kernel launches. Ops nested in another op (a composite's parts, the
-    per-group loop of CPU grouped GEMM, which is one kernel on a GPU) are not counted again."""
+    """ATen operator calls that run a kernel in one ``fn()`` (torch profiler, CPU), forward and autograd's
+    backward: a proxy for GPU kernel launches. Only outermost ops count (a composite's parts, the
+    per-group loop of CPU grouped GEMM, which is one kernel on a GPU, are not counted again); ops that
+    only make a view count only when they had to copy."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
 
-    def outermost(event: object) -> bool:
+    def nested_in_aten(event: object) -> bool:
         parent = event.cpu_parent
         while parent is not None:
             if parent.name.startswith("aten::"):
-                return False
+                return True
             parent = parent.cpu_parent
-        return True
+        return False
 
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and outermost(e))
+    def runs_kernel(event: object) -> bool:
+        if event.name not in METADATA_OPS:
+            return True
+        return any(runs_kernel(child) for child in event.cpu_children if child.name.startswith("aten::"))
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not nested_in_aten(e) and runs_kernel(e))

@@ -1,6 +1,8 @@
 """The three block kinds: NESTOR's nested-MoE block, DPOT's AFNO block, MoE-POT's AFNO + sample-MoE block."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -9,6 +11,7 @@ from nestor_ds.config.schema import ModelConfig
 from nestor_ds.model.afno import AFNOBlock, AFNOFilter, group_norm
 from nestor_ds.model.attention import AttentionExpert
 from nestor_ds.model.expert_parallel import SampleMoE
+from nestor_ds.model.grouped import RowGroups, grouped_linear, one_group, stacked
 from nestor_ds.model.routing import MoEPOTScorer
 
 
@@ -57,7 +60,7 @@ class NestedMoEBlock(nn.Module):
 
         m = cfg.moe
         self.moe = SampleMoE(make_expert, nn.Linear(cfg.width, m.experts), cfg.width, m.experts, m.top_k,
-                             m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank)
+                             m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank, m.expert_compute)
         self.afno = None
         if cfg.ablation.shared_afno:
             self.afno = nn.Sequential(*(AFNOBlock(cfg.width, cfg.afno_blocks, cfg.afno_modes, cfg.width, True)
@@ -87,7 +90,18 @@ class MoEPOTExpert(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                    torch.Tensor]:
-        return nn.functional.gelu(self.proj(x)), x.new_zeros(()), x.new_zeros(0, dtype=torch.long)
+        y, aux, counts = self.run_grouped([self], x, one_group(x.shape[0], x.device, valid))
+        return y, aux[0], counts[0]
+
+    def reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return nn.functional.gelu(self.proj(x)), x.new_zeros((), dtype=torch.float32), x.new_zeros(0, dtype=torch.long)
+
+    @staticmethod
+    def run_grouped(experts: Sequence["MoEPOTExpert"], x: torch.Tensor,
+                    g: RowGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = grouped_linear(x, g, stacked(experts, lambda e: e.proj.weight), stacked(experts, lambda e: e.proj.bias))
+        return (nn.functional.gelu(y), x.new_zeros(len(experts), dtype=torch.float32),
+                x.new_zeros(len(experts), 0, dtype=torch.long))
 
 
 class MoEPOTBlock(nn.Module):
@@ -104,7 +118,8 @@ class MoEPOTBlock(nn.Module):
         self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, cfg.afno_modes)
         self.features = nn.Sequential(nn.Conv2d(cfg.width, hidden, 1), nn.GELU())
         self.moe = SampleMoE(lambda: MoEPOTExpert(hidden, cfg.width), MoEPOTScorer(hidden, m.experts), cfg.width,
-                             m.experts, m.top_k, m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank)
+                             m.experts, m.top_k, m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank,
+                             m.expert_compute)
         # named without "expert": dense parameters, not DeepSpeed expert shards
         self.shared = nn.ModuleList(nn.Sequential(nn.Conv2d(hidden, cfg.width, 1), nn.GELU())
                                     for _ in range(m.shared_experts))

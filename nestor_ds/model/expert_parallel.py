@@ -18,6 +18,7 @@ from deepspeed.moe.layer import MoE
 from deepspeed.moe.sharded_moe import _AllToAll
 from torch import nn
 
+from nestor_ds.model.grouped import row_groups
 from nestor_ds.model.routing import Routes, SampleGate
 
 
@@ -33,14 +34,24 @@ def default_ep_rank(ep_size: int) -> int:
 
 
 class SampleDispatcher(nn.Module):
-    """Route, exchange whole samples by all-to-all, run local experts, send back, combine."""
+    """Route, exchange whole samples by all-to-all, run local experts, send back, combine.
 
-    def __init__(self, gate: SampleGate, experts: Experts, ep_size: int, num_local: int, out_width: int) -> None:
+    Every buffer has a static size, so no step reads a size back to the host. Each rank's send buffer
+    holds, per destination rank, that rank's routes sorted by its local expert and padded to
+    ``dest_capacity`` rows: E_local * C when dropping (C slots per expert), else B * min(k, E_local), the
+    most one rank's batch can send to another (each sample picks an expert at most once). At ep_size 1
+    the dropless buffer is exactly the B * k routes; above it, padding rows run through the experts
+    (masked out of their statistics): the price of a dropless step that never stalls on the host.
+    """
+
+    def __init__(self, gate: SampleGate, experts: Experts, ep_size: int, num_local: int, out_width: int,
+                 expert_compute: str = "grouped") -> None:
         super().__init__()
         self.gate = gate
         self.out_width = out_width  # experts may change the token width (MoE-POT: hidden -> D)
         self.experts = experts
         self.ep_size, self.num_local = ep_size, num_local
+        self.expert_compute = expert_compute
         self.ep_group: dist.ProcessGroup | None = None
         self.expected_ep_rank = 0
         self.last: dict[str, torch.Tensor] = {}
@@ -71,39 +82,67 @@ class SampleDispatcher(nn.Module):
         dist.all_to_all_single(out, t.contiguous(), group=self.ep_group)
         return out
 
+    def _layout(self, routes: Routes, batch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(slot [k, B] of each route in the send buffer, or the trash slot past its end when dropped;
+        local expert id [ep * Cd] of each slot, E_local for padding; Cd, rows per destination)."""
+        e_local, experts = self.num_local, routes.experts
+        if routes.capacity is not None:
+            dest_cap = e_local * routes.capacity
+        else:
+            dest_cap = batch * min(self.gate.top_k, e_local)
+        kept = torch.zeros_like(routes.counts).scatter_add_(0, experts.reshape(-1), routes.kept.reshape(-1).long())
+        kept = kept.view(self.ep_size, e_local)
+        start = (kept.cumsum(dim=1) - kept).reshape(-1)  # where each expert's rows begin in its rank's buffer
+        trash = self.ep_size * dest_cap
+        slots = torch.where(routes.kept, (experts // e_local) * dest_cap + start[experts] + routes.position,
+                            torch.full_like(experts, trash))
+        local = torch.full((trash + 1,), e_local, dtype=torch.long, device=experts.device)
+        local.scatter_(0, slots.reshape(-1), (experts % e_local).reshape(-1))
+        return slots, local[:-1], dest_cap
+
+    def _run_experts(self, rows: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                             torch.Tensor]:
+        """Rows [n, N, D] with their local expert ids (E_local = padding) -> (outputs, aux [E_local], counts)."""
+        experts = list(self.experts.deepspeed_experts)
+        if self.expert_compute == "loop":  # the unoptimised reference: one expert after another, sizes on the host
+            out, aux, counts = rows.new_zeros(*rows.shape[:-1], self.out_width), [], []
+            for j, expert in enumerate(experts):
+                idx = (local == j).nonzero().squeeze(1)
+                y, a, c = expert.reference(rows[idx])
+                out = out.index_add(0, idx, y.to(out.dtype))
+                aux.append(a)
+                counts.append(c)
+            return out, torch.stack(aux), torch.stack(counts)
+        order = None
+        if self.ep_size > 1:  # rows from different source ranks interleave: sort them by expert
+            order = torch.argsort(local, stable=True)
+            rows, local = rows[order], local[order]
+        y, aux, counts = type(experts[0]).run_grouped(experts, rows, row_groups(local, self.num_local))
+        if order is not None:
+            y = y[torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))]
+        return y, aux, counts
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
         b, sample_shape = x.shape[0], x.shape[1:]
         out_shape = (*sample_shape[:-1], self.out_width)
-        routes: Routes = self.gate(x.mean(dim=1), self.ep_group)
-        e, cap = self.gate.experts, routes.capacity
+        routes: Routes = self.gate(x.mean(dim=1))
+        slots, local, dest_cap = self._layout(routes, b)
         flat = x.reshape(b, -1)
 
-        # slot -> source sample (b = padding row); one gather builds the [E * C, S] send buffer
-        source = torch.full((e * cap + 1,), b, dtype=torch.long, device=x.device)
-        sample_ids = torch.arange(b, device=x.device).expand_as(routes.slots)
-        source.scatter_(0, routes.slots.reshape(-1), sample_ids.reshape(-1))
-        source = source[:-1]
-        send = torch.cat([flat, flat.new_zeros(1, flat.shape[1])]).index_select(0, source)
-        valid = (source < b).to(torch.int32)
+        # slot -> source sample (b = padding row); one gather builds the [ep * Cd, S] send buffer
+        source = torch.full((self.ep_size * dest_cap + 1,), b, dtype=torch.long, device=x.device)
+        sample_ids = torch.arange(b, device=x.device).expand_as(slots)
+        source.scatter_(0, slots.reshape(-1), sample_ids.reshape(-1))
+        send = torch.cat([flat, flat.new_zeros(1, flat.shape[1])]).index_select(0, source[:-1])
 
-        # experts are numbered rank-major: rank r holds r * E_local ... (r + 1) * E_local - 1
-        recv = self._exchange(send).view(self.ep_size, self.num_local, cap, -1)
-        recv_valid = self._exchange_plain(valid).view(self.ep_size, self.num_local, cap)
-
-        # every local expert runs on its whole [ep_size * C] buffer, padding rows included and masked out
-        # of its statistics: no per-expert read of how many rows are real, and every rank keeps both
-        # all-to-alls in its autograd graph (a rank that skipped one would hang the group's backward)
-        outputs, aux_terms, sub_counts = [], [], []
-        for j, expert in enumerate(self.experts.deepspeed_experts):
-            inp = recv[:, j].reshape(self.ep_size * cap, *sample_shape)
-            y, aux, counts = expert(inp, recv_valid[:, j].reshape(-1).bool())
-            outputs.append(y.reshape(self.ep_size, cap, -1).to(recv.dtype))
-            aux_terms.append(aux)
-            sub_counts.append(counts)
-        back = self._exchange(torch.stack(outputs, dim=1).reshape(e * cap, -1))
+        # every rank runs both all-to-alls every step (a rank that skipped one would hang the group's backward)
+        recv = self._exchange(send).view(self.ep_size * dest_cap, *sample_shape)
+        recv_local = self._exchange_plain(local)
+        y, aux, sub_counts = self._run_experts(recv, recv_local)
+        back = self._exchange(y.to(recv.dtype).reshape(self.ep_size * dest_cap, -1))
 
         padded = torch.cat([back, back.new_zeros(1, back.shape[1])])
-        routed = padded.index_select(0, routes.slots.reshape(-1)).view(*routes.slots.shape, -1)  # [k, B, S]
+        routed = padded.index_select(0, slots.reshape(-1)).view(*slots.shape, -1)  # [k, B, S]
         combined = (routed * routes.weights.to(routed.dtype).unsqueeze(-1)).sum(dim=0)
 
         self.last = {
@@ -112,8 +151,8 @@ class SampleDispatcher(nn.Module):
             "importance": routes.importance,
             "batch": torch.tensor(float(b), device=x.device),
             "dropped": routes.dropped,
-            "token_aux": torch.stack(aux_terms).float().sum(),  # experts with no real row give 0
-            "sub_counts": torch.stack(sub_counts),  # [E_local, E']
+            "token_aux": aux.float().sum(),  # experts with no real row give 0
+            "sub_counts": sub_counts,  # [E_local, E']
         }
         return combined.view(b, *out_shape)
 
@@ -121,15 +160,16 @@ class SampleDispatcher(nn.Module):
 class SampleMoE(MoE):
     """An image-level MoE layer over whole samples, expert-parallel over ``ep_size`` ranks.
 
-    ``make_expert()`` builds one expert: ``expert(x [n, N, D], valid [n] bool) -> (y [n, N, out_width], aux,
-    counts)``, with padding rows (``valid`` False) left out of its aux loss and counts;
+    ``make_expert()`` builds one expert, a module class with ``run_grouped(experts, rows [n, N, D], groups) ->
+    (y [n, N, out_width], aux [E_local], counts [E_local, ...])`` that runs all local experts on rows sorted by
+    expert, padding rows left out of aux and counts, and ``reference(x)``, the same for one expert, unbatched;
     each expert is initialised from ``expert_seed(seed, layer, global_id)``. ``scorer`` turns the pooled
     sample into router logits.
     """
 
     def __init__(self, make_expert: Callable[[], nn.Module], scorer: nn.Module, out_width: int, experts: int,
                  top_k: int, capacity_factor: float, drop_tokens: bool, ep_size: int, seed: int, layer: int,
-                 ep_rank: int | None = None) -> None:
+                 ep_rank: int | None = None, expert_compute: str = "grouped") -> None:
         nn.Module.__init__(self)  # MoE.__init__ builds DeepSpeed's token-routing layer, which we replace
         if experts % ep_size:
             raise ValueError(f"experts={experts} is not divisible by ep_size={ep_size}")
@@ -148,7 +188,8 @@ class SampleMoE(MoE):
                 torch.manual_seed(expert_seed(seed, layer, ep_rank * self.num_local_experts + j))
                 expert.load_state_dict(make_expert().state_dict())
         gate = SampleGate(scorer, experts, top_k, capacity_factor, drop_tokens)
-        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size, self.num_local_experts, out_width)
+        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size, self.num_local_experts, out_width,
+                                             expert_compute)
         self.deepspeed_moe.expected_ep_rank = ep_rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -1,11 +1,10 @@
-"""Sample-level top-k routing with a capacity agreed across the expert-parallel group."""
+"""Sample-level top-k routing, and MoE-POT's gating network."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 
@@ -14,8 +13,9 @@ class Routes:
     probs: torch.Tensor  # [B, E] router probabilities (fp32, differentiable)
     experts: torch.Tensor  # [k, B] chosen expert per route, route 0 = best
     weights: torch.Tensor  # [k, B] renormalised over the k choices (sum to 1 per sample)
-    slots: torch.Tensor  # [k, B] flat slot e * C + position, or E * C where dropped
-    capacity: int
+    position: torch.Tensor  # [k, B] the route's place in its expert's queue (first choices first)
+    kept: torch.Tensor  # [k, B] bool: within capacity (all True when nothing is dropped)
+    capacity: int | None  # slots per expert when dropping, None when dropless
     counts: torch.Tensor  # [E] routes assigned per expert, before capacity
     importance: torch.Tensor  # [E] sum of the routing weights each expert got (MoE-POT's balance loss)
     dropped: torch.Tensor  # scalar: routes dropped by capacity
@@ -26,6 +26,7 @@ class SampleGate(nn.Module):
 
     The k weights are renormalised over the chosen experts, which equals MoE-POT's softmax over
     the top-k logits divided by the temperature, and NESTOR's renormalised top-k of the softmax.
+    Nothing here reads the device: capacity, when dropping, is static (from the batch size).
     """
 
     def __init__(self, scorer: nn.Module, experts: int, top_k: int, capacity_factor: float, drop: bool) -> None:
@@ -37,20 +38,15 @@ class SampleGate(nn.Module):
         self.capacity_factor, self.drop = capacity_factor, drop
         self.register_buffer("temperature", torch.ones(()), persistent=False)
 
-    def capacity(self, batch: int, counts: torch.Tensor, group: dist.ProcessGroup | None) -> int:
-        """Slots per expert and source rank. Dropping (training only): static, from the batch size, so
-        nothing is read from the device; every rank of the group trains on equal micro-batches, so all
-        agree. Dropless: the busiest expert's load, agreed by a MAX all-reduce over the group: the one
-        host read of a dropless layer, since the all-to-all buffers are sized on the host."""
+    def capacity(self, batch: int) -> int | None:
+        """Slots per expert and source rank when dropping (training only), ceil(cf * k * B / E); every rank
+        of the group trains on equal micro-batches, so all agree. None: dropless (evaluation never drops:
+        a sample's prediction must not depend on what else is in its batch)."""
         if self.drop and self.training:
             return max(1, math.ceil(self.capacity_factor * self.top_k * batch / self.experts))
-        # evaluation never drops: a sample's prediction must not depend on what else is in its batch
-        cap = counts.max().clone()
-        if group is not None and dist.get_world_size(group) > 1:
-            dist.all_reduce(cap, op=dist.ReduceOp.MAX, group=group)  # equal all-to-all buffers on every rank
-        return max(1, int(cap.item()))
+        return None
 
-    def forward(self, pooled: torch.Tensor, group: dist.ProcessGroup | None) -> Routes:
+    def forward(self, pooled: torch.Tensor) -> Routes:
         logits = self.scorer(pooled).float() / self.temperature
         probs = torch.softmax(logits, dim=-1)
         top_p, top_i = probs.topk(self.top_k, dim=-1)  # [B, k]
@@ -58,13 +54,13 @@ class SampleGate(nn.Module):
         experts = top_i.t()  # [k, B]: all first choices get slots before any second choice
         onehot = torch.nn.functional.one_hot(experts.reshape(-1), self.experts)
         counts = onehot.sum(dim=0)
-        capacity = self.capacity(pooled.shape[0], counts, group)
+        capacity = self.capacity(pooled.shape[0])
         position = ((onehot.cumsum(dim=0) - 1) * onehot).sum(dim=-1).view_as(experts)
-        kept = position < capacity
-        slots = torch.where(kept, experts * capacity + position, torch.full_like(experts, self.experts * capacity))
+        kept = position < capacity if capacity is not None else torch.ones_like(experts, dtype=torch.bool)
         importance = torch.zeros(self.experts, device=pooled.device).index_add(0, experts.reshape(-1),
                                                                                weights.reshape(-1))
-        return Routes(probs, experts, weights, slots, capacity, counts.detach(), importance, (~kept).sum().detach())
+        return Routes(probs, experts, weights, position, kept, capacity, counts.detach(), importance,
+                      (~kept).sum().detach())
 
 
 class ChannelAttention(nn.Module):

@@ -1,18 +1,21 @@
 """Token-level Sub-MoE: top-k' routing over SwiGLU experts plus always-on shared experts.
 
-The routed experts' weights are stacked (``w_gate_up [E', D, 2H]``, ``w_down [E', H, D]``) so
-that all of them run in one grouped GEMM over the tokens sorted by expert
-(``torch.nn.functional.grouped_mm`` with device-side offsets), or, where grouped GEMM does not
-apply, in one batched matmul over all experts with the unchosen ones weighted zero. Neither
-path reads a size back to the host: a training step never waits on the device here.
+The routed experts' weights are stacked (``w_gate_up [E', D, 2H]``, ``w_down [E', H, D]``).
+``run_sub_moes`` runs the Sub-MoEs of several parent experts at once: every token is routed by
+its parent's router, and all routed experts of all parents run in one grouped GEMM over the
+routes sorted by (parent, sub-expert), with device-side offsets. Nothing is read back to the
+host: a training step never waits on the device here.
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nestor_ds.model.grouped import RowGroups, group_mm, grouped_linear, one_group, stacked
 
 
 class SwiGLU(nn.Module):
@@ -26,32 +29,17 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(gate) * up)
 
 
-def switch_balance_loss(probs: torch.Tensor, counts: torch.Tensor, top_k: int,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
-    """E * sum_i f_i * p_i over the real tokens (``mask``), with f_i the share of their top-k routes to
-    expert i and p_i their mean router probability; 0 when no token is real."""
-    e = probs.shape[-1]
-    if mask is None:
-        n = torch.tensor(float(probs.shape[0]), device=probs.device)
-        p_sum = probs.sum(dim=0)
-    else:
-        n = mask.to(probs.dtype).sum()
-        p_sum = (probs * mask[:, None]).sum(dim=0)
-    f = counts.to(probs.dtype) / (n * top_k).clamp_min(1)
-    return e * (f * p_sum / n.clamp_min(1)).sum()
+def grouped_swiglu(mlps: Sequence[SwiGLU], x: torch.Tensor, g: RowGroups) -> torch.Tensor:
+    """Each row [n, T, D] through its group's SwiGLU."""
+    gate, up = grouped_linear(x, g, stacked(mlps, lambda m: m.gate_up.weight), None).chunk(2, dim=-1)
+    return grouped_linear(F.silu(gate) * up, g, stacked(mlps, lambda m: m.down.weight), None)
 
 
-def grouped_mm_applies(x: torch.Tensor, *weights: torch.Tensor) -> bool:
-    """Whether ``F.grouped_mm`` runs here: CPU (fp32/bf16) or a Hopper-class GPU in bf16, rows 16-byte aligned."""
-    if not hasattr(F, "grouped_mm"):
-        return False
-    if x.is_cuda:
-        if x.dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device)[0] < 9:
-            return False
-    elif x.dtype not in (torch.float32, torch.bfloat16):
-        return False
-    per_16_bytes = 16 // x.element_size()
-    return all(d % per_16_bytes == 0 for w in weights for d in w.shape[1:])
+def switch_balance_loss(probs: torch.Tensor, counts: torch.Tensor, top_k: int) -> torch.Tensor:
+    """E * sum_i f_i * p_i, with f_i the share of the top-k routes to expert i and p_i the mean router
+    probability (the loop reference's formula; ``run_sub_moes`` computes it per parent, padding left out)."""
+    n = probs.shape[0]
+    return probs.shape[-1] * (counts.to(probs.dtype) / max(n * top_k, 1) * probs.sum(dim=0) / max(n, 1)).sum()
 
 
 class SubMoE(nn.Module):
@@ -68,52 +56,74 @@ class SubMoE(nn.Module):
 
     def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(router probs [n, E'] fp32, chosen experts [n, k'], weights [n, k'] renormalised over the k')."""
-        probs = torch.softmax(self.router(tokens).float(), dim=-1)
-        top_p, top_i = probs.topk(self.top_k, dim=-1)
-        return probs, top_i, (top_p / top_p.sum(dim=-1, keepdim=True)).to(tokens.dtype)
-
-    def _grouped(self, tokens: torch.Tensor, top_i: torch.Tensor, weights: torch.Tensor,
-                 routes: torch.Tensor) -> torch.Tensor:
-        order = torch.argsort(top_i.reshape(-1), stable=True)  # routes grouped by expert
-        token_of = order // self.top_k
-        offs = routes.cumsum(0).to(torch.int32)  # must cover every row: rows past the end stay unwritten
-        gate, up = F.grouped_mm(tokens[token_of], self.w_gate_up.to(tokens.dtype), offs=offs).chunk(2, dim=-1)
-        y = F.grouped_mm(F.silu(gate) * up, self.w_down.to(tokens.dtype), offs=offs)
-        return torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1)[order, None])
-
-    def _dense(self, tokens: torch.Tensor, top_i: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        gate, up = torch.einsum("nd,edh->enh", tokens, self.w_gate_up.to(tokens.dtype)).chunk(2, dim=-1)
-        y = torch.einsum("enh,ehd->end", F.silu(gate) * up, self.w_down.to(tokens.dtype))
-        dense_w = torch.zeros(tokens.shape[0], self.experts, dtype=tokens.dtype, device=tokens.device)
-        return torch.einsum("end,ne->nd", y, dense_w.scatter(1, top_i, weights))
+        return _top_k(self.router(tokens), self.top_k, tokens.dtype)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                    torch.Tensor]:
-        """x [n, N, D] (or any [..., D]); ``valid`` [n]: rows that are real samples, not buffer padding."""
-        shape = x.shape
-        tokens = x.reshape(-1, shape[-1])
-        probs, top_i, weights = self.route(tokens)
-        mask = None if valid is None else valid[:, None].expand(shape[:-1]).reshape(-1)
-        # scatter_add, not bincount: bincount sizes its output from the data, a host sync on CUDA
-        routes = torch.zeros(self.experts, dtype=torch.long, device=x.device).scatter_add_(
-            0, top_i.reshape(-1), torch.ones_like(top_i.reshape(-1)))  # all rows: the GEMM groups
-        counts = routes if mask is None else torch.zeros_like(routes).scatter_add_(  # real rows: statistics
-            0, top_i.reshape(-1), mask[:, None].expand_as(top_i).reshape(-1).long())
-        if grouped_mm_applies(tokens, self.w_gate_up, self.w_down):
-            out = self._grouped(tokens, top_i, weights, routes)
-        else:
-            out = self._dense(tokens, top_i, weights)
-        for shared in self.shared:
-            out = out + shared(tokens)
-        aux = switch_balance_loss(probs, counts, self.top_k, mask)
-        return out.reshape(shape), aux, counts.detach()
+        """x [n, ..., D]; ``valid`` [n]: rows that are real samples, not buffer padding."""
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+        out, aux, counts = run_sub_moes([self], rows, one_group(x.shape[0], x.device, valid))
+        return out.view(x.shape), aux[0], counts[0]
 
 
-def loop_sub_moe(moe: SubMoE, x: torch.Tensor) -> torch.Tensor:
+def _top_k(logits: torch.Tensor, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    probs = torch.softmax(logits.float(), dim=-1)
+    top_p, top_i = probs.topk(k, dim=-1)
+    return probs, top_i, (top_p / top_p.sum(dim=-1, keepdim=True)).to(dtype)
+
+
+def run_sub_moes(moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                 torch.Tensor]:
+    """Rows h [n, T, D] grouped by parent (``g``), each through its parent's Sub-MoE.
+
+    Returns (out [n, T, D], aux [P] Switch loss per parent over its real tokens, counts [P, E'] routes of
+    real tokens). A parent with no real token gives aux 0.
+    """
+    first, parents = moes[0], len(moes)
+    e, k = first.experts, first.top_k
+    n, t, d = h.shape
+    tokens = h.reshape(n * t, d)
+    parent = g.expert.repeat_interleave(t)
+    mask = g.valid.repeat_interleave(t)
+
+    # every parent's router (E' logits each, cheap) on every token; each token keeps its parent's
+    w_router = stacked(moes, lambda m: m.router.weight).reshape(parents * e, d)
+    b_router = stacked(moes, lambda m: m.router.bias).reshape(parents * e)
+    logits = F.linear(tokens, w_router, b_router).view(n * t, parents, e)
+    logits = logits.gather(1, parent.view(-1, 1, 1).expand(-1, 1, e)).squeeze(1)
+    probs, top_i, weights = _top_k(logits, k, h.dtype)
+
+    # routed experts of all parents: one grouped GEMM over routes sorted by (parent, sub-expert)
+    expert = (parent.unsqueeze(1) * e + top_i).reshape(-1)
+    routes = torch.zeros(parents * e, dtype=torch.long, device=h.device).scatter_add_(0, expert, torch.ones_like(expert))
+    order = torch.argsort(expert, stable=True)
+    token_of = order // k
+    offs = routes.cumsum(0).to(torch.int32)  # covers every route
+    w_gate_up = first.w_gate_up if parents == 1 else torch.cat([m.w_gate_up for m in moes])
+    w_down = first.w_down if parents == 1 else torch.cat([m.w_down for m in moes])
+    gate, up = group_mm(tokens[token_of], w_gate_up, offs).chunk(2, dim=-1)
+    y = group_mm(F.silu(gate) * up, w_down, offs)
+    out = torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1)[order, None]).view(n, t, d)
+    for s in range(len(first.shared)):
+        out = out + grouped_swiglu([m.shared[s] for m in moes], h, g)
+
+    # Switch balance loss per parent over its real tokens (scatter_add, not bincount: bincount sizes its
+    # output from the data, a host sync on CUDA)
+    real = mask.to(probs.dtype)
+    counts = torch.zeros(parents * e, dtype=torch.long, device=h.device).scatter_add_(
+        0, expert, mask.repeat_interleave(k).long()).view(parents, e)
+    n_real = torch.zeros(parents, dtype=probs.dtype, device=h.device).index_add(0, parent, real)
+    p_sum = torch.zeros(parents, e, dtype=probs.dtype, device=h.device).index_add(0, parent, probs * real[:, None])
+    f = counts.to(probs.dtype) / (n_real * k).clamp_min(1)[:, None]
+    aux = e * (f * p_sum / n_real.clamp_min(1)[:, None]).sum(dim=-1)
+    return out, aux, counts.detach()
+
+
+def loop_sub_moe(moe: SubMoE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The Python-loop Sub-MoE this project ran before (one gather and two matmuls per expert, sizes
-    read back to the host): the benchmark's and the tests' unoptimised reference."""
+    read back to the host): the benchmark's and the tests' unoptimised reference. (out, aux, counts)"""
     tokens = x.reshape(-1, x.shape[-1])
-    _, top_i, weights = moe.route(tokens)
+    probs, top_i, weights = moe.route(tokens)
     out = torch.zeros_like(tokens)
     for e in range(moe.experts):
         token_idx, slot = (top_i == e).nonzero(as_tuple=True)
@@ -123,4 +133,5 @@ def loop_sub_moe(moe: SubMoE, x: torch.Tensor) -> torch.Tensor:
             out = out.index_add(0, token_idx, y * weights[token_idx, slot, None])
     for shared in moe.shared:
         out = out + shared(tokens)
-    return out.reshape(x.shape)
+    counts = torch.bincount(top_i.reshape(-1), minlength=moe.experts)
+    return out.reshape(x.shape), switch_balance_loss(probs, counts, moe.top_k), counts

@@ -20,6 +20,7 @@ from nestor_ds.engine.grad_norm import clip_global_grad_norm_, global_grad_norm
 from nestor_ds.engine.losses import l2re
 from nestor_ds.engine.optim import build_optimizer
 from nestor_ds.model import build_model
+from nestor_ds.model.benchmark import count_host_syncs
 from nestor_ds.model.export import gather_consolidated
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,10 +69,11 @@ def main() -> None:
     x, y = batch(cfg)
     per = GLOBAL_BATCH // world
     x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
-    out = engine(x)
-    task = l2re(out.pred, y).mean()
-    loss = task + cfg.train.aux_weight_image * out.aux_image + cfg.train.aux_weight_token * out.aux_token
-    engine.backward(loss)
+    with count_host_syncs() as syncs:  # forward and backward through real all-to-alls: nothing read back
+        out = engine(x)
+        task = l2re(out.pred, y).mean()
+        loss = task + cfg.train.aux_weight_image * out.aux_image + cfg.train.aux_weight_token * out.aux_token
+        engine.backward(loss)
     our_norm = global_grad_norm(engine.module) if args.zero_stage == 0 else torch.tensor(float("nan"))
     if engine_clips_itself(ds):
         clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
@@ -89,6 +91,7 @@ def main() -> None:
         "local_expert_params": local_expert_params,
         "image_load": out.image_load,
         "token_load": out.token_load,
+        "host_syncs": dict(syncs),
     }
     state = gather_consolidated(engine.module)
 

@@ -38,6 +38,7 @@ def test_ep2_equals_ep1(tmp: Path, stage: int) -> None:
     (one,), state1 = _run(tmp, 1, stage)
     two, state2 = _run(tmp, 2, stage)
     torch.testing.assert_close(torch.cat([r["pred"] for r in two]), one["pred"], **TOL)
+    assert one["host_syncs"] == {}, one["host_syncs"]
     for r in two:
         for key in ("loss", "aux_image", "aux_token"):
             assert r[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
@@ -45,6 +46,7 @@ def test_ep2_equals_ep1(tmp: Path, stage: int) -> None:
         assert r[norm_key] == pytest.approx(one[norm_key], rel=1e-5)
         assert torch.equal(r["image_load"], one["image_load"])
         assert torch.equal(r["token_load"], one["token_load"])
+        assert r["host_syncs"] == {}, r["host_syncs"]  # no device read in forward + backward, ep 1 or 2
     assert state1.keys() == state2.keys()
     for key in state1:
         torch.testing.assert_close(state2[key], state1[key], **TOL, msg=key)

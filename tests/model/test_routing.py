@@ -15,15 +15,15 @@ from conftest import variant
 def test_sample_gate_weights_sum_to_one_and_capacity_drops() -> None:
     torch.manual_seed(0)
     gate = SampleGate(nn.Linear(16, 4), experts=4, top_k=2, capacity_factor=0.5, drop=True)
-    routes = gate(torch.randn(32, 16), group=None)
+    routes = gate(torch.randn(32, 16))
     torch.testing.assert_close(routes.weights.sum(dim=0), torch.ones(32))
     assert routes.capacity == 8  # ceil(0.5 * 2 * 32 / 4)
     assert routes.counts.sum() == 64
     expected_drop = (routes.counts - routes.capacity).clamp_min(0).sum()
     assert routes.dropped == expected_drop > 0
-    kept = routes.slots < 4 * routes.capacity
-    assert kept.sum() == 64 - expected_drop
-    assert torch.unique(routes.slots[kept]).numel() == kept.sum()  # no two routes share a slot
+    assert routes.kept.sum() == 64 - expected_drop
+    slot = routes.experts * routes.capacity + routes.position
+    assert torch.unique(slot[routes.kept]).numel() == routes.kept.sum()  # no two routes share a slot
 
 
 def test_first_choices_win_slots_before_second_choices() -> None:
@@ -31,8 +31,8 @@ def test_first_choices_win_slots_before_second_choices() -> None:
     with torch.no_grad():
         gate.scorer.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
     pooled = torch.tensor([[2.0, 0, 0, 0]] * 2 + [[0, 2.0, 0, 0]] * 2)
-    routes = gate(pooled, group=None)  # capacity 1 per expert
-    kept = routes.slots < 2 * routes.capacity
+    routes = gate(pooled)  # capacity 1 per expert
+    kept = routes.kept
     assert kept[0].tolist() == [True, False, True, False]  # first choice of the first sample per expert
     assert not kept[1].any()
 
@@ -40,8 +40,8 @@ def test_first_choices_win_slots_before_second_choices() -> None:
 def test_no_drop_mode_never_drops() -> None:
     torch.manual_seed(0)
     gate = SampleGate(nn.Linear(16, 4), experts=4, top_k=2, capacity_factor=0.01, drop=False)
-    routes = gate(torch.randn(64, 16) * 5, group=None)
-    assert routes.dropped == 0 and routes.capacity == routes.counts.max()
+    routes = gate(torch.randn(64, 16) * 5)
+    assert routes.dropped == 0 and routes.kept.all() and routes.capacity is None
 
 
 def test_model_counts_dropped_samples(tiny_model_cfg) -> None:
@@ -82,18 +82,18 @@ def test_sub_moe_matches_a_per_token_reference() -> None:
 @pytest.mark.parametrize("path", ["grouped", "dense"])
 def test_sub_moe_paths_equal_the_python_loop(path: str, monkeypatch) -> None:
     """Grouped GEMM and the batched dense path give the loop's outputs and gradients."""
-    from nestor_ds.model import sub_moe
+    from nestor_ds.model import grouped, sub_moe
 
     if path == "dense":
-        monkeypatch.setattr(sub_moe, "grouped_mm_applies", lambda *a: False)
+        monkeypatch.setattr(grouped, "grouped_mm_applies", lambda *a: False)
     torch.manual_seed(1)
     moe = SubMoE(16, 32, experts=6, top_k=2, shared=1)
     x = torch.randn(4, 64, 16, requires_grad=True)
-    assert sub_moe.grouped_mm_applies(x, moe.w_gate_up, moe.w_down) == (path == "grouped")
+    assert grouped.grouped_mm_applies(x, moe.w_gate_up) == (path == "grouped")
     grad_out = torch.randn(4, 64, 16)
     out = moe(x)[0]
     grads = torch.autograd.grad((out * grad_out).sum(), [x, moe.w_gate_up, moe.w_down, moe.router.weight])
-    ref = sub_moe.loop_sub_moe(moe, x)
+    ref = sub_moe.loop_sub_moe(moe, x)[0]
     ref_grads = torch.autograd.grad((ref * grad_out).sum(), [x, moe.w_gate_up, moe.w_down, moe.router.weight])
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
@@ -143,7 +143,7 @@ def test_moepot_gate_scales_logits_by_temperature(tiny_model_cfg) -> None:
         logits = gate.scorer(pooled)
         for temp in (2.0, 0.5):
             model.set_temperature(temp)
-            routes = gate(pooled, group=None)
+            routes = gate(pooled)
             top_v, top_i = logits.topk(4, dim=-1)
             torch.testing.assert_close(routes.weights.t(), torch.softmax(top_v / temp, dim=-1))
             assert torch.equal(routes.experts.t(), top_i)
