@@ -104,6 +104,8 @@ class ModelConfig(Strict):
     )
     attention_dropout: float = Field(0.0, ge=0, lt=1, description="applied in training only")
     fusion: Literal["sum", "gated", "mean"] = Field("sum", description="how MoE, AFNO and input paths combine")
+    compile: bool = Field(False, description="torch.compile every block (the graph breaks around the all-to-all "
+                          "and grouped GEMMs outside bf16); off by default until measured faster on a GPU")
     moe: ImageMoEConfig = Field(default_factory=ImageMoEConfig)
     sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)

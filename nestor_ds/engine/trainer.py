@@ -116,6 +116,9 @@ def run(args: RunArgs) -> dict[str, Any]:
     _seed_everything(cfg.train.seed)
 
     model = build_model(cfg.model, cfg.parallel.ep_size, seed=cfg.train.seed)
+    if cfg.model.compile:
+        log.info("model.compile: %d blocks compiled by torch.compile; the first steps include compilation",
+                 len(model.blocks))
     weights = args.weights or cfg.train.init_from
     if args.mode in ("finetune", "evaluate"):
         if weights is None:

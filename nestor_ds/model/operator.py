@@ -19,6 +19,9 @@ class NeuralOperator(nn.Module):
         self.cfg = cfg
         self.encoder = SpatioTemporalEncoder(cfg)
         self.blocks = nn.ModuleList(blocks)
+        if cfg.compile:
+            for block in self.blocks:
+                block.compile()  # in place: parameter names, checkpoints and DeepSpeed's hooks stay as they are
         self.cls_head = DatasetClassifier(cfg.width, cfg.n_cls) if cfg.n_cls else None
         self.head = OutputHead(cfg.width, cfg.decoder_width, cfg.patch_size, cfg.channels, cfg.t_out)
         self.temperature = cfg.moe.temperature_at(0)

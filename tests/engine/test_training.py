@@ -179,3 +179,17 @@ def test_signal_checkpoints_at_a_step_boundary_and_the_rerun_finishes(shards: Pa
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert sorted(steps) == list(range(1, 41))  # one MLflow run, every step exactly once
     assert run.info.status == "FINISHED"
+
+
+def test_compiled_blocks_train_as_eager_ones(shards: Path, tmp_path: Path) -> None:
+    """model.compile=true: the same losses at ep_size 2 over gloo (the graph breaks around the all-to-all)."""
+    losses = {}
+    for compiled in ("false", "true"):
+        out = tmp_path / f"compile_{compiled}"
+        run = launch("torchrun", 2, run_args(shards, out, "--set", "train.steps=3", "--set", f"model.compile={compiled}",
+                                             "--set", "train.eval_every=100", "--set", "train.checkpoint_every=100"))
+        assert ("blocks compiled by torch.compile" in run.stdout + run.stderr) == (compiled == "true")
+        losses[compiled] = _history(out)
+    assert losses["true"].keys() == losses["false"].keys() == {1, 2, 3}
+    for step, loss in losses["false"].items():
+        assert losses["true"][step] == pytest.approx(loss, rel=1e-4), step
