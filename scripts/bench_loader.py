@@ -1,7 +1,9 @@
-"""Samples/s of the shard loader against reading the same windows from per-trajectory HDF5 files.
+"""Samples/s per core of the shard loader against reading the same windows from per-trajectory HDF5 files.
 
 Both paths produce the same training windows (t_in + t_out frames, resized to the
-common grid, channels padded); the figures are measured in one run on this machine.
+common grid, channels padded); the figures are measured in one run on this machine,
+one thread, for the shard loader at several ``data.windows_per_trajectory``.
+--step-rate S prints how many loader cores a GPU step of S samples/s needs.
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--windows", type=int, nargs="+", default=[1, 4, 8], help="windows per decoded trajectory")
+    ap.add_argument("--step-rate", type=float, default=None, help="samples/s of a measured training step")
     args = ap.parse_args()
+    torch.set_num_threads(1)  # per core
     rng = np.random.default_rng(0)
     t_in, t_out = 10, 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,14 +50,17 @@ def main() -> None:
                 f["data"] = t.data
         size_mb = sum(p.stat().st_size for p in (root / "bench" / "train").glob("*.tar")) / 2**20
 
-        source = Source("bench", 0, root / "bench" / "train", read_manifest(root / "bench" / "train"), 1.0)
-        stream = MixedWindows([source], t_in=t_in, t_out=t_out, resolution=args.resolution, channels=4,
-                              batch_size=args.batch, seed=0, rank=0, world=1, workers=0)
-        it = iter(stream)
-        start = time.perf_counter()
-        for _ in range(args.samples // args.batch):
-            next(it)
-        shard_rate = args.samples / (time.perf_counter() - start)
+        manifest = read_manifest(root / "bench" / "train")
+        source = Source("bench", 0, str(root / "bench" / "train"), manifest, 1.0, manifest["count"])
+        shard_rates = {}
+        for k in args.windows:
+            stream = MixedWindows([source], t_in=t_in, t_out=t_out, resolution=args.resolution, channels=4,
+                                  batch_size=args.batch, seed=0, rank=0, world=1, workers=0, windows_per_trajectory=k)
+            it = iter(stream)
+            start = time.perf_counter()
+            for _ in range(args.samples // args.batch):
+                next(it)
+            shard_rates[k] = args.samples / (time.perf_counter() - start)
 
         files = sorted(h5_dir.glob("*.h5"))
         start = time.perf_counter()
@@ -71,10 +79,13 @@ def main() -> None:
 
     print(f"{args.trajectories} trajectories [{args.frames}, {args.native}, {args.native}, {args.channels}] "
           f"({size_mb:.0f} MiB), windows {t_in}+{t_out} frames at {args.resolution}^2, batch {args.batch}")
-    print(f"{'path':<28} {'samples/s':>10}")
-    print(f"{'WebDataset shards':<28} {shard_rate:>10.1f}")
-    print(f"{'per-trajectory HDF5 files':<28} {h5_rate:>10.1f}")
-    print(f"ratio shards/HDF5: {shard_rate / h5_rate:.2f}")
+    print(f"{'path (one core)':<40} {'samples/s':>10} {'vs HDF5':>8}")
+    print(f"{'per-trajectory HDF5 files, window reads':<40} {h5_rate:>10.1f} {1.0:>8.2f}")
+    for k, rate in shard_rates.items():
+        print(f"{f'WebDataset shards, {k} windows/trajectory':<40} {rate:>10.1f} {rate / h5_rate:>8.2f}")
+    if args.step_rate:
+        for k, rate in shard_rates.items():
+            print(f"{k} windows/trajectory: {args.step_rate / rate:.2f} loader cores feed {args.step_rate:.0f} samples/s")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,13 @@ class DataConfig(Strict):
         "original", description="evaluation on sets stored below the model resolution: original = only the grid "
         "points the data had (DPOT's stride mask); all = every interpolated point"
     )
-    workers: int = Field(0, ge=0, description="loader worker processes per rank")
+    workers: int | None = Field(
+        None, ge=0, description="loader worker processes per rank; None: 4 on a GPU (at most the CPU cores per "
+        "local rank), 0 on CPU. The stream depends on ranks x workers: resume with the same count")
+    windows_per_trajectory: int = Field(
+        8, ge=1, description="training windows cut from each decoded trajectory (distinct random starts while it has "
+        "that many) before the next is read; 1 is DPOT's sampling (one random window per trajectory visit); more "
+        "decodes less per sample")
     on_bad_sample: Literal["raise", "skip"] = Field(
         "raise", description="raise: stop naming shard and sample; skip: drop it, count it, log it"
     )

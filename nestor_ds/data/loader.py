@@ -24,6 +24,7 @@ Design (why it is shaped like this):
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -148,22 +149,22 @@ class SourceStream:
             epoch += 1
 
 
-def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int, channels: int, *,
-                pad_value: float = 1.0, scored: int | None = None,
-                points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, X, Y, C] frames -> [R, R, T, C_common] and the mask of scored points and channels [R, R, 1, C_common].
-
-    Fields are resized bilinearly (``align_corners=False``, as DPOT) and channels padded
-    with ``pad_value``. The mask holds the first ``scored`` channels (default: all real
-    ones), the geometry mask resized nearest, and with ``points="original"`` only the grid
-    points the data had (every ``R // X``-th point, DPOT's evaluation mask).
-    """
-    t, nx, ny, c = frames.shape
-    data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, X, Y]
-    if (nx, ny) != (resolution, resolution):
+def resize_pad(data: torch.Tensor, resolution: int, channels: int, pad_value: float) -> torch.Tensor:
+    """[T, C, X, Y] -> [R, R, T, C_common]: bilinear resize (``align_corners=False``, as DPOT), channels padded."""
+    t, c = data.shape[:2]
+    if tuple(data.shape[2:]) != (resolution, resolution):
         data = F.interpolate(data, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    full = data.new_full((t, channels, resolution, resolution), float(pad_value))
-    full[:, :c] = data
+    full = data.new_full((resolution, resolution, t, channels), float(pad_value))
+    full[..., :c] = data.permute(2, 3, 0, 1)
+    return full
+
+
+def scored_mask(grid: tuple[int, int], mask: np.ndarray | None, real_channels: int, resolution: int, channels: int, *,
+                scored: int | None = None, points: str = "all") -> torch.Tensor:
+    """Scored points and channels [R, R, 1, C_common]: the first ``scored`` channels (default: all real ones),
+    the geometry mask resized nearest, and with ``points="original"`` only the grid points the data had
+    (every ``R // X``-th point, DPOT's evaluation mask)."""
+    nx, ny = grid
     real = torch.zeros(resolution, resolution, 1, channels)
     pts = torch.ones(1, 1, nx, ny) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
     pts = F.interpolate(pts, size=(resolution, resolution), mode="nearest")[0, 0]
@@ -172,24 +173,72 @@ def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int, ch
         stride = torch.zeros(resolution, resolution)
         stride[::kx, ::ky] = 1
         pts = pts * stride
-    real[..., :min(c, scored or c)] = pts[:, :, None, None]
-    return full.permute(2, 3, 0, 1).contiguous(), real
+    real[..., :min(real_channels, scored or real_channels)] = pts[:, :, None, None]
+    return real
+
+
+def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int, channels: int, *,
+                pad_value: float = 1.0, scored: int | None = None,
+                points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, X, Y, C] frames -> [R, R, T, C_common] and the mask of scored points and channels [R, R, 1, C_common]."""
+    data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, X, Y]
+    return (resize_pad(data, resolution, channels, pad_value),
+            scored_mask(frames.shape[1:3], mask, frames.shape[-1], resolution, channels, scored=scored, points=points))
+
+
+class WindowCutter:
+    """One decoded trajectory that serves any number of training windows: the checks, the layout change,
+    the channel padding and the scored mask are done once; a window is then one copy (plus a resize when the
+    data's grid is not the model's)."""
+
+    def __init__(self, traj: Trajectory, t_in: int, t_out: int, resolution: int, channels: int,
+                 pad_value: float = 1.0, scored: int | None = None) -> None:
+        steps, nx, ny, c = traj.data.shape
+        self.t_in, self.span = t_in, t_in + t_out
+        if self.span > steps:
+            raise DataError(f"{traj.dataset}[{traj.index}]: {steps} frames, shorter than the window {self.span}")
+        if c > channels:
+            raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
+        self.traj, self.resolution, self.channels, self.pad_value = traj, resolution, channels, pad_value
+        self.resize = (nx, ny) != (resolution, resolution)
+        frames = torch.from_numpy(traj.data)
+        if self.resize:  # resized per window, from [T, C, X, Y]
+            self.data = frames.permute(0, 3, 1, 2)
+        else:  # [X, Y, T, C_common] made once: a window is a copy of contiguous runs
+            self.data = frames.new_full((nx, ny, steps, channels), float(pad_value))
+            self.data[..., :c] = frames.permute(1, 2, 0, 3)
+        self.mask = scored_mask((nx, ny), traj.mask, c, resolution, channels, scored=scored)
+
+    def starts(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` random window starts, all different while the trajectory has that many windows."""
+        n = self.traj.data.shape[0] - self.span + 1
+        return np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
+
+    def window_into(self, t0: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Write the window into batch slots x [R, R, t_in, C] and y [R, R, t_out, C]."""
+        if self.resize:
+            window = F.interpolate(self.data[t0:t0 + self.span], size=(self.resolution, self.resolution),
+                                   mode="bilinear", align_corners=False).permute(2, 3, 0, 1)
+            c = window.shape[-1]
+            x[..., c:], y[..., c:] = self.pad_value, self.pad_value
+            x[..., :c], y[..., :c] = window[:, :, :self.t_in], window[:, :, self.t_in:]
+        else:
+            x.copy_(self.data[:, :, t0:t0 + self.t_in])
+            y.copy_(self.data[:, :, t0 + self.t_in:t0 + self.span])
+
+    def window(self, t0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r = self.resolution
+        x, y = torch.empty(r, r, self.t_in, self.channels), torch.empty(r, r, self.span - self.t_in, self.channels)
+        self.window_into(t0, x, y)
+        return x, y, self.mask
 
 
 def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int, resolution: int,
               channels: int, pad_value: float = 1.0,
               scored: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random window resized and channel-padded: x [X, X, t_in, C], y [X, X, t_out, C], mask [X, X, 1, C]."""
-    steps, _, _, c = traj.data.shape
-    span = t_in + t_out
-    if span > steps:
-        raise DataError(f"{traj.dataset}[{traj.index}]: {steps} frames, shorter than the window {span}")
-    if c > channels:
-        raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
-    t0 = int(rng.integers(0, steps - span + 1))
-    full, mask = common_grid(traj.data[t0:t0 + span], traj.mask, resolution, channels, pad_value=pad_value,
-                             scored=scored)
-    return full[:, :, :t_in], full[:, :, t_in:], mask
+    cutter = WindowCutter(traj, t_in, t_out, resolution, channels, pad_value, scored)
+    return cutter.window(int(cutter.starts(rng, 1)[0]))
 
 
 class MixedWindows(IterableDataset):
@@ -197,8 +246,9 @@ class MixedWindows(IterableDataset):
 
     def __init__(self, sources: list[Source], *, t_in: int, t_out: int, resolution: int, channels: int,
                  batch_size: int, seed: int, rank: int, world: int, workers: int, start_batch: int = 0,
-                 on_bad: str = "raise", pad_value: float = 1.0) -> None:
+                 on_bad: str = "raise", pad_value: float = 1.0, windows_per_trajectory: int = 1) -> None:
         super().__init__()
+        self.per_traj = windows_per_trajectory
         self.sources, self.batch_size, self.seed = sources, batch_size, seed
         self.rank, self.world, self.workers, self.start_batch, self.on_bad = rank, world, max(workers, 1), start_batch, on_bad
         self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels, pad_value=pad_value)
@@ -224,29 +274,59 @@ class MixedWindows(IterableDataset):
         position = done * self.batch_size
         before = self.choices(slot, 0, position) if position else np.zeros(0, dtype=np.int64)
         starts = np.bincount(before, minlength=len(self.sources))
-        streams = [SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]), self.on_bad) for s in self.sources]
+        # pick p of a data set is window p % K of its trajectory p // K: resuming is the same arithmetic
+        k = self.per_traj
+        streams = [SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]) // k, self.on_bad) for s in self.sources]
+        served = [int(starts[s.id]) % k for s in self.sources]  # windows already cut from the current trajectory
+        current: list[tuple[WindowCutter, np.ndarray] | None] = [None] * len(self.sources)
+        sh = self.shape
+        r, c = sh["resolution"], sh["channels"]
         while True:
             ids = self.choices(slot, position, self.batch_size)
-            xs, ys, masks, index = [], [], [], []
-            for d in ids:
-                traj, rng = next(streams[d])
-                x, y, m = to_window(traj, rng, **self.shape, scored=self.sources[d].scored)
-                xs.append(x), ys.append(y), masks.append(m), index.append(traj.index)
+            # windows are written straight into the batch: no per-window tensors, no stacking pass
+            x = torch.empty(self.batch_size, r, r, sh["t_in"], c)
+            y = torch.empty(self.batch_size, r, r, sh["t_out"], c)
+            masks, index = torch.empty(self.batch_size, r, r, 1, c), []
+            for i, d in enumerate(ids):
+                if current[d] is None or served[d] == k:
+                    traj, rng = next(streams[d])  # decoded once, cut into k windows
+                    cutter = WindowCutter(traj, **sh, scored=self.sources[d].scored)
+                    current[d] = (cutter, cutter.starts(rng, k))
+                    served[d] = served[d] if served[d] < k else 0
+                cutter, t0s = current[d]
+                cutter.window_into(int(t0s[served[d]]), x[i], y[i])
+                masks[i] = cutter.mask
+                served[d] += 1
+                index.append(cutter.traj.index)
             position += self.batch_size
-            yield {"x": torch.stack(xs), "y": torch.stack(ys), "mask": torch.stack(masks),
+            yield {"x": x, "y": y, "mask": masks,
                    "dataset_id": torch.as_tensor(ids, dtype=torch.long),
                    "traj_index": torch.as_tensor(index, dtype=torch.long),
                    "skipped": torch.tensor(sum(s.skipped for s in streams))}
 
 
+def loader_workers(configured: int | None) -> int:
+    """``data.workers``, or when unset: 4 per rank on a GPU machine, bounded by the cores each local rank has."""
+    if configured is not None:
+        return configured
+    if not torch.cuda.is_available():
+        return 0
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", torch.cuda.device_count() or 1))
+    return max(0, min(4, (os.cpu_count() or 1) // max(local_ranks, 1) - 1))
+
+
 def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int = 0) -> DataLoader:
-    """Batches for ``train.micro_batch_per_rank``; ``start_batch`` = micro-batches already consumed."""
+    """Batches for ``train.micro_batch_per_rank``; ``start_batch`` = micro-batches already consumed.
+
+    On a GPU the batches come from worker processes (``data.workers``) into pinned memory, several batches
+    ahead, so that the host-to-device copy can overlap the step."""
     m = cfg.model
+    workers = loader_workers(cfg.data.workers)
     stream = MixedWindows(
         open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=m.t_out, resolution=m.resolution,
         channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=rank,
-        world=world, workers=cfg.data.workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
-        pad_value=cfg.data.pad_value,
+        world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
+        pad_value=cfg.data.pad_value, windows_per_trajectory=cfg.data.windows_per_trajectory,
     )
-    return DataLoader(stream, batch_size=None, num_workers=cfg.data.workers,
-                      persistent_workers=cfg.data.workers > 0)
+    return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)

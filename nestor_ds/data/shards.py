@@ -10,12 +10,14 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import webdataset as wds
+from webdataset.tariterators import group_by_keys
 
 from nestor_ds.config.loading import parse_json_object
 from nestor_ds.data.trajectory import Trajectory
@@ -301,13 +303,26 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def _local_tar_members(path: str) -> Iterator[dict[str, Any]]:
+    """A local tar's files for WebDataset's ``group_by_keys``, each read in one call: WebDataset's streaming
+    reader (which pipes and URLs need) copies in 10 KiB records, three times slower on large samples."""
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if member.isreg() and not member.name.startswith("__"):
+                yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": path}
+    yield {}  # end of shard: the last sample is complete
+
+
 def iter_raw_samples(shard: str | Path) -> Iterator[dict[str, Any]]:
-    """Raw (undecoded) samples of one shard (a file, URL or ``pipe:``), through WebDataset's tar reader.
+    """Raw (undecoded) samples of one shard (a file, URL or ``pipe:``), grouped by WebDataset.
 
     Errors name the shard.
     """
     try:
-        yield from wds.tarfile_samples([{"url": str(shard)}])
+        if is_remote(shard):
+            yield from wds.tarfile_samples([{"url": str(shard)}])
+        else:
+            yield from group_by_keys(_local_tar_members(str(shard).removeprefix("file://")))
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - tarfile raises many kinds on truncation/corruption

@@ -38,9 +38,6 @@ def global_grad_norm(model: torch.nn.Module) -> torch.Tensor:
 def clip_global_grad_norm_(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
     norm = global_grad_norm(model)
     if max_norm > 0:
-        coef = min(1.0, max_norm / (float(norm) + 1e-6))
-        if coef < 1.0:
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(coef)
+        # scales by min(1, max_norm / (norm + 1e-6)) on the device: the step never waits for the norm
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm)
     return norm

@@ -205,21 +205,23 @@ def run(args: RunArgs) -> dict[str, Any]:
     while step < steps:
         for micro in range(accum):
             batch = next(loader)
-            mask = batch["mask"].to(device)
+            skipped = int(batch.pop("skipped"))  # read on the host, before the copy
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # pinned: overlaps the step
+            mask = batch["mask"]
             gen = torch.Generator(device).manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
-            x = add_noise(batch["x"].to(device), mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen,
+            x = add_noise(batch["x"], mask, cfg.data.noise_scale if args.mode == "pretrain" else 0.0, gen,
                           cfg.data.noise_norm)
             if anneal:
                 n = step * accum + micro if cfg.model.moe.temperature_unit == "forward" else step
                 engine.module.set_step(n)
             out = engine(x.to(dtype))
-            per_sample = l2re(out.pred, batch["y"].to(device), mask)
-            loss = training_loss(cfg, out, per_sample, batch["dataset_id"].to(device))
+            per_sample = l2re(out.pred, batch["y"], mask)
+            loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
             engine.backward(loss)
             if clip_here and engine.is_gradient_accumulation_boundary():
                 clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
             engine.step()
-            metrics.add(loss, per_sample, batch["dataset_id"], out, int(batch["skipped"]))
+            metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
         step += 1
         if bar is not None:
             bar.update(1)

@@ -65,7 +65,7 @@ def test_mixing_follows_weights(two_sets: Path) -> None:
 
 def test_ranks_and_workers_see_disjoint_data_within_an_epoch(tmp_path: Path) -> None:
     make_set(tmp_path, "alpha", 16, 8, 1, per_shard=2)  # 8 shards for 2 ranks x 2 workers
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, workers=2, batch=2, resolution=8)
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, workers=2, batch=2, resolution=8, windows_per_trajectory=1)
     seen = []
     for rank in range(2):
         batches = take(build_train_loader(cfg, rank, 2), 4)  # 2 per worker: one epoch of its 2 shards
@@ -79,9 +79,11 @@ def test_ranks_and_workers_see_disjoint_data_within_an_epoch(tmp_path: Path) -> 
     assert len(flat) == len(set(flat)) == 16
 
 
-@pytest.mark.parametrize("workers,start", [(2, 5), (2, 4), (0, 3)])
-def test_restart_at_step_n_repeats_the_same_batches(two_sets: Path, workers: int, start: int) -> None:
-    cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}, workers=workers, batch=3)
+@pytest.mark.parametrize("workers,start,per_traj", [(2, 5, 3), (2, 4, 1), (0, 3, 3), (0, 2, 4)])
+def test_restart_at_step_n_repeats_the_same_batches(two_sets: Path, workers: int, start: int, per_traj: int) -> None:
+    """Also mid-trajectory: with several windows per decoded trajectory a restart may land inside one."""
+    cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}, workers=workers, batch=3,
+                     windows_per_trajectory=per_traj)
     straight = take(build_train_loader(cfg, 1, 2), 9)
     resumed = take(build_train_loader(cfg, 1, 2, start_batch=start), 9 - start)
     for a, b in zip(straight[start:], resumed):
@@ -89,6 +91,21 @@ def test_restart_at_step_n_repeats_the_same_batches(two_sets: Path, workers: int
             assert torch.equal(a[key], b[key]), key
     other_rank = take(build_train_loader(cfg, 0, 2), 1)[0]
     assert not torch.equal(other_rank["x"], straight[0]["x"])
+
+
+def test_each_decoded_trajectory_serves_k_windows_of_its_data_set(two_sets: Path) -> None:
+    cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}, batch=4, windows_per_trajectory=3)
+    batches = take(build_train_loader(cfg, 0, 1), 12)
+    ids = torch.cat([b["dataset_id"] for b in batches]).tolist()
+    trajs = torch.cat([b["traj_index"] for b in batches]).tolist()
+    xs = torch.cat([b["x"] for b in batches])
+    for d in (0, 1):
+        picks = [i for i, dd in enumerate(ids) if dd == d]
+        runs = [[trajs[i] for i in picks[j:j + 3]] for j in range(0, len(picks) - 2, 3)]
+        assert runs and all(len(set(r)) == 1 for r in runs), runs  # 3 consecutive picks, one trajectory
+        assert len({r[0] for r in runs}) == len(runs)  # then the next trajectory
+        starts = [[xs[i] for i in picks[j:j + 3]] for j in range(0, len(picks) - 2, 3)]
+        assert any(not torch.equal(w[0], w[1]) or not torch.equal(w[1], w[2]) for w in starts)  # own starts
 
 
 def test_every_rank_gets_identical_shapes(two_sets: Path) -> None:
@@ -123,12 +140,12 @@ def test_mixing_is_proportional_to_size_times_weight_as_dpot(tmp_path: Path) -> 
 
 def test_dpot_subset_uses_the_first_n_trajectories(tmp_path: Path) -> None:
     make_set(tmp_path, "alpha", 12, 8, 1, per_shard=5)
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=4, resolution=8)
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=4, resolution=8, windows_per_trajectory=1)
     cfg.data.custom["alpha"] = cfg.data.custom["alpha"].model_copy(update={"dpot_train": 7})
-    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 10)]).tolist()
+    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 20)]).tolist()
     assert set(seen) == set(range(7))  # trajectories 7.. exist in the shards but DPOT never trains on them
     cfg.data.subset = "all"
-    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 10)]).tolist()
+    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 20)]).tolist()
     assert set(seen) == set(range(12))
 
 

@@ -86,11 +86,11 @@ def test_bad_samples_raise_naming_shard_and_sample_or_are_skipped(tmp_path: Path
     make_set(tmp_path, "alpha", 4, 8, 1, per_shard=4)
     mutate, message = BAD[kind]
     _rewrite_shard(tmp_path / "alpha" / "train" / "shard-000000.tar", mutate)
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False)
+    one = dict(batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1)  # reach sample 1 early
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, **one)
     with pytest.raises(DataError, match=re.escape(f"shard-000000.tar {message}")):
         take(build_train_loader(cfg, 0, 1), 3)
-    skip = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False,
-                      on_bad_sample="skip")
+    skip = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, **one, on_bad_sample="skip")
     batches = take(build_train_loader(skip, 0, 1), 3)
     assert batches[-1]["skipped"].item() >= 1
     assert 1 not in {int(i) for b in batches for i in b["traj_index"]}
@@ -100,7 +100,7 @@ def test_truncated_tar_is_named(tmp_path: Path) -> None:
     make_set(tmp_path, "alpha", 4, 8, 1, per_shard=4)
     shard = tmp_path / "alpha" / "train" / "shard-000000.tar"
     shard.write_bytes(shard.read_bytes()[:5000])
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False)
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1)
     with pytest.raises(DataError, match="shard-000000.tar"):
         take(build_train_loader(cfg, 0, 1), 3)
 
