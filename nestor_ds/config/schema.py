@@ -227,6 +227,8 @@ class TrainConfig(Strict):
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
     seed: int = Field(0, description="weights, data order, windows and noise all derive from it")
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
+    count_host_syncs: bool = Field(False, description="count the device reads (.item(), .tolist(), ...) of the "
+                                   "last step of each logging interval: perf/host_syncs, and a log line naming them")
     checkpoint_every: int = Field(1000, gt=0, description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(3, gt=0, description="newest checkpoints kept on disk")
     checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/checkpoints")

@@ -1,6 +1,7 @@
 """Pre-training, fine-tuning and evaluation of one run on DeepSpeed (any launcher, any world size)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -98,6 +99,7 @@ def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.engine.optim import build_optimizer
     from nestor_ds.engine.reporting import write_eval_outputs
     from nestor_ds.model import build_model
+    from nestor_ds.model.benchmark import count_host_syncs
     from nestor_ds.tracking import Tracker, resolve_uri
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
@@ -195,6 +197,7 @@ def run(args: RunArgs) -> dict[str, Any]:
         bar = tqdm(total=steps, initial=step, desc=args.mode, unit="step", dynamic_ncols=True, file=sys.stderr,
                    disable=not sys.stderr.isatty())
     history: list[dict[str, float]] = []
+    host_syncs: dict[str, int] = {}
 
     def save_checkpoint() -> None:
         client_state = {"step": step, "config": cfg.model_dump(mode="json"), "mlflow_run_id": tracker.run_id}
@@ -214,14 +217,18 @@ def run(args: RunArgs) -> dict[str, Any]:
             if anneal:
                 n = step * accum + micro if cfg.model.moe.temperature_unit == "forward" else step
                 engine.module.set_step(n)
-            out = engine(x.to(dtype))
-            per_sample = l2re(out.pred, batch["y"], mask)
-            loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
-            engine.backward(loss)
-            if clip_here and engine.is_gradient_accumulation_boundary():
-                clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
-            engine.step()
-            metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
+            probe = cfg.train.count_host_syncs and micro == accum - 1 and (step + 1) % cfg.train.log_every == 0
+            with count_host_syncs() if probe else contextlib.nullcontext() as syncs:
+                out = engine(x.to(dtype))
+                per_sample = l2re(out.pred, batch["y"], mask)
+                loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
+                engine.backward(loss)
+                if clip_here and engine.is_gradient_accumulation_boundary():
+                    clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
+                engine.step()
+                metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
+            if probe:
+                host_syncs = dict(syncs)
         step += 1
         if bar is not None:
             bar.update(1)
@@ -231,6 +238,9 @@ def run(args: RunArgs) -> dict[str, Any]:
             values["perf/samples_per_s"] = values["train/samples"] / elapsed
             values["perf/tokens_per_s"] = values["perf/samples_per_s"] * tokens_per_sample
             values["perf/peak_mem_mib"] = peak_memory_mib(device)
+            if cfg.train.count_host_syncs:
+                values["perf/host_syncs"] = float(sum(host_syncs.values()))
+                log.info("host syncs in step %d: %s", step, host_syncs or "none")
             values["train/lr"] = engine.get_lr()[0]
             if cfg.model.is_moe:
                 values["moe/temperature"] = engine.module.temperature

@@ -20,7 +20,70 @@ class BenchResult:
     ms_per_step: float
     peak_mem_mb: float
     host_syncs: int  # device reads per forward+backward (count_host_syncs)
-    ops: int  # outermost ATen ops per forward+backward (count_ops)
+    ops: int  # kernel-running ATen ops per forward+backward (count_ops)
+    flops_per_sample: float  # forward+backward, counted by torch.utils.flop_counter (active experts only)
+    tokens: int  # tokens per sample
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.samples_per_s * self.tokens
+
+    @property
+    def tflops(self) -> float:
+        return self.samples_per_s * self.flops_per_sample / 1e12
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) of the GPUs this project is benchmarked on
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0}
+
+
+def device_peak_tflops(device: str, dtype: torch.dtype) -> float | None:
+    """The device's dense peak for ``dtype`` when known (bf16 on the GPUs above), else None (no MFU printed)."""
+    if not device.startswith("cuda") or dtype != torch.bfloat16:
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+def _register_missing_flop_formulas() -> None:
+    """torch's FLOP counter has no formula for grouped GEMM nor for SDPA's CPU kernels: count them as the
+    matmuls and attention they are (2 * M * K * N; the same attention formula as the GPU kernels)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    if aten._grouped_mm in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(aten._grouped_mm)
+    def grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        if len(a_shape) == 2 and len(b_shape) == 3:  # [M, K] x [G, K, N]: every row meets one group
+            return 2 * a_shape[0] * a_shape[1] * b_shape[2]
+        if len(a_shape) == 2 and len(b_shape) == 2:  # [K, M] x [M, N] -> [G, K, N]: groups split M
+            return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+        if len(a_shape) == 3 and len(b_shape) == 2:  # [G, M, K] x [K, N]
+            return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[1]
+        return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                               **kwargs) -> int:  # noqa: ANN001
+        return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one ``fn()`` (forward and backward), by ``torch.utils.flop_counter``. Only ops that ran are
+    counted: with grouped experts, the chosen experts' rows (complex AFNO matmuls count as real ones, as torch
+    counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_missing_flop_formulas()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, warmup: int,
@@ -28,8 +91,6 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
     model = build_model(cfg).to(device=device, dtype=dtype)
     x = torch.randn(batch, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels, device=device, dtype=dtype)
     cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
 
     def step() -> None:
         out = model(x)
@@ -40,6 +101,7 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
         step()
     if cuda:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -50,7 +112,7 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
     with count_host_syncs() as syncs:
         step()
     return BenchResult(name, batch * steps / elapsed, 1000 * elapsed / steps, peak, sum(syncs.values()),
-                       count_ops(step))
+                       count_ops(step), count_flops(step) / batch, cfg.tokens)
 
 
 # Tensor methods that hand a device value to Python: on a GPU each one waits for the device to drain

@@ -19,7 +19,8 @@ STEPS = 60
 def pretrained(shards: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain")
     launch("deepspeed", 2, run_args(shards, out, "--set", f"train.steps={STEPS}", "--set", "train.eval_every=30",
-                                    "--set", "train.checkpoint_every=30", "--set", "tracking.run_name=pretrain"))
+                                    "--set", "train.checkpoint_every=30", "--set", "tracking.run_name=pretrain",
+                                    "--set", "train.count_host_syncs=true"))
     return out
 
 
@@ -31,6 +32,9 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     losses = _history(pretrained)
     first, last = sum(losses[s] for s in range(1, 11)) / 10, sum(losses[s] for s in range(STEPS - 9, STEPS + 1)) / 10
     assert last < 0.8 * first, (first, last)
+    # a whole training step (MoE all-to-alls, backward, clipping, fused Adam) never waited on a device read
+    history = json.loads((pretrained / "eval" / "history.json").read_text())
+    assert len(history) == STEPS and all(h["perf/host_syncs"] == 0 for h in history)
     table = json.loads((pretrained / "eval" / "eval_table.json").read_text())
     assert [r["dataset"] for r in table["datasets"]] == PRETRAIN_SETS
     assert all(0 < r["l2re_one_step"] < 2 and r["trajectories"] == 4 for r in table["datasets"])
