@@ -61,3 +61,40 @@ def test_deepspeed_bf16_zero1_steps_on_nccl(tmp_path: Path) -> None:
     assert result["dtype"] == "torch.bfloat16"
     assert all(l == l and l < 10 for l in result["losses"])
     assert result["grad_norm"] > 0
+
+
+def _train_step(model: torch.nn.Module, x: torch.Tensor):
+    out = model(x)
+    (out.pred.float().square().mean() + out.aux_image + out.aux_token).backward()
+    return out
+
+
+def test_grouped_experts_on_cuda_bf16_match_the_loop_and_never_sync(tiny_model_cfg) -> None:
+    """On a Hopper GPU in bf16 the experts run as F.grouped_mm: the loop's outputs, and no device read."""
+    from nestor_ds.model.benchmark import count_host_syncs
+    from nestor_ds.model.grouped import grouped_mm_applies
+
+    x = torch.randn(8, 32, 32, tiny_model_cfg.t_in, tiny_model_cfg.channels, device="cuda", dtype=torch.bfloat16)
+    outs = {}
+    for compute in ("grouped", "loop"):
+        torch.manual_seed(0)
+        model = build_model(variant(tiny_model_cfg, moe__expert_compute=compute)).cuda().bfloat16()
+        _train_step(model, x)
+        with count_host_syncs() as syncs:
+            outs[compute] = _train_step(model, x)
+        if compute == "grouped":
+            assert sum(syncs.values()) == 0, dict(syncs)
+    if torch.cuda.get_device_capability()[0] >= 9:
+        assert grouped_mm_applies(x, torch.empty(2, 64, 64, device="cuda", dtype=torch.bfloat16))
+    torch.testing.assert_close(outs["grouped"].pred.float(), outs["loop"].pred.float(), rtol=5e-2, atol=5e-2)
+    assert torch.equal(outs["grouped"].image_load, outs["loop"].image_load)
+
+
+def test_compiled_blocks_match_eager_on_cuda_bf16(tiny_model_cfg) -> None:
+    x = torch.randn(4, 32, 32, tiny_model_cfg.t_in, tiny_model_cfg.channels, device="cuda", dtype=torch.bfloat16)
+    preds = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = build_model(variant(tiny_model_cfg, compile=compiled)).cuda().bfloat16()
+        preds.append(model(x).pred.float())
+    torch.testing.assert_close(preds[1], preds[0], rtol=5e-2, atol=5e-2)
