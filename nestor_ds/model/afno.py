@@ -55,9 +55,8 @@ class AFNOFilter(nn.Module):
         z = self._layer(kept, self.w1.float(), self.b1.float())
         z = torch.view_as_complex(F.gelu(torch.view_as_real(z)))  # GELU on the real and imaginary parts, as DPOT
         z = self._layer(z, self.w2.float(), self.b2.float())
-        out = torch.zeros_like(spec)
-        out[:, :self.modes, :self.modes] = z.flatten(-2)
-        y = torch.fft.irfft2(out, s=(h, w), dim=(1, 2), norm="ortho").permute(0, 3, 1, 2)
+        # irfft2 zero-pads the kept modes back to the full spectrum: the dropped modes are zero, as DPOT's
+        y = torch.fft.irfft2(z.flatten(-2), s=(h, w), dim=(1, 2), norm="ortho").permute(0, 3, 1, 2)
         return (y + x).to(dtype)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nestor_ds.config.schema import ModelConfig
 from nestor_ds.model.registry import build_model
@@ -115,15 +116,32 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
                        count_ops(step), count_flops(step) / batch, cfg.tokens)
 
 
-# Tensor methods that hand a device value to Python: on a GPU each one waits for the device to drain
-HOST_SYNCS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+# Tensor methods that hand device data to Python without passing through an ATen op
+HOST_READ_METHODS = ("tolist", "numpy", "cpu")
+# ATen ops that wait for the device: a scalar read (``.item()``, ``bool(t)``, ``int(t)``, and the checks inside
+# ops such as ``one_hot``), or an output whose size depends on the data
+HOST_SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+                 "unique_consecutive", "bincount")
+
+
+class _SyncOps(TorchDispatchMode):
+    def __init__(self, counts: Counter) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        name = func.overloadpacket.__name__
+        if name in HOST_SYNC_OPS:
+            self.counts["item" if name == "_local_scalar_dense" else name] += 1
+        return func(*args, **(kwargs or {}))
 
 
 @contextmanager
 def count_host_syncs() -> Iterator[Counter]:
-    """Count calls of the tensor methods that synchronise with the device, by name, while active."""
+    """Count, by name, what makes the host wait for the device while active: the sync ops above (also
+    inside other ops and in autograd's backward on this thread) and the host-read tensor methods."""
     counts: Counter = Counter()
-    originals = {name: getattr(torch.Tensor, name) for name in HOST_SYNCS}
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READ_METHODS}
 
     def counting(name: str, fn: Callable) -> Callable:
         def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
@@ -134,7 +152,8 @@ def count_host_syncs() -> Iterator[Counter]:
     for name, fn in originals.items():
         setattr(torch.Tensor, name, counting(name, fn))
     try:
-        yield counts
+        with _SyncOps(counts):
+            yield counts
     finally:
         for name, fn in originals.items():
             setattr(torch.Tensor, name, fn)
@@ -147,7 +166,7 @@ METADATA_OPS = frozenset(f"aten::{name}" for name in (
     "permute", "unsqueeze", "squeeze", "expand", "expand_as", "select", "slice", "narrow", "chunk", "split",
     "split_with_sizes", "unbind", "as_strided", "alias", "detach", "detach_", "lift_fresh", "to", "contiguous",
     "numpy_T", "movedim", "diagonal", "unfold", "real", "view_as_real", "view_as_complex", "empty", "empty_like",
-    "empty_strided", "resolve_conj", "resolve_neg", "result_type",
+    "empty_strided", "resolve_conj", "resolve_neg", "result_type", "imag", "conj", "_conj", "_neg_view",
 ))
 
 

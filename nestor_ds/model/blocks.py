@@ -37,7 +37,9 @@ class Fusion(nn.Module):
     def forward(self, *outs: torch.Tensor) -> torch.Tensor:
         if self.strategy == "gated":
             return sum(g * o for g, o in zip(self.gates, outs))
-        total = sum(outs)
+        total = outs[0]
+        for o in outs[1:]:
+            total = total + o
         return total / len(outs) if self.strategy == "mean" else total
 
 

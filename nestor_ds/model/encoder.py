@@ -55,6 +55,7 @@ class SpatioTemporalEncoder(nn.Module):
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, cfg.width, grid, grid), std=0.02))
         self.time_agg = TimeAggregator(cfg.t_in, cfg.width)
         self.normalize = cfg.normalize
+        self._grids: dict[tuple, torch.Tensor] = {}
         if cfg.normalize:
             self.scale_feats_mu = nn.Linear(2 * cfg.channels, cfg.width)
             self.scale_feats_sigma = nn.Linear(2 * cfg.channels, cfg.width)
@@ -68,8 +69,11 @@ class SpatioTemporalEncoder(nn.Module):
             x = (x - mu) / sigma
             feats = torch.cat([mu, sigma], dim=-1).flatten(1)  # [B, 2C]
             stats = (mu, sigma)
-        grid = torch.stack(torch.meshgrid(_grid(nx, x.device), _grid(ny, x.device), _grid(t, x.device),
-                                          indexing="ij"), dim=-1).to(x.dtype)
+        key = (nx, ny, t, x.device, x.dtype)
+        if key not in self._grids:  # the same for every forward: built once
+            self._grids[key] = torch.stack(torch.meshgrid(_grid(nx, x.device), _grid(ny, x.device),
+                                                          _grid(t, x.device), indexing="ij"), dim=-1).to(x.dtype)
+        grid = self._grids[key]
         x = torch.cat([x, repeat(grid, "x y t c -> b x y t c", b=b)], dim=-1)
         tokens = self.patch_embed(rearrange(x, "b x y t c -> (b t) c x y")) + self.pos_embed
         z = self.time_agg(rearrange(tokens, "(b t) d x y -> b x y t d", b=b))

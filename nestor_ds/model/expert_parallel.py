@@ -90,12 +90,14 @@ class SampleDispatcher(nn.Module):
             dest_cap = e_local * routes.capacity
         else:
             dest_cap = batch * min(self.gate.top_k, e_local)
-        kept = torch.zeros_like(routes.counts).scatter_add_(0, experts.reshape(-1), routes.kept.reshape(-1).long())
+        kept = routes.counts if routes.kept is None else torch.zeros_like(routes.counts).scatter_add_(
+            0, experts.reshape(-1), routes.kept.reshape(-1).long())  # rows each expert receives
         kept = kept.view(self.ep_size, e_local)
         start = (kept.cumsum(dim=1) - kept).reshape(-1)  # where each expert's rows begin in its rank's buffer
         trash = self.ep_size * dest_cap
-        slots = torch.where(routes.kept, (experts // e_local) * dest_cap + start[experts] + routes.position,
-                            torch.full_like(experts, trash))
+        slots = (experts // e_local) * dest_cap + start[experts] + routes.position
+        if routes.kept is not None:
+            slots = torch.where(routes.kept, slots, torch.full_like(experts, trash))
         local = torch.full((trash + 1,), e_local, dtype=torch.long, device=experts.device)
         local.scatter_(0, slots.reshape(-1), (experts % e_local).reshape(-1))
         return slots, local[:-1], dest_cap
@@ -116,10 +118,11 @@ class SampleDispatcher(nn.Module):
         order = None
         if self.ep_size > 1:  # rows from different source ranks interleave: sort them by expert
             order = torch.argsort(local, stable=True)
-            rows, local = rows[order], local[order]
+            rows, local = rows.index_select(0, order), local.index_select(0, order)
         y, aux, counts = type(experts[0]).run_grouped(experts, rows, row_groups(local, self.num_local))
         if order is not None:
-            y = y[torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))]
+            y = y.index_select(0, torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(),
+                                                                                           device=order.device)))
         return y, aux, counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
@@ -129,11 +132,11 @@ class SampleDispatcher(nn.Module):
         slots, local, dest_cap = self._layout(routes, b)
         flat = x.reshape(b, -1)
 
-        # slot -> source sample (b = padding row); one gather builds the [ep * Cd, S] send buffer
-        source = torch.full((self.ep_size * dest_cap + 1,), b, dtype=torch.long, device=x.device)
-        sample_ids = torch.arange(b, device=x.device).expand_as(slots)
-        source.scatter_(0, slots.reshape(-1), sample_ids.reshape(-1))
-        send = torch.cat([flat, flat.new_zeros(1, flat.shape[1])]).index_select(0, source[:-1])
+        # slot -> source sample; one gather builds the [ep * Cd, S] send buffer. Padding slots copy sample 0:
+        # their rows are left out of every statistic and their outputs are never read
+        source = torch.zeros(self.ep_size * dest_cap + 1, dtype=torch.long, device=x.device)
+        source.scatter_(0, slots.reshape(-1), torch.arange(b, device=x.device).repeat(slots.shape[0]))
+        send = flat.index_select(0, source[:-1])
 
         # every rank runs both all-to-alls every step (a rank that skipped one would hang the group's backward)
         recv = self._exchange(send).view(self.ep_size * dest_cap, *sample_shape)
@@ -141,14 +144,16 @@ class SampleDispatcher(nn.Module):
         y, aux, sub_counts = self._run_experts(recv, recv_local)
         back = self._exchange(y.to(recv.dtype).reshape(self.ep_size * dest_cap, -1))
 
-        padded = torch.cat([back, back.new_zeros(1, back.shape[1])])
-        routed = padded.index_select(0, slots.reshape(-1)).view(*slots.shape, -1)  # [k, B, S]
-        combined = (routed * routes.weights.to(routed.dtype).unsqueeze(-1)).sum(dim=0)
+        # a dropped route reads slot 0 with weight 0
+        routed = back.index_select(0, slots.reshape(-1).clamp(max=back.shape[0] - 1)).view(*slots.shape, -1)
+        weights = (routes.weights if routes.kept is None else routes.weights * routes.kept).to(routed.dtype)
+        combined = (routed * weights.unsqueeze(-1)).sum(dim=0)  # [B, S]
 
         self.last = {
             "prob_sum": routes.probs.sum(dim=0),
             "counts": routes.counts,
-            "importance": routes.importance,
+            "experts": routes.experts,
+            "weights": routes.weights,
             "batch": torch.tensor(float(b), device=x.device),
             "dropped": routes.dropped,
             "token_aux": aux.float().sum(),  # experts with no real row give 0

@@ -95,11 +95,12 @@ def grouped_linear(x: torch.Tensor, g: RowGroups, weight: torch.Tensor, bias: to
     """Each row through its expert's ``nn.Linear``: x [n, T, i], weight [G, o, i] (Linear layout), bias [G, o]."""
     n, t = x.shape[:2]
     y = group_mm(x.reshape(n * t, -1), weight.transpose(1, 2), token_offsets(g, t)).view(n, t, -1)
-    return y if bias is None else y + bias.to(y.dtype)[g.expert].unsqueeze(1)
+    return y if bias is None else y + bias.to(y.dtype).index_select(0, g.expert).unsqueeze(1)
 
 
 def grouped_layer_norm(x: torch.Tensor, g: RowGroups, weight: torch.Tensor, bias: torch.Tensor,
                        eps: float) -> torch.Tensor:
     """Each row through its expert's LayerNorm (x [n, T, D], weight/bias [G, D])."""
     y = F.layer_norm(x, x.shape[-1:], eps=eps)
-    return y * weight.to(y.dtype)[g.expert].unsqueeze(1) + bias.to(y.dtype)[g.expert].unsqueeze(1)
+    w, b = (p.to(y.dtype).index_select(0, g.expert).unsqueeze(1) for p in (weight, bias))
+    return torch.addcmul(b, y, w)

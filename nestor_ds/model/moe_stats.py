@@ -40,7 +40,12 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
     e, e_local = layers[0].num_experts, layers[0].num_local_experts
 
     prob_sum = torch.stack([s["prob_sum"] for s in last])  # [L, E]
-    importance = torch.stack([s["importance"] for s in last])  # [L, E]
+    if balance == "moepot":  # the routing weight each expert received
+        experts = torch.stack([s["experts"].reshape(-1) for s in last])  # [L, k * B]
+        weights = torch.stack([s["weights"].reshape(-1) for s in last])
+        importance = prob_sum.new_zeros(prob_sum.shape).scatter_add_(1, experts, weights)  # [L, E]
+    else:
+        importance = prob_sum.new_zeros(prob_sum.shape[0], 0)
     token_aux = torch.stack([s["token_aux"].float() for s in last])  # [L] local experts only
     counts = torch.stack([s["counts"] for s in last]).float()  # [L, E]
     dropped = torch.stack([s["dropped"] for s in last]).float()  # [L]

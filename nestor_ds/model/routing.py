@@ -14,10 +14,9 @@ class Routes:
     experts: torch.Tensor  # [k, B] chosen expert per route, route 0 = best
     weights: torch.Tensor  # [k, B] renormalised over the k choices (sum to 1 per sample)
     position: torch.Tensor  # [k, B] the route's place in its expert's queue (first choices first)
-    kept: torch.Tensor  # [k, B] bool: within capacity (all True when nothing is dropped)
+    kept: torch.Tensor | None  # [k, B] bool: within capacity; None when dropless (all kept)
     capacity: int | None  # slots per expert when dropping, None when dropless
     counts: torch.Tensor  # [E] routes assigned per expert, before capacity
-    importance: torch.Tensor  # [E] sum of the routing weights each expert got (MoE-POT's balance loss)
     dropped: torch.Tensor  # scalar: routes dropped by capacity
 
 
@@ -51,16 +50,16 @@ class SampleGate(nn.Module):
         probs = torch.softmax(logits, dim=-1)
         top_p, top_i = probs.topk(self.top_k, dim=-1)  # [B, k]
         weights = (top_p / top_p.sum(dim=-1, keepdim=True)).t()
-        experts = top_i.t()  # [k, B]: all first choices get slots before any second choice
-        onehot = torch.nn.functional.one_hot(experts.reshape(-1), self.experts)
+        experts = top_i.t().contiguous()  # [k, B]: all first choices get slots before any second choice
+        # one_hot would check the ids' range on the host: a scatter does not
+        onehot = torch.zeros(experts.numel(), self.experts, dtype=torch.long, device=experts.device).scatter_(
+            1, experts.reshape(-1, 1), 1)
         counts = onehot.sum(dim=0)
         capacity = self.capacity(pooled.shape[0])
         position = ((onehot.cumsum(dim=0) - 1) * onehot).sum(dim=-1).view_as(experts)
-        kept = position < capacity if capacity is not None else torch.ones_like(experts, dtype=torch.bool)
-        importance = torch.zeros(self.experts, device=pooled.device).index_add(0, experts.reshape(-1),
-                                                                               weights.reshape(-1))
-        return Routes(probs, experts, weights, position, kept, capacity, counts.detach(), importance,
-                      (~kept).sum().detach())
+        kept = position < capacity if capacity is not None else None
+        dropped = (~kept).sum() if kept is not None else torch.zeros((), dtype=torch.long, device=experts.device)
+        return Routes(probs, experts, weights, position, kept, capacity, counts.detach(), dropped)
 
 
 class ChannelAttention(nn.Module):

@@ -83,40 +83,37 @@ def run_sub_moes(moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups) -> tuple
     e, k = first.experts, first.top_k
     n, t, d = h.shape
     tokens = h.reshape(n * t, d)
-    parent = g.expert.repeat_interleave(t)
-    mask = g.valid.repeat_interleave(t)
 
     # every parent's router (E' logits each, cheap) on every token; each token keeps its parent's
     w_router = stacked(moes, lambda m: m.router.weight).reshape(parents * e, d)
     b_router = stacked(moes, lambda m: m.router.bias).reshape(parents * e)
-    logits = F.linear(tokens, w_router, b_router).view(n * t, parents, e)
-    logits = logits.gather(1, parent.view(-1, 1, 1).expand(-1, 1, e)).squeeze(1)
+    logits = F.linear(tokens, w_router, b_router).view(n, t, parents, e)
+    logits = logits.gather(2, g.expert.view(n, 1, 1, 1).expand(n, t, 1, e)).view(n * t, e)
     probs, top_i, weights = _top_k(logits, k, h.dtype)
 
     # routed experts of all parents: one grouped GEMM over routes sorted by (parent, sub-expert)
-    expert = (parent.unsqueeze(1) * e + top_i).reshape(-1)
+    expert = (g.expert.view(n, 1, 1) * e + top_i.view(n, t, k)).reshape(-1)
     routes = torch.zeros(parents * e, dtype=torch.long, device=h.device).scatter_add_(0, expert, torch.ones_like(expert))
     order = torch.argsort(expert, stable=True)
     token_of = order // k
     offs = routes.cumsum(0).to(torch.int32)  # covers every route
     w_gate_up = first.w_gate_up if parents == 1 else torch.cat([m.w_gate_up for m in moes])
     w_down = first.w_down if parents == 1 else torch.cat([m.w_down for m in moes])
-    gate, up = group_mm(tokens[token_of], w_gate_up, offs).chunk(2, dim=-1)
+    gate, up = group_mm(tokens.index_select(0, token_of), w_gate_up, offs).chunk(2, dim=-1)
     y = group_mm(F.silu(gate) * up, w_down, offs)
-    out = torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1)[order, None]).view(n, t, d)
+    out = torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1, 1).index_select(0, order)).view(n, t, d)
     for s in range(len(first.shared)):
         out = out + grouped_swiglu([m.shared[s] for m in moes], h, g)
 
-    # Switch balance loss per parent over its real tokens (scatter_add, not bincount: bincount sizes its
-    # output from the data, a host sync on CUDA)
-    real = mask.to(probs.dtype)
-    counts = torch.zeros(parents * e, dtype=torch.long, device=h.device).scatter_add_(
-        0, expert, mask.repeat_interleave(k).long()).view(parents, e)
-    n_real = torch.zeros(parents, dtype=probs.dtype, device=h.device).index_add(0, parent, real)
-    p_sum = torch.zeros(parents, e, dtype=probs.dtype, device=h.device).index_add(0, parent, probs * real[:, None])
-    f = counts.to(probs.dtype) / (n_real * k).clamp_min(1)[:, None]
-    aux = e * (f * p_sum / n_real.clamp_min(1)[:, None]).sum(dim=-1)
-    return out, aux, counts.detach()
+    # Switch balance loss per parent over its real tokens: one sum per parent of [probs | routes | 1] over real
+    # tokens (no bincount, which sizes its output from the data: a host sync on CUDA)
+    routed = torch.zeros_like(probs).scatter_(1, top_i, 1.0)
+    per_row = torch.cat([probs, routed, torch.ones_like(probs[:, :1])], dim=1).view(n, t, 2 * e + 1).sum(dim=1)
+    per_row = per_row * g.valid.unsqueeze(1)  # padding rows left out
+    sums = torch.zeros(parents, 2 * e + 1, dtype=probs.dtype, device=h.device).index_add(0, g.expert, per_row)
+    p_sum, counts, n_real = sums[:, :e], sums[:, e:2 * e].detach(), sums[:, 2 * e:].detach()
+    aux = e * (counts * p_sum).sum(dim=-1, keepdim=True) / ((n_real * k).clamp_min(1) * n_real.clamp_min(1))
+    return out, aux.squeeze(1), counts.round().long()
 
 
 def loop_sub_moe(moe: SubMoE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

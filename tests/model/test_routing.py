@@ -41,7 +41,7 @@ def test_no_drop_mode_never_drops() -> None:
     torch.manual_seed(0)
     gate = SampleGate(nn.Linear(16, 4), experts=4, top_k=2, capacity_factor=0.01, drop=False)
     routes = gate(torch.randn(64, 16) * 5)
-    assert routes.dropped == 0 and routes.kept.all() and routes.capacity is None
+    assert routes.dropped == 0 and routes.kept is None and routes.capacity is None
 
 
 def test_model_counts_dropped_samples(tiny_model_cfg) -> None:
