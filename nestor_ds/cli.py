@@ -6,11 +6,12 @@ import json
 import sys
 from typing import Callable, Sequence
 
+from nestor_ds import __version__
 from nestor_ds.config import ConfigError, build_deepspeed_config, load_config
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, _parse_sets(args.set))
     if args.ds_config:
         ds = build_deepspeed_config(cfg, args.ds_config, args.world_size)
         print(json.dumps(ds, indent=2))
@@ -22,8 +23,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_params(args: argparse.Namespace) -> int:
     from nestor_ds.model.params import format_param_report, param_report
 
-    cfg = load_config(args.config)
-    ep = args.ep_size or cfg.parallel.ep_size
+    cfg = load_config(args.config, {"parallel.ep_size": args.ep_size} if args.ep_size else None)
+    ep = cfg.parallel.ep_size  # validated: it divides the expert count
     print(format_param_report(param_report(cfg.model, ep), cfg.model, ep))
     return 0
 
@@ -55,8 +56,8 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
     return out
 
 
-def _add_run_arguments(p: argparse.ArgumentParser, ds_required: bool = True) -> None:
-    p.add_argument("--config", required=True, help="run config YAML")
+def _add_run_arguments(p: argparse.ArgumentParser, ds_required: bool = True, config_required: bool = True) -> None:
+    p.add_argument("--config", required=config_required, default=None, help="run config YAML")
     p.add_argument("--ds_config", "--ds-config", dest="ds_config", required=ds_required,
                    default="ds_configs/cpu_fp32.json", help="DeepSpeed JSON from ds_configs/")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -67,10 +68,12 @@ def _add_run_arguments(p: argparse.ArgumentParser, ds_required: bool = True) -> 
 def _run(args: argparse.Namespace, mode: str, weights: str | None) -> int:
     from pathlib import Path
 
+    from nestor_ds.config.shipped import resolve_shipped
     from nestor_ds.engine.trainer import RunArgs, run
 
-    run(RunArgs(Path(args.config), Path(args.ds_config), mode, Path(weights) if weights else None,
-                _parse_sets(args.set), resume=not getattr(args, "no_resume", False)))
+    run(RunArgs(resolve_shipped(args.config), resolve_shipped(args.ds_config), mode,
+                Path(weights) if weights else None, _parse_sets(args.set),
+                resume=not getattr(args, "no_resume", False)))
     return 0
 
 
@@ -79,22 +82,74 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    return _run(args, "evaluate", args.checkpoint)
+    """The config comes with the weights (a checkpoint or a model folder); outputs go to their own folder."""
+    from pathlib import Path
+
+    import yaml
+
+    from nestor_ds.inference.model_io import WEIGHTS, model_config
+
+    weights = Path(args.weights)
+    run_dir = weights if (weights / WEIGHTS).is_file() else weights.parent
+    out = Path(args.out) if args.out else run_dir / "evaluation"
+    if not args.config:
+        cfg = model_config(weights)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        args.config = str(out / "config.yaml")
+    args.set = [f"train.output_dir={out}", *args.set]
+    return _run(args, "evaluate", str(weights))
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from nestor_ds.config.shipped import copy_shipped
+
+    written = copy_shipped(args.dir)
+    print(f"{len(written)} files copied to {args.dir} (configs/, ds_configs/; existing files kept)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nestor_ds.inference.model_io import export_model
+
+    out = export_model(args.checkpoint, args.out, args.tag)
+    print(f"{args.checkpoint} -> {out}/model.safetensors, {out}/config.yaml\n"
+          f"load it: nestor_ds.load_model({str(out)!r}); predict: nestor-ds predict --model {out} --input FILE --steps N "
+          f"--out DIR")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nestor_ds.inference.files import predict_files
+
+    written = predict_files(args.model, Path(args.input), Path(args.out), args.steps, args.key, args.device)
+    for what, path in written.items():
+        print(f"{what}: {path}")
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    """Reads an existing store (never creates one); writes a file only where --markdown says."""
+    import os
     from pathlib import Path
 
     from nestor_ds.tracking.compare import compare_runs, format_markdown, format_terminal
-    from nestor_ds.tracking.mlflow_run import resolve_uri
 
-    uri = args.tracking_uri or resolve_uri(None, Path(args.output_dir))
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        store = Path(args.output_dir) / "mlflow.db"
+        if not store.is_file():
+            raise ConfigError(f"no MLflow store at {store}: pass --tracking-uri, or --output-dir of a run folder")
+        uri = f"sqlite:///{store.resolve()}"
     result = compare_runs(uri, args.runs, args.experiment)
     print(format_terminal(result))
-    out = Path(args.markdown)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(format_markdown(result))
-    print(f"\nmarkdown: {out}")
+    if args.markdown:
+        out = Path(args.markdown)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(format_markdown(result))
+        print(f"\nmarkdown: {out}")
     return 0
 
 
@@ -192,12 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nestor-ds", description="NESTOR nested-MoE neural operators on DeepSpeed."
     )
+    parser.add_argument("--version", action="version", version=f"nestor-ds {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("config", help="validate a run config; with --ds-config print the derived DeepSpeed config")
     p.add_argument("--config", required=True, help="run config YAML")
-    p.add_argument("--ds-config", help="DeepSpeed JSON from ds_configs/")
+    p.add_argument("--ds-config", "--ds_config", dest="ds_config", help="DeepSpeed JSON from ds_configs/")
     p.add_argument("--world-size", type=int, default=1, help="number of ranks the run will use")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, as for train (list items by index: data.datasets.0.weight=2)")
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("params", help="count total, active-per-sample and per-rank parameters of a model")
@@ -247,10 +305,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="L2RE per data set (one step and rollout) of a checkpoint")
-    _add_run_arguments(p, ds_required=False)
-    p.add_argument("--checkpoint", required=True, help="DeepSpeed checkpoint dir or consolidated .safetensors")
+    p = sub.add_parser("evaluate", help="L2RE per data set (one step and rollout) of a checkpoint or model folder")
+    _add_run_arguments(p, ds_required=False, config_required=False)
+    p.add_argument("--weights", "--checkpoint", dest="weights", required=True,
+                   help="DeepSpeed checkpoint dir or model folder (nestor-ds export/import); its config is used")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation, beside the checkpoints)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("init", help="copy the shipped configs (configs/, ds_configs/) into DIR to edit")
+    p.add_argument("dir", nargs="?", default=".", help="target folder (default: here)")
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("export", help="a checkpoint of any ep_size as one model folder: weights + resolved config")
+    p.add_argument("checkpoint", help="DeepSpeed checkpoint dir (with 'latest')")
+    p.add_argument("--out", required=True, help="folder for model.safetensors, config.yaml, export.json")
+    p.add_argument("--tag", default=None, help="checkpoint tag (default: latest)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="roll a trained model out on your own fields (.npy or HDF5)")
+    p.add_argument("--model", required=True, help="model folder (nestor-ds export/import) or checkpoint dir")
+    p.add_argument("--input", required=True, help="[X, Y, T, C] or [B, X, Y, T, C] array, .npy or .h5")
+    p.add_argument("--key", default=None, help="HDF5 dataset (default: the file's only one)")
+    p.add_argument("--steps", type=int, required=True, help="frames to predict after the first t_in")
+    p.add_argument("--out", required=True, help="folder for the prediction and its figure")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="markdown report with L2RE tables and figures of finished runs")
     p.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_DIR", help="repeatable")
@@ -262,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", help="run ids or names (default: the newest runs of --experiment)")
     p.add_argument("--experiment", default=None)
     p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or <output-dir>/mlflow.db")
-    p.add_argument("--output-dir", default="runs", help="where the default sqlite store lives")
-    p.add_argument("--markdown", default="runs/compare.md", help="also write the table here")
+    p.add_argument("--output-dir", default="runs", help="folder holding the sqlite store mlflow.db")
+    p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.set_defaults(func=_cmd_compare)
     return parser
 

@@ -72,6 +72,10 @@ REGISTRY: dict[str, DatasetInfo] = {
 }
 
 
+class UnknownDataset(ValueError):
+    """A data set name neither the registry nor the config's ``data.custom`` knows."""
+
+
 def lookup(name: str, extra: dict[str, DatasetInfo] | None = None) -> DatasetInfo:
     """Find a data set in the config's own entries first, then the built-in registry."""
     if extra and name in extra:
@@ -79,4 +83,4 @@ def lookup(name: str, extra: dict[str, DatasetInfo] | None = None) -> DatasetInf
     if name in REGISTRY:
         return REGISTRY[name]
     known = sorted(set(REGISTRY) | set(extra or {}))
-    raise KeyError(f"unknown data set {name!r}; known: {', '.join(known)}")
+    raise UnknownDataset(f"unknown data set {name!r}; known: {', '.join(known)}")

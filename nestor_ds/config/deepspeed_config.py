@@ -16,7 +16,9 @@ _PRECISION_KEYS = {"bf16": "bf16", "fp16": "fp16"}
 
 
 def read_ds_json(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    from nestor_ds.config.shipped import resolve_shipped
+
+    path = resolve_shipped(path)
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config {path} does not exist")
     return parse_json_object(path.read_text(), f"DeepSpeed config {path}")

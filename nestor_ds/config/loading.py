@@ -44,7 +44,9 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Load a YAML run config; ``overrides`` maps dotted paths to values (``train.steps: 5``)."""
-    path = Path(path)
+    from nestor_ds.config.shipped import resolve_shipped
+
+    path = resolve_shipped(path)
     if not path.is_file():
         raise ConfigError(f"run config {path} does not exist")
     try:
@@ -59,9 +61,24 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         if length in overrides and f"train.{other}" not in overrides and isinstance(raw.get("train"), dict):
             raw["train"].pop(other, None)
     for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     return parse_config(raw, str(path))
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """``raw[a][b][0][c] = value`` for ``a.b.0.c``: integer segments index lists (``data.datasets.0.weight``)."""
+    node: Any = raw
+    *parents, leaf = dotted.split(".")
+    for i, key in enumerate([*parents, leaf]):
+        last = i == len(parents)
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+                raise ConfigError(f"--set {dotted}: {'.'.join(dotted.split('.')[:i]) or dotted} is a list of "
+                                  f"{len(node)}; {key!r} is not an index into it")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(dotted.split('.')[:i])} is a value, not a section")
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]

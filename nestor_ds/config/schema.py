@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nestor_ds.config.datasets import DatasetInfo, lookup
+from nestor_ds.config.datasets import DatasetInfo, UnknownDataset, lookup
 
 
 class Strict(BaseModel):
@@ -193,8 +193,8 @@ class DataConfig(Strict):
         for i, entry in enumerate(self.datasets):
             try:
                 lookup(entry.name, self.custom)
-            except KeyError as err:
-                raise ValueError(f"datasets[{i}]: {err.args[0]}") from None
+            except UnknownDataset as err:
+                raise ValueError(f"datasets[{i}]: {err}") from None
             if entry.name in seen:
                 raise ValueError(f"datasets[{i}]: data set {entry.name!r} is listed twice")
             seen.add(entry.name)

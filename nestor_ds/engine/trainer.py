@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import yaml
 
 from nestor_ds.config import RunConfig, build_deepspeed_config, load_config
 from nestor_ds.config.deepspeed_config import engine_clips_itself
@@ -82,6 +83,17 @@ def training_loss(cfg: RunConfig, out: Any, per_sample: torch.Tensor, dataset_id
 
 
 def run(args: RunArgs) -> dict[str, Any]:
+    """A run whose MLflow record ends FAILED when it dies of an exception (KILLED on preemption)."""
+    trackers: list[Any] = []
+    try:
+        return _run(args, trackers)
+    except BaseException:
+        for tracker in trackers:
+            tracker.finish("FAILED")  # no-op for one already finished
+        raise
+
+
+def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
     from nestor_ds.engine.preemption import Preemption, requeue_job
 
     preemption = Preemption()  # first: a signal that arrives before the handler would kill the task
@@ -101,12 +113,13 @@ def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.model import build_model
     from nestor_ds.model.benchmark import count_host_syncs
     from nestor_ds.tracking import Tracker, resolve_uri
+    from nestor_ds.tracking.provenance import provenance
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
+    cfg = load_config(args.config, args.overrides)  # a bad config fails before any process group starts
     init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     _setup_logging(rank)
-    cfg = load_config(args.config, args.overrides)
     if args.mode == "evaluate" and world % cfg.parallel.ep_size:
         # consolidated weights load into any ep_size: evaluate with the experts spread over the ranks at hand
         log.info("evaluate: parallel.ep_size=%d does not divide world size %d; using ep_size=%d",
@@ -136,9 +149,20 @@ def run(args: RunArgs) -> dict[str, Any]:
         model.set_temperature(cfg.model.moe.final_temperature)
 
     def make_tracker(run_id: str | None = None) -> Tracker:
-        return Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
-                       out_dir / "mlflow-artifacts", enabled=rank == 0 and cfg.tracking.enabled,
-                       tags={"mode": args.mode}, run_id=run_id)
+        device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        tracker = Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
+                          out_dir / "mlflow-artifacts", enabled=rank == 0 and cfg.tracking.enabled,
+                          tags={"mode": args.mode, **provenance(world, cfg.parallel.ep_size, device_name)},
+                          run_id=run_id)
+        trackers.append(tracker)
+        return tracker
+
+    def log_config(tracker: Tracker) -> None:
+        """The config as run (overrides applied) beside the files it came from."""
+        resolved = out_dir / "config.resolved.yaml"
+        resolved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        for f in (resolved, args.config, args.ds_config):
+            tracker.log_artifact(Path(f), "config")
 
     test_sources = open_sources(cfg, cfg.data.test_split)
     names = [s.name for s in test_sources]
@@ -153,6 +177,7 @@ def run(args: RunArgs) -> dict[str, Any]:
             write_eval_outputs(result, out_dir / "eval", tracker, step=0)
             tracker.log_params({"config": cfg.model_dump(mode="json"), "world_size": world,
                                 "ep_size": cfg.parallel.ep_size, "weights": str(weights)})
+            log_config(tracker)
             tracker.log_metrics(summary, step=0)
         tracker.finish()
         shutdown()
@@ -180,8 +205,7 @@ def run(args: RunArgs) -> dict[str, Any]:
         if client is None:
             tracker.log_params({"config": cfg.model_dump(mode="json"), "ds_config": ds, "world_size": world,
                                 "ep_size": cfg.parallel.ep_size, "mode": args.mode, "total_steps": steps})
-            for f in (args.config, args.ds_config):
-                tracker.log_artifact(Path(f), "config")
+            log_config(tracker)
     accum = cfg.train.grad_accum
     anneal = args.mode == "pretrain" and cfg.model.is_moe
     loader = iter(build_train_loader(cfg, rank, world, start_batch=step * accum))
@@ -282,6 +306,12 @@ def run(args: RunArgs) -> dict[str, Any]:
              "mode": args.mode, "datasets": names}, indent=1))
         print(f"outputs: {out_dir.resolve()}  (mlflow: {resolve_uri(cfg.tracking.uri, out_dir)}, "
               f"run {tracker.run_id})", flush=True)
+    if rank == 0 and args.mode != "evaluate":
+        from nestor_ds.inference.model_io import export_model
+
+        model_dir = export_model(ckpt_dir, out_dir / "model")  # the final checkpoint as a loadable folder
+        tracker.log_artifact(model_dir, "model")  # the MLflow UI leads from the run to its weights
+        print(f"model: {model_dir.resolve()}  (nestor_ds.load_model / nestor-ds predict --model)", flush=True)
     tracker.finish()
     shutdown()
     return summary

@@ -224,3 +224,25 @@ def plot_loss_curves(history: dict[str, list[tuple[int, float]]], path: Path) ->
     for name, a in data.items():
         ax.plot(a[:, 0], a[:, 1], marker="o" if len(a) <= 30 else None, markersize=3, linewidth=1.5, label=name)
     return _finish_curves(fig, ax, [a[:, 1] for a in data.values()], "step", "value", "Training curves", path)
+
+
+def plot_rollout_frames(inp: np.ndarray, pred: np.ndarray, title: str, path: Path, frames: int = 4) -> Path:
+    """A rollout without truth: the last input frame and ``frames`` predicted frames spread over the rollout,
+    one row per channel (``inp`` [X, Y, C], ``pred`` [X, Y, T, C]), one colour scale per row."""
+    inp, pred = np.asarray(inp, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    picks = sorted({int(round(i)) for i in np.linspace(0, pred.shape[2] - 1, min(frames, pred.shape[2]))})
+    channels = inp.shape[-1]
+    fig = _new_figure(3.0 * (1 + len(picks)), SAMPLE_HEADER_IN + SAMPLE_ROW_IN * channels)
+    fig.suptitle(title, fontsize=14)
+    axes = fig.subplots(channels, 1 + len(picks), squeeze=False)
+    for c in range(channels):
+        fields = [inp[..., c]] + [pred[:, :, t, c] for t in picks]
+        lo, hi = _finite_range(*fields)
+        image = None
+        for j, (ax, data) in enumerate(zip(axes[c], fields)):
+            image = ax.imshow(data.T, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_title(("last input" if j == 0 else f"step {picks[j - 1] + 1}") if c == 0 else "", fontsize=11)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(image, ax=list(axes[c]), shrink=0.9, pad=0.01).set_label(f"channel {c}")
+    return _save(fig, path)

@@ -53,7 +53,17 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == STEPS
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert {"eval/eval_table.csv", "eval/experts_image.png", "eval/rollout_errors.png"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} >= {"config/tiny_cpu.yaml"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} >= {
+        "config/tiny_cpu.yaml", "config/config.resolved.yaml"}
+    resolved = client.download_artifacts(run.info.run_id, "config/config.resolved.yaml")
+    assert "count_host_syncs: true" in Path(resolved).read_text()  # the --set overrides, applied
+    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.safetensors", "model/config.yaml"} <= model_files  # the run leads to its weights
+    tags = run.data.tags
+    assert tags["world_size"] == "2" and tags["ep_size"] == "2" and tags["device"] == "cpu"
+    assert tags["git_commit"] == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                                                text=True).stdout.strip()
+    assert tags["version.torch"] == __import__("torch").__version__
     # per-expert checkpoint files of the ep_size=2 run
     assert len(list((pretrained / "checkpoints" / "step00000060").glob("layer_*_expert_*"))) == 2 * 4
 
@@ -128,22 +138,50 @@ def test_finetune_beats_scratch_and_compare(pretrained: Path, shards: Path, tmp_
     assert (tmp_path / "compare.md").read_text().count("|") > 10
 
 
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "evaluation" not in p.parts}
+
+
 def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path, tmp_path: Path) -> None:
     single = tmp_path / "single"
     launch("plain", 1, run_args(shards, single, "--set", "parallel.ep_size=1", "--set", "train.steps=3"))
     assert (single / "eval" / "eval_table.json").is_file()
-    # the ep_size=2 checkpoint, evaluated in one plain process (experts consolidated onto it)
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "evaluate", "--checkpoint", str(pretrained / "checkpoints"),
-                          *run_args(shards, tmp_path / "evaluated")[2:]], cwd=REPO, env=env(), capture_output=True,
-                         text=True, timeout=600)
+    # the ep_size=2 checkpoint, evaluated in one plain process (experts consolidated onto it), with the config it
+    # was trained with (no --config), into its own folder: the training run's files stay as they were
+    before = _hashes(pretrained)
+    out = subprocess.run([sys.executable, "-m", "nestor_ds", "evaluate", "--weights", str(pretrained / "checkpoints")],
+                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert "L2RE 1-step" in out.stdout
-    mine = json.loads((tmp_path / "evaluated" / "eval" / "eval_table.json").read_text())["datasets"]
+    assert _hashes(pretrained) == before
+    mine = json.loads((pretrained / "evaluation" / "eval" / "eval_table.json").read_text())["datasets"]
     theirs = json.loads((pretrained / "eval" / "eval_table.json").read_text())["datasets"]
+    assert [a["dataset"] for a in mine] == [b["dataset"] for b in theirs] == PRETRAIN_SETS
     for a, b in zip(mine, theirs):
-        assert a["dataset"] == b["dataset"]
         assert a["l2re_one_step"] == pytest.approx(b["l2re_one_step"], rel=1e-4)
         assert a["l2re_rollout"] == pytest.approx(b["l2re_rollout"], rel=1e-4)
+
+
+def test_run_killed_by_an_exception_is_failed_in_mlflow(shards: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "shards"
+    shutil.copytree(shards / PRETRAIN_SETS[0], broken / PRETRAIN_SETS[0])
+    for tar in (broken / PRETRAIN_SETS[0] / "train").glob("*.tar"):
+        tar.write_bytes(tar.read_bytes()[:3000])  # truncated: the loader raises in the first step
+    out = tmp_path / "run"
+    args = run_args(broken, out, "--set", "parallel.ep_size=1", "--set", "train.steps=3",
+                    "--set", "data.verify_checksums=false", sets=[PRETRAIN_SETS[0]])
+    with pytest.raises(AssertionError, match="unreadable tar"):
+        launch("plain", 1, args)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["git_commit"] == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
+                                                         capture_output=True, text=True).stdout.strip()
 
 
 def test_signal_checkpoints_at_a_step_boundary_and_the_rerun_finishes(shards: Path, tmp_path: Path) -> None:

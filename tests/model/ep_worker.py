@@ -99,7 +99,8 @@ def main() -> None:
         engine.eval()
         with torch.no_grad():
             before = engine(x).pred
-        engine.save_checkpoint(str(args.checkpoint), tag="step1")
+        engine.save_checkpoint(str(args.checkpoint), tag="step1",  # client state as the trainer writes it
+                               client_state={"step": 1, "config": cfg.model_dump(mode="json")})
         model2 = build_model(cfg.model, args.ep_size, seed=999)  # different init: the load must overwrite it
         engine2, _, _, _ = deepspeed.initialize(model=model2, optimizer=build_optimizer(model2, cfg.train.optimizer),
                                                 config=ds)

@@ -78,6 +78,16 @@ def test_checkpoint_per_expert_files_reload_and_export(tmp: Path) -> None:
         pred = single(x[:GLOBAL_BATCH]).pred
     torch.testing.assert_close(pred, torch.cat([r["eval_pred_before"] for r in two]), **TOL)
 
+    # the user's path: one folder, one call, no YAML; the 2-rank model's outputs in one process
+    from nestor_ds import export_model, load_model
+
+    folder = export_model(ckpt, tmp / "model")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "export.json", "model.safetensors"]
+    for source in (folder, ckpt):
+        with torch.no_grad():
+            pred = load_model(source)(x[:GLOBAL_BATCH]).pred
+        torch.testing.assert_close(pred, torch.cat([r["eval_pred_before"] for r in two]), **TOL)
+
 
 def test_imported_moepot_at_ep2_gives_the_ep1_outputs(tmp: Path) -> None:
     """A published MoE-POT checkpoint, imported once, runs with its experts sharded over 2 ranks."""

@@ -1,0 +1,108 @@
+"""A trained model as one folder (``model.safetensors`` + ``config.yaml``), and loading it in one call.
+
+``export_model`` turns a DeepSpeed checkpoint of any ``ep_size`` into that folder; ``nestor-ds import``
+writes the same folder for published DPOT/MoE-POT checkpoints; ``load_model`` reads either folder, or
+a checkpoint directory directly, into a single-device model: no YAML to find by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nestor_ds.config import ConfigError, RunConfig, parse_config
+
+WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+
+
+def _checkpoint_folder(root: Path, tag: str | None) -> Path:
+    if tag is None:
+        latest = root / "latest"
+        if not latest.is_file():
+            raise ConfigError(f"{root} is not a model folder ({WEIGHTS} + {CONFIG}) nor a checkpoint directory "
+                              f"with a 'latest' file")
+        tag = latest.read_text().strip()
+    folder = root / tag
+    if not folder.is_dir():
+        raise ConfigError(f"{root}: checkpoint {tag!r} does not exist")
+    return folder
+
+
+def checkpoint_client_state(root: str | Path, tag: str | None = None) -> dict[str, Any]:
+    """What the trainer stored beside the weights: step, the resolved run config, the MLflow run id."""
+    folder = _checkpoint_folder(Path(root), tag)
+    files = sorted(folder.glob("mp_rank_*_model_states.pt"))
+    if not files:
+        raise ConfigError(f"{folder} holds no mp_rank_*_model_states.pt: not a DeepSpeed checkpoint")
+    state = torch.load(files[0], map_location="cpu", weights_only=False)
+    if "config" not in state:
+        raise ConfigError(f"{files[0]} carries no run config (not written by nestor-ds)")
+    return {k: state[k] for k in ("step", "config", "mlflow_run_id") if k in state}
+
+
+def checkpoint_config(root: str | Path, tag: str | None = None) -> RunConfig:
+    return parse_config(checkpoint_client_state(root, tag)["config"])
+
+
+def export_model(checkpoint: str | Path, out: str | Path, tag: str | None = None) -> Path:
+    """Consolidated weights (global expert ids: they load at any ep_size) and the run's resolved config.
+
+    The config is written first and the weights last, each atomically: a folder whose ``model.safetensors``
+    exists is complete."""
+    from nestor_ds.model.export import read_checkpoint_state, save_consolidated
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    client = checkpoint_client_state(checkpoint, tag)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / CONFIG, yaml.safe_dump(client["config"], sort_keys=False))
+    info = {"source": str(checkpoint.resolve()), "step": client.get("step"),
+            "mlflow_run_id": client.get("mlflow_run_id")}
+    _write_atomic(out / "export.json", json.dumps(info, indent=1))
+    save_consolidated(read_checkpoint_state(checkpoint, tag), out / WEIGHTS,
+                      {k: str(v) for k, v in info.items()})
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def model_config(path: str | Path) -> RunConfig:
+    """The run config of a model folder or a checkpoint directory."""
+    from nestor_ds.config import load_config
+
+    path = Path(path)
+    if (path / WEIGHTS).is_file():
+        if not (path / CONFIG).is_file():
+            raise ConfigError(f"{path} has {WEIGHTS} but no {CONFIG}: export it again with 'nestor-ds export'")
+        return load_config(path / CONFIG)
+    if not path.exists():
+        raise ConfigError(f"model {path} does not exist")
+    return checkpoint_config(path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               ) -> torch.nn.Module:
+    """A trained model on one device, in evaluation mode, from a model folder (``nestor-ds export`` or
+    ``nestor-ds import``) or a DeepSpeed checkpoint directory of any ep_size. MoE routers use the final
+    temperature, as fine-tuning and evaluation do."""
+    from nestor_ds.model import build_model
+    from nestor_ds.model.export import local_state_dict, read_weights
+
+    cfg = model_config(path)
+    model = build_model(cfg.model, ep_size=1, seed=cfg.train.seed, ep_rank=0)
+    state = local_state_dict(model, read_weights(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"{path}: weights do not fit its config: missing {sorted(missing)[:4]}, "
+                          f"unexpected {sorted(unexpected)[:4]}")
+    if cfg.model.is_moe:
+        model.set_temperature(cfg.model.moe.final_temperature)
+    model.run_config = cfg  # what the model was trained with: resolution, channels, pad value
+    return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,90 @@
+"""Auto-regressive prediction on a user's own fields, prepared as the model's training data was.
+
+The fields are resized (bilinear, ``align_corners=False``) to the model's resolution and their
+channels padded with the training pad value, exactly as the loader prepares a training window; the
+model predicts ``t_out`` frames at a time from the last ``t_in``; the predictions are resized back to
+the user's grid, the padded channels dropped and, given a geometry mask, zeroed outside the domain.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from nestor_ds.config import ConfigError
+
+
+class Predictor:
+    """``Predictor("runs/x/model").rollout(fields, steps)``; fields ``[X, Y, T, C]`` or ``[B, X, Y, T, C]``
+    (numpy or torch, any square-or-not grid, T >= t_in: the first t_in frames start the rollout)."""
+
+    def __init__(self, model: str | Path | torch.nn.Module, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        from nestor_ds.inference.model_io import load_model
+
+        self.model = load_model(model, device, dtype) if isinstance(model, (str, Path)) else model
+        cfg = getattr(self.model, "run_config", None)
+        if cfg is None:
+            raise ConfigError("the model carries no run config: load it with nestor_ds.load_model")
+        self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
+
+    def _to_model_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, X, Y, T, c] -> [B, R, R, T, C_model]."""
+        m = self.cfg.model
+        b, nx, ny, t, c = x.shape
+        if (nx, ny) != (m.resolution, m.resolution):
+            frames = rearrange(x, "b x y t c -> (b t) c x y")
+            frames = F.interpolate(frames, size=(m.resolution, m.resolution), mode="bilinear", align_corners=False)
+            x = rearrange(frames, "(b t) c x y -> b x y t c", b=b)
+        return F.pad(x, (0, m.channels - c), value=float(self.cfg.data.pad_value))
+
+    def _to_user_grid(self, y: torch.Tensor, grid: tuple[int, int], channels: int) -> torch.Tensor:
+        b = y.shape[0]
+        y = y[..., :channels]
+        if tuple(y.shape[1:3]) != grid:
+            frames = F.interpolate(rearrange(y, "b x y t c -> (b t) c x y"), size=grid, mode="bilinear",
+                                   align_corners=False)
+            y = rearrange(frames, "(b t) c x y -> b x y t c", b=b)
+        return y
+
+    @torch.no_grad()
+    def rollout(self, fields: np.ndarray | torch.Tensor, steps: int, channels: Sequence[int] | None = None,
+                mask: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+        """``steps`` predicted frames after the first t_in, on the input's grid: [(B,) X, Y, steps, C].
+
+        ``channels``: which model channel each input channel is (by position; default 0..C-1, as the data
+        set's channels were stored); ``mask`` [X, Y]: 1 inside the domain, predictions are 0 outside."""
+        m = self.cfg.model
+        as_numpy = isinstance(fields, np.ndarray)
+        x = torch.as_tensor(np.asarray(fields) if as_numpy else fields).float()
+        single = x.dim() == 4
+        if single:
+            x = x[None]
+        if x.dim() != 5:
+            raise ConfigError(f"fields must be [X, Y, T, C] or [B, X, Y, T, C], got shape {tuple(fields.shape)}")
+        b, nx, ny, t, c = x.shape
+        if t < m.t_in:
+            raise ConfigError(f"fields have {t} frames; the model needs t_in={m.t_in} to start")
+        if steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        order = list(range(c)) if channels is None else list(channels)
+        if len(order) != c or len(set(order)) != c or min(order) < 0 or max(order) >= m.channels:
+            raise ConfigError(f"channels {order} must place the {c} input channels among the model's {m.channels}")
+        placed = torch.full((b, nx, ny, t, max(order) + 1), float(self.cfg.data.pad_value))
+        placed[..., order] = x
+        window = self._to_model_grid(placed[:, :, :, :m.t_in]).to(self.device, self.dtype)
+        preds = []
+        while sum(p.shape[3] for p in preds) < steps:
+            y = self.model(window).pred  # [B, R, R, t_out, C_model]
+            preds.append(y.float())
+            window = torch.cat([window[:, :, :, y.shape[3]:], y.to(window.dtype)], dim=3)[:, :, :, -m.t_in:]
+        out = torch.cat(preds, dim=3)[:, :, :, :steps].cpu()
+        out = self._to_user_grid(out, (nx, ny), max(order) + 1)[..., order]
+        if mask is not None:
+            out = out * torch.as_tensor(np.asarray(mask), dtype=out.dtype)[None, :, :, None, None]
+        out = out[0] if single else out
+        return out.numpy() if as_numpy else out
