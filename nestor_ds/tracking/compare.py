@@ -6,17 +6,14 @@ is identical across the runs.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities import Run
+    import pandas as pd
 
 MISSING = "–"
 DEFAULT_MAX_RUNS = 10
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -44,124 +41,80 @@ class ComparisonResult:
         return sorted(self.metrics, key=lambda name: (not name.startswith("eval/"), name))
 
 
-def _quote(value: str) -> str | None:
-    """Quote a string for an MLflow filter; ``None`` when it holds both quote kinds."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    return None
+def _search(uri: str, experiment: str | None) -> "pd.DataFrame":
+    """Every run of ``experiment`` (or of all experiments), newest first, as MLflow's own table: one row per
+    run, ``metrics.*`` holding each metric's latest value, ``params.*`` and ``tags.*``."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
+            raise ValueError(f"no MLflow experiment named {experiment!r} at {uri}")
+        return mlflow.search_runs(experiment_names=[experiment] if experiment is not None else None,
+                                  search_all_experiments=experiment is None, order_by=["attributes.start_time DESC"],
+                                  output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)  # None: unset again, as it was
 
 
-def _all_pages(fetch) -> list:  # fetch(page_token) -> PagedList
-    items, token = [], None
-    while True:
-        page = fetch(token)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
+def _pick(table: "pd.DataFrame", refs: list[str], experiment: str | None, uri: str) -> "pd.DataFrame":
+    """The rows the user named, by run id or run name (a name used by several runs: the newest), in order."""
+    names = table["tags.mlflow.runName"] if "tags.mlflow.runName" in table else table["run_id"] * 0
+    rows: list[int] = []
+    for ref in refs:
+        hits = table.index[(table["run_id"] == ref) | (names == ref)]
+        if len(hits) == 0:
+            where = f"experiment {experiment!r}" if experiment is not None else "any experiment"
+            raise ValueError(f"no MLflow run with id or name {ref!r} in {where} at {uri}")
+        if hits[0] not in rows:  # the same run named twice (id and name) shows once
+            rows.append(hits[0])
+    return table.loc[rows]
 
 
-def _experiment_ids(client: MlflowClient, experiment: str | None) -> list[str]:
-    if experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            raise ValueError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}")
-        return [exp.experiment_id]
-    exps = _all_pages(lambda token: client.search_experiments(page_token=token))
-    return [e.experiment_id for e in exps]
-
-
-def _find_by_name(client: MlflowClient, name: str, experiment_ids: list[str]) -> Run | None:
-    if not experiment_ids:
-        return None
-    quoted = _quote(name)
-    newest_first = ["attributes.start_time DESC"]
-    if quoted is not None:
-        hits = client.search_runs(
-            experiment_ids, filter_string=f"attributes.run_name = {quoted}", max_results=1, order_by=newest_first
-        )
-        return hits[0] if hits else None
-    runs = _all_pages(
-        lambda token: client.search_runs(experiment_ids, order_by=newest_first, page_token=token)
-    )
-    return next((r for r in runs if r.info.run_name == name), None)
-
-
-def _resolve(client: MlflowClient, ref: str, experiment_ids: list[str], experiment: str | None) -> Run:
-    from mlflow.exceptions import MlflowException
-
-    if _RUN_ID.fullmatch(ref):
-        try:
-            return client.get_run(ref)
-        except MlflowException:
-            pass  # not an id after all: maybe a run named like one
-    run = _find_by_name(client, ref, experiment_ids)
-    if run is None:
-        where = f"experiment {experiment!r}" if experiment is not None else "any experiment"
-        raise ValueError(f"no MLflow run with id or name {ref!r} in {where} at {client.tracking_uri}")
-    return run
-
-
-def _labels(runs: list[Run]) -> list[str]:
-    names = [r.info.run_name or r.info.run_id[:8] for r in runs]
-    return [
-        f"{name} ({r.info.run_id[:8]})" if names.count(name) > 1 else name for name, r in zip(names, runs)
-    ]
+def _labels(names: list[str], ids: list[str]) -> list[str]:
+    return [f"{name} ({rid[:8]})" if names.count(name) > 1 else name for name, rid in zip(names, ids)]
 
 
 def compare_runs(uri: str, runs: list[str], experiment: str | None = None) -> ComparisonResult:
-    """Collect what differs between runs given by id or name.
+    """Collect what differs between runs given by id or name (``mlflow.search_runs``' table).
 
     Names resolve within ``experiment`` when given, else across all active
     experiments; a name used by several runs means the newest. With no ``runs``,
     the newest ``DEFAULT_MAX_RUNS`` runs of ``experiment`` are compared.
     """
-    from mlflow import MlflowClient
+    import math
 
-    client = MlflowClient(tracking_uri=uri)
+    import pandas as pd
+
     refs = [str(r) for r in runs]
+    if not refs and experiment is None:
+        raise ValueError("compare_runs needs run ids/names or an experiment to take runs from")
+    table = _search(uri, experiment).reset_index(drop=True)
     if not refs:
-        if experiment is None:
-            raise ValueError("compare_runs needs run ids/names or an experiment to take runs from")
-        ids = _experiment_ids(client, experiment)
-        found = list(
-            client.search_runs(ids, max_results=DEFAULT_MAX_RUNS, order_by=["attributes.start_time DESC"])
-        )
-        if not found:
+        if table.empty:
             raise ValueError(f"MLflow experiment {experiment!r} has no runs at {uri}")
+        found = table.head(DEFAULT_MAX_RUNS)
     else:
-        ids = _experiment_ids(client, experiment)
-        found = []
-        seen: set[str] = set()
-        for ref in refs:
-            run = _resolve(client, ref, ids, experiment)
-            if run.info.run_id not in seen:  # the same run named twice (id and name) shows once
-                seen.add(run.info.run_id)
-                found.append(run)
-
+        found = _pick(table, refs, experiment, uri)
+    ids = [str(i) for i in found["run_id"]]
+    names = [str(n) if isinstance(n, str) and n else i[:8]
+             for n, i in zip(found.get("tags.mlflow.runName", [None] * len(ids)), ids)]
     summaries = [
-        RunSummary(
-            run_id=r.info.run_id,
-            run_name=r.info.run_name or "",
-            experiment_id=r.info.experiment_id,
-            status=r.info.status,
-            start_time=r.info.start_time,
-            label=label,
-        )
-        for r, label in zip(found, _labels(found))
+        RunSummary(run_id=rid, run_name=name, experiment_id=str(row["experiment_id"]), status=str(row["status"]),
+                   start_time=int(row["start_time"].timestamp() * 1000) if pd.notna(row["start_time"]) else None,
+                   label=label)
+        for rid, name, label, (_, row) in zip(ids, names, _labels(names, ids), found.iterrows())
     ]
     result = ComparisonResult(runs=summaries)
-    # run.data.metrics already holds each metric's latest value (highest step, then time).
-    for r in found:
-        for key, value in r.data.metrics.items():
-            result.metrics.setdefault(key, {})[r.info.run_id] = value
-    keys = sorted({k for r in found for k in r.data.params})
-    for key in keys:
-        values = {r.info.run_id: r.data.params.get(key) for r in found}
+    for column in (c for c in found.columns if c.startswith("metrics.")):
+        values = {rid: float(v) for rid, v in zip(ids, found[column]) if v is not None and not math.isnan(v)}
+        if values:
+            result.metrics[column.removeprefix("metrics.")] = values
+    for column in sorted(c for c in found.columns if c.startswith("params.")):
+        values = {rid: (v if isinstance(v, str) else None) for rid, v in zip(ids, found[column])}
         if len(set(values.values())) > 1:
-            result.param_diffs[key] = values
+            result.param_diffs[column.removeprefix("params.")] = values
     return result
 
 
