@@ -16,7 +16,7 @@ import yaml
 
 from nestor_ds.config import ConfigError, RunConfig, parse_config
 
-WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+WEIGHTS, CONFIG, CHANNELS = "model.safetensors", "config.yaml", "channels.json"
 
 
 def _checkpoint_folder(root: Path, tag: str | None) -> Path:
@@ -62,9 +62,29 @@ def export_model(checkpoint: str | Path, out: str | Path, tag: str | None = None
     info = {"source": str(checkpoint.resolve()), "step": client.get("step"),
             "mlflow_run_id": client.get("mlflow_run_id")}
     _write_atomic(out / "export.json", json.dumps(info, indent=1))
+    names = channel_names(parse_config(client["config"]))
+    if names:
+        _write_atomic(out / CHANNELS, json.dumps(names, indent=1))
     save_consolidated(read_checkpoint_state(checkpoint, tag), out / WEIGHTS,
                       {k: str(v) for k, v in info.items()})
     return out
+
+
+def channel_names(cfg: RunConfig) -> dict[str, list[str]]:
+    """Each training data set's channel names, from its shard manifest where the shards can be reached (so that
+    users can name their channels); data sets whose shards are gone are left out."""
+    from nestor_ds.data.shards import DataError, is_remote, read_manifest, subfolder
+
+    names = {}
+    for entry in cfg.data.datasets:
+        base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
+        folder = subfolder(base, cfg.data.train_split)
+        try:
+            manifest = read_manifest(folder if is_remote(folder) else Path(folder), verify=False)
+        except (DataError, OSError):
+            continue
+        names[entry.name] = list(manifest["channels"])
+    return names
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -105,4 +125,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if cfg.model.is_moe:
         model.set_temperature(cfg.model.moe.final_temperature)
     model.run_config = cfg  # what the model was trained with: resolution, channels, pad value
+    names = Path(path) / CHANNELS
+    model.channel_names = json.loads(names.read_text()) if names.is_file() else channel_names(cfg)
     return model.to(device=device, dtype=dtype).eval()

@@ -51,13 +51,33 @@ class Predictor:
             y = rearrange(frames, "(b t) c x y -> b x y t c", b=b)
         return y
 
+    def channel_positions(self, channels: Sequence[int | str], dataset: str | None) -> list[int]:
+        """Model channel of each input channel: positions as given, names looked up in a training data set's
+        channel order (``dataset``; default: the only data set, or the one whose channels hold all names)."""
+        if all(isinstance(c, int) for c in channels):
+            return [int(c) for c in channels]
+        known: dict[str, list[str]] = getattr(self.model, "channel_names", {}) or {}
+        candidates = [dataset] if dataset else [d for d, names in known.items() if set(channels) <= set(names)]
+        if dataset and dataset not in known:
+            raise ConfigError(f"channel names of data set {dataset!r} are unknown; known: {sorted(known) or 'none'} "
+                              f"(give channels by position)")
+        if len(candidates) != 1:
+            raise ConfigError(f"channels {list(channels)}: {'several' if candidates else 'no'} training data sets "
+                              f"match ({candidates or sorted(known)}); pass dataset= or positions")
+        names = known[candidates[0]]
+        missing = [c for c in channels if c not in names]
+        if missing:
+            raise ConfigError(f"data set {candidates[0]!r} has channels {names}, not {missing}")
+        return [names.index(c) for c in channels]
+
     @torch.no_grad()
-    def rollout(self, fields: np.ndarray | torch.Tensor, steps: int, channels: Sequence[int] | None = None,
-                mask: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+    def rollout(self, fields: np.ndarray | torch.Tensor, steps: int, channels: Sequence[int | str] | None = None,
+                mask: np.ndarray | torch.Tensor | None = None, dataset: str | None = None) -> np.ndarray | torch.Tensor:
         """``steps`` predicted frames after the first t_in, on the input's grid: [(B,) X, Y, steps, C].
 
-        ``channels``: which model channel each input channel is (by position; default 0..C-1, as the data
-        set's channels were stored); ``mask`` [X, Y]: 1 inside the domain, predictions are 0 outside."""
+        ``channels``: which model channel each input channel is, by position or by name in a training data set's
+        channel order (``dataset``); default 0..C-1, as the data set's channels were stored. ``mask`` [X, Y]:
+        1 inside the domain, predictions are 0 outside."""
         m = self.cfg.model
         as_numpy = isinstance(fields, np.ndarray)
         x = torch.as_tensor(np.asarray(fields) if as_numpy else fields).float()
@@ -71,7 +91,7 @@ class Predictor:
             raise ConfigError(f"fields have {t} frames; the model needs t_in={m.t_in} to start")
         if steps < 1:
             raise ConfigError(f"steps must be at least 1, got {steps}")
-        order = list(range(c)) if channels is None else list(channels)
+        order = list(range(c)) if channels is None else self.channel_positions(list(channels), dataset)
         if len(order) != c or len(set(order)) != c or min(order) < 0 or max(order) >= m.channels:
             raise ConfigError(f"channels {order} must place the {c} input channels among the model's {m.channels}")
         placed = torch.full((b, nx, ny, t, max(order) + 1), float(self.cfg.data.pad_value))

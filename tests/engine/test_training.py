@@ -59,6 +59,8 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     assert "count_host_syncs: true" in Path(resolved).read_text()  # the --set overrides, applied
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/model.safetensors", "model/config.yaml"} <= model_files  # the run leads to its weights
+    channels = json.loads((pretrained / "model" / "channels.json").read_text())  # users may name channels
+    assert list(channels) == PRETRAIN_SETS and channels["swe_pdb"] == ["h"]
     tags = run.data.tags
     assert tags["world_size"] == "2" and tags["ep_size"] == "2" and tags["device"] == "cpu"
     assert tags["git_commit"] == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,

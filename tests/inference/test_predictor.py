@@ -94,3 +94,21 @@ def test_predict_command_writes_rollout_and_figure(model_dir: Path, tmp_path: Pa
     assert pred.shape == (48, 48, 4, 3) and np.isfinite(pred).all()
     assert (out / "prediction.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, "pred"])  # nothing else written
+
+
+def test_channels_by_name_follow_a_training_data_set(model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    named = tmp_path / "named"
+    shutil.copytree(model_dir, named)
+    (named / "channels.json").write_text(json.dumps({"alpha": ["u", "v", "p"], "beta": ["h"]}))
+    predictor = Predictor(named)
+    fields = np.random.default_rng(1).standard_normal((32, 32, predictor.cfg.model.t_in, 2)).astype(np.float32)
+    by_name = predictor.rollout(fields, steps=1, channels=["v", "p"])
+    np.testing.assert_array_equal(by_name, predictor.rollout(fields, steps=1, channels=[1, 2]))
+    assert not np.allclose(by_name, predictor.rollout(fields, steps=1))  # positions 0, 1: another input
+    with pytest.raises(ValueError, match=r"'alpha' has channels \['u', 'v', 'p'\], not \['w'\]"):
+        predictor.rollout(fields, steps=1, channels=["v", "w"], dataset="alpha")
+    with pytest.raises(ValueError, match="no training data sets match"):
+        predictor.rollout(fields, steps=1, channels=["x", "y"])
