@@ -9,7 +9,8 @@
 #   RUN_DIR     train.output_dir: checkpoints, eval tables, summary and the MLflow
 #               store (sqlite RUN_DIR/mlflow.db unless MLFLOW_TRACKING_URI or
 #               tracking.uri says otherwise)
-#   EXTRA_ARGS  more launch/train.py arguments, split with shell quoting rules, e.g.
+#   EXTRA_ARGS  more launch/train.py arguments, split at spaces outside '...' or "..." quotes (never
+#               evaluated: $(...) and ; stay literal text), e.g.
 #               EXTRA_ARGS="--set train.steps=500 --set 'data.datasets=[{name: swe_pdb}]'"
 #   WEIGHTS     finetune: pre-trained checkpoint dir or .safetensors (--weights)
 #   PYTHON      interpreter (default the repository's .venv/bin/python)
@@ -52,9 +53,13 @@ nestor_prepare() {
     [ -f "$NESTOR_REPO/launch/train.py" ] || nestor_die "$NESTOR_REPO/launch/train.py missing: is NESTOR_REPO right?"
 
     local extra=()
-    # EXTRA_ARGS is one string from the environment: let the shell split it so quoted
-    # values with spaces (YAML flow lists) survive.
-    eval "extra=(${EXTRA_ARGS:-})"
+    # EXTRA_ARGS is one string from the environment: split it with quotes honoured (quoted values with
+    # spaces, YAML flow lists, survive) by xargs, which parses quotes but never runs what it reads (no eval)
+    if [ -n "${EXTRA_ARGS:-}" ]; then
+        printf '%s' "$EXTRA_ARGS" | xargs printf '' >/dev/null 2>&1 \
+            || nestor_die "EXTRA_ARGS has unbalanced quotes: $EXTRA_ARGS"
+        mapfile -d '' -t extra < <(printf '%s' "$EXTRA_ARGS" | xargs printf '%s\0')
+    fi
     NESTOR_ARGS=(--ds_config "$DS_CONFIG" --config "$CONFIG" --mode "$mode" --set "train.output_dir=$RUN_DIR")
     if [ "$mode" = finetune ] && [ -n "${WEIGHTS:-}" ]; then
         NESTOR_ARGS+=(--weights "$(nestor_abspath "$WEIGHTS")")

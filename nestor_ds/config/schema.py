@@ -14,7 +14,7 @@ from nestor_ds.config.datasets import DatasetInfo, UnknownDataset, lookup
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf is a typo, not a setting
 
 
 class ImageMoEConfig(Strict):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+TAG = re.compile(r"step(\d{8})")
+
+
 def tag_for(step: int) -> str:
     return f"step{step:08d}"
+
+
+def prunable(root: Path, current: str, keep: int) -> list[str]:
+    """Tags to delete after writing ``current``: only this run's own (``stepNNNNNNNN`` folders of earlier
+    steps; a folder of a later step belongs to another run in a reused directory, any other name to the user),
+    never ``current`` nor what ``latest`` names, keeping the newest ``keep`` including ``current``."""
+    step = int(TAG.fullmatch(current).group(1))
+    protected = {current, latest_tag(root)}
+    own = sorted((int(m.group(1)), p.name) for p in root.iterdir()
+                 if p.is_dir() and (m := TAG.fullmatch(p.name)) and int(m.group(1)) < step)
+    own = [name for _, name in own]
+    kept_older = max(keep - 1, 0)
+    old = own[:-kept_older] if kept_older else own
+    return [tag for tag in old if tag not in protected]
 
 
 def latest_tag(root: Path) -> str | None:
@@ -49,8 +67,7 @@ def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep:
         tmp = root / "latest.partial"
         tmp.write_text(tag)
         os.replace(tmp, root / "latest")  # only now is the checkpoint visible as complete
-        tags = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("step"))
-        for old in tags[:-keep]:
+        for old in prunable(root, tag, keep):
             shutil.rmtree(root / old, ignore_errors=True)
     dist.barrier()
     return tag

@@ -118,3 +118,14 @@ def test_a_length_on_the_command_line_replaces_the_files_unit(tmp_path) -> None:
     assert load_config(path, {"train.steps": 20}).train.steps == 20
     assert load_config(path, {"train.steps": 20}).train.epochs is None
     assert load_config(path).train.epochs == 500
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_numbers_are_refused(value: str) -> None:
+    import yaml
+
+    from nestor_ds.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.optimizer.lr"):
+        load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml",
+                    {"train.optimizer.lr": yaml.safe_load(value)})

@@ -51,3 +51,19 @@ def test_local_script_runs_two_ranks(shard_args: list[str], tmp_path: Path) -> N
     (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
     assert run.data.params["world_size"] == "2"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == list(range(1, steps + 1))
+
+
+def test_extra_args_are_split_never_run(tmp_path: Path) -> None:
+    """EXTRA_ARGS keeps quoted values whole and is never evaluated: a $(...) in it stays text."""
+    probe = tmp_path / "pwned"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(DS_ACCELERATOR="cpu", NPROC="1", RUN_DIR="run", PYTHON=sys.executable,
+               EXTRA_ARGS=f"--set 'data.datasets=[{{name: swe_pdb}}]' --set x=$(touch {probe})")
+    out = subprocess.run(["bash", str(REPO / "slurm" / "local.sh"), "pretrain"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)
+    assert not probe.exists()
+    assert out.returncode != 0 and f"x=$(touch {probe})" in out.stderr + out.stdout  # named as text
+    env["EXTRA_ARGS"] = "--set 'unbalanced"
+    out = subprocess.run(["bash", str(REPO / "slurm" / "local.sh"), "pretrain"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2 and "EXTRA_ARGS has unbalanced quotes" in out.stderr
