@@ -83,14 +83,22 @@ def training_loss(cfg: RunConfig, out: Any, per_sample: torch.Tensor, dataset_id
 
 
 def run(args: RunArgs) -> dict[str, Any]:
-    """A run whose MLflow record ends FAILED when it dies of an exception (KILLED on preemption)."""
+    """A run that holds its output directory (one run per directory), and whose MLflow record ends FAILED when
+    it dies of an exception (KILLED on preemption)."""
+    from nestor_ds.engine.run_lock import RunLock
+
     trackers: list[Any] = []
+    lock = RunLock(load_config(args.config, args.overrides).train.output_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock.acquire()  # before any process group: a refused run ends at once, and its launcher stops the others
     try:
         return _run(args, trackers)
     except BaseException:
         for tracker in trackers:
             tracker.finish("FAILED")  # no-op for one already finished
         raise
+    finally:
+        lock.release()
 
 
 def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
