@@ -253,6 +253,9 @@ class ParallelConfig(Strict):
     ep_size: int = Field(1, gt=0, description="ranks the image-level experts are sharded over")
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="default: the ds_config's")
     precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="default: the ds_config's")
+    collective_timeout_s: float = Field(
+        600, gt=0, description="seconds any collective of any process group (DeepSpeed's expert groups too) waits "
+        "for a rank before the run stops, naming the ranks that fell behind (torch's default: 30 min)")
 
 
 class TrackingConfig(Strict):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from pathlib import Path
 
 
 def _free_port() -> int:
@@ -11,14 +13,68 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(backend: str | None = None) -> None:
-    """A plain process gets RANK=0/WORLD_SIZE=1 so DeepSpeed does not go looking for MPI."""
+def init_distributed(backend: str | None = None, timeout_s: float | None = None) -> None:
+    """A plain process gets RANK=0/WORLD_SIZE=1 so DeepSpeed does not go looking for MPI.
+
+    ``timeout_s`` bounds every collective of every group: groups made later without a timeout (DeepSpeed's
+    expert and data-parallel groups) take torch's default, which is set to it here."""
+    from datetime import timedelta
+
     import deepspeed
+    import torch.distributed.distributed_c10d as c10d
 
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    deepspeed.init_distributed(dist_backend=backend)  # None: the accelerator's own (nccl on CUDA, gloo on CPU)
+    timeout = None
+    if timeout_s is not None:
+        timeout = timedelta(seconds=timeout_s)
+        c10d.default_pg_timeout = c10d.default_pg_nccl_timeout = timeout
+    kwargs = {} if timeout is None else {"timeout": timeout}
+    deepspeed.init_distributed(dist_backend=backend, **kwargs)  # None: the accelerator's own (nccl, gloo on CPU)
+
+
+class Heartbeat:
+    """Each rank keeps ``<dir>/rank<N>`` fresh (step, pid) from a background thread, which runs on while the
+    rank waits in a collective (the wait releases the GIL) and stops with the process (killed, stopped,
+    crashed). When a collective times out, the ranks whose file went stale are the ones that did not answer."""
+
+    INTERVAL_S = 2.0
+
+    def __init__(self, folder: Path, rank: int, world: int) -> None:
+        self.folder, self.rank, self.world, self.step = folder, rank, world, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "Heartbeat":
+        import threading
+
+        def loop() -> None:
+            while True:
+                self._write()
+                time.sleep(self.INTERVAL_S)
+
+        threading.Thread(target=loop, name="nestor-heartbeat", daemon=True).start()
+        return self
+
+    def _write(self) -> None:
+        try:
+            (self.folder / f"rank{self.rank}").write_text(f"{self.step} {os.getpid()}")
+        except OSError:
+            pass  # a full or vanished disk shows elsewhere; the heartbeat only helps name a hung rank
+
+    def beat(self, step: int) -> None:
+        self.step = step
+
+    def laggards(self) -> str:
+        now, silent = time.time(), []
+        for r in range(self.world):
+            f = self.folder / f"rank{r}"
+            if not f.is_file():
+                silent.append(f"rank {r} (never started)")
+            elif now - f.stat().st_mtime > 4 * self.INTERVAL_S:
+                silent.append(f"rank {r} (silent for {now - f.stat().st_mtime:.0f} s, last finished step "
+                              f"{f.read_text().split()[0]})")
+        return ", ".join(silent) + " did not answer" if silent else "every rank is alive (a collective mismatch?)"
 
 
 def shutdown() -> None:

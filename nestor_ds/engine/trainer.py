@@ -93,9 +93,16 @@ def run(args: RunArgs) -> dict[str, Any]:
         lock.acquire()  # before any process group: a refused run ends at once, and its launcher stops the others
     try:
         return _run(args, trackers)
-    except BaseException:
+    except BaseException as err:
         for tracker in trackers:
             tracker.finish("FAILED")  # no-op for one already finished
+        if isinstance(err, RuntimeError) and "timed out" in str(err).lower():
+            from nestor_ds.engine.distributed import Heartbeat
+
+            cfg = load_config(args.config, args.overrides)
+            beats = Heartbeat(cfg.train.output_dir / "heartbeat", 0, int(os.environ.get("WORLD_SIZE", "1")))
+            raise RuntimeError(f"a collective timed out after {cfg.parallel.collective_timeout_s:g} s "
+                               f"(parallel.collective_timeout_s): {beats.laggards()}") from err
         raise
     finally:
         lock.release()
@@ -110,7 +117,7 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
 
     from nestor_ds.data.loader import build_train_loader, open_sources
     from nestor_ds.engine import checkpointing
-    from nestor_ds.engine.distributed import init_distributed, shutdown
+    from nestor_ds.engine.distributed import Heartbeat, init_distributed, shutdown
     from nestor_ds.engine.evaluate import format_table
     from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
     from nestor_ds.engine.grad_norm import clip_global_grad_norm_
@@ -125,7 +132,7 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
     cfg = load_config(args.config, args.overrides)  # a bad config fails before any process group starts
-    init_distributed()
+    init_distributed(timeout_s=cfg.parallel.collective_timeout_s)
     rank, world = dist.get_rank(), dist.get_world_size()
     _setup_logging(rank)
     if args.mode == "evaluate" and world % cfg.parallel.ep_size:
@@ -235,6 +242,8 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
         client_state = {"step": step, "config": cfg.model_dump(mode="json"), "mlflow_run_id": tracker.run_id}
         checkpointing.save(engine, ckpt_dir, step, client_state, cfg.train.keep_checkpoints)
 
+    heartbeat = Heartbeat(out_dir / "heartbeat", rank, world).start()
+    heartbeat.beat(step)
     t_interval = time.perf_counter()
     engine.train()
     while step < steps:
@@ -262,6 +271,7 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
             if probe:
                 host_syncs = dict(syncs)
         step += 1
+        heartbeat.beat(step)
         if bar is not None:
             bar.update(1)
         if step % cfg.train.log_every == 0 or step == steps:

@@ -1,0 +1,55 @@
+"""A hung rank (SIGSTOP) stops the run within parallel.collective_timeout_s, naming the rank."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PRETRAIN_SETS, REPO, env, run_args
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
+
+
+def test_hung_rank_ends_the_run_within_the_timeout_naming_it(shards: Path, tmp_path: Path) -> None:
+    from multiproc import free_port
+
+    out = tmp_path / "run"
+    args = run_args(shards, out, "--set", "train.steps=100000", "--set", "parallel.collective_timeout_s=15",
+                    "--set", "train.eval_every=100000", "--set", "train.checkpoint_every=2", sets=PRETRAIN_SETS[:2])
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(free_port()), str(REPO / "launch" / "train.py"), *args], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    beat = out / "heartbeat" / "rank1"
+    pid = None
+    try:
+        deadline = time.time() + 300
+        while not (beat.is_file() and int(beat.read_text().split()[0]) >= 3):  # rank 1 finished step 3
+            assert proc.poll() is None and time.time() < deadline, "the run did not get going"
+            time.sleep(0.2)
+        pid = int(beat.read_text().split()[1])
+        os.kill(pid, signal.SIGSTOP)  # rank 1 hangs: alive, silent
+        stopped = time.time()
+        _, stderr = proc.communicate(timeout=240)
+        waited = time.time() - stopped
+    finally:
+        if pid is not None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    assert waited < 15 + 90, waited  # the timeout, plus the launcher tearing the job down
+    assert "a collective timed out after 15 s (parallel.collective_timeout_s): rank 1 (silent for" in stderr, \
+        stderr[-3000:]
+    assert "rank 0 (" not in stderr.split("collective timed out")[-1].split("\n")[0]  # only the hung one named
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert (out / "checkpoints" / latest).is_dir()  # the last complete checkpoint is intact
