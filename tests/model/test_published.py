@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from nestor_ds.config import ModelConfig, load_config
 from nestor_ds.model import build_model
-from nestor_ds.model.export import local_state_dict, read_weights
 from nestor_ds.model.params import param_report
 from nestor_ds.model.published import (NESTOR_REFERENCE_TINY_PARAMS, PUBLISHED, import_checkpoint,
                                        infer_model_config, map_state)
@@ -30,10 +28,10 @@ FIXTURES = REPO / "tests" / "fixtures" / "reference"  # a copy of ../shared/fixt
 
 
 def _load_imported(folder: Path) -> torch.nn.Module:
-    cfg = ModelConfig(**yaml.safe_load((folder / "config.yaml").read_text())["model"])
-    model = build_model(cfg, seed=123)  # a different init: every weight must come from the file
-    model.load_state_dict(local_state_dict(model, read_weights(folder)))
-    return model.eval()
+    """The user's one call (nestor_ds.load_model): no YAML, every weight from the folder (strictly)."""
+    from nestor_ds import load_model
+
+    return load_model(folder)
 
 
 @pytest.mark.parametrize("kind", ["dpot", "moepot"])
