@@ -229,11 +229,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="launch/train.py", description="Pre-train, fine-tune or evaluate NESTOR.")
     _add_train_arguments(parser)
     args = parser.parse_args(argv)
+    from nestor_ds.engine.stopped import RunStopped
+
     try:
         return _cmd_train(args)
     except ConfigError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        print(f"train: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -350,11 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from nestor_ds.engine.stopped import RunStopped
+
     try:
         return func(args)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"nestor-ds: error: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        print(f"nestor-ds: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

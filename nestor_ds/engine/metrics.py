@@ -50,7 +50,7 @@ class IntervalMetrics:
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flat)
         world = dist.get_world_size() if dist.is_initialized() else 1
-        micro = flat[3].item() / world
+        micro = flat[3].item() / world or float("nan")  # nan: every micro-step of the interval was skipped
         out = {"train/loss": flat[0].item() / world / micro, "train/aux_image": flat[1].item() / world / micro,
                "train/aux_token": flat[2].item() / world / micro, "train/samples": flat[4].item(),
                "data/skipped_samples": flat[-1].item()}

@@ -101,8 +101,10 @@ def run(args: RunArgs) -> dict[str, Any]:
 
             cfg = load_config(args.config, args.overrides)
             beats = Heartbeat(cfg.train.output_dir / "heartbeat", 0, int(os.environ.get("WORLD_SIZE", "1")))
-            raise RuntimeError(f"a collective timed out after {cfg.parallel.collective_timeout_s:g} s "
-                               f"(parallel.collective_timeout_s): {beats.laggards()}") from err
+            from nestor_ds.engine.stopped import RunStopped
+
+            raise RunStopped(f"a collective timed out after {cfg.parallel.collective_timeout_s:g} s "
+                             f"(parallel.collective_timeout_s): {beats.laggards()}") from err
         raise
     finally:
         lock.release()
@@ -118,6 +120,7 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
     from nestor_ds.data.loader import build_train_loader, open_sources
     from nestor_ds.engine import checkpointing
     from nestor_ds.engine.distributed import Heartbeat, init_distributed, shutdown
+    from nestor_ds.engine.finite_guard import FiniteGuard
     from nestor_ds.engine.evaluate import format_table
     from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
     from nestor_ds.engine.grad_norm import clip_global_grad_norm_
@@ -243,6 +246,7 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
         checkpointing.save(engine, ckpt_dir, step, client_state, cfg.train.keep_checkpoints)
 
     heartbeat = Heartbeat(out_dir / "heartbeat", rank, world).start()
+    guard = FiniteGuard(cfg.train.max_bad_steps)
     heartbeat.beat(step)
     t_interval = time.perf_counter()
     engine.train()
@@ -263,13 +267,19 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
                 out = engine(x.to(dtype))
                 per_sample = l2re(out.pred, batch["y"], mask)
                 loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
-                engine.backward(loss)
-                if clip_here and engine.is_gradient_accumulation_boundary():
-                    clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
-                engine.step()
-                metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
+                bad = guard.nonfinite(loss)  # agreed by all ranks: they skip backward and step together
+                if not bad:
+                    guard.good()
+                    engine.backward(loss)
+                    if clip_here and engine.is_gradient_accumulation_boundary():
+                        clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
+                    engine.step()
+                    metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
             if probe:
                 host_syncs = dict(syncs)
+            if bad:
+                guard.skip(step, [train_sources[i].name for i in batch["dataset_id"].tolist()],
+                           checkpointing.latest_tag(ckpt_dir))
         step += 1
         heartbeat.beat(step)
         if bar is not None:
@@ -280,6 +290,7 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
             values["perf/samples_per_s"] = values["train/samples"] / elapsed
             values["perf/tokens_per_s"] = values["perf/samples_per_s"] * tokens_per_sample
             values["perf/peak_mem_mib"] = peak_memory_mib(device)
+            values["train/skipped_nonfinite"] = float(guard.skipped)
             if cfg.train.count_host_syncs:
                 values["perf/host_syncs"] = float(sum(host_syncs.values()))
                 log.info("host syncs in step %d: %s", step, host_syncs or "none")
