@@ -19,6 +19,7 @@ import numpy as np
 import webdataset as wds
 from webdataset.tariterators import group_by_keys
 
+from nestor_ds.atomic import write_text_atomic
 from nestor_ds.config.loading import parse_json_object
 from nestor_ds.data.trajectory import Trajectory
 
@@ -48,12 +49,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ChannelStats:
@@ -175,7 +170,7 @@ def write_manifest(folder: Path, dataset: str, split: str, results: list[ShardRe
         "shapes": sorted(list(s) for s in shapes), "channels": channels, "mean": mean, "std": std, "dt": dt,
         **(extra or {}), "shards": [vars(r.info) for r in results],
     }
-    _write_atomic_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

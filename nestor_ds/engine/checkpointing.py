@@ -5,7 +5,6 @@ states and the run config, so a resumed run repeats an uninterrupted one exactly
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from nestor_ds.atomic import write_text_atomic
 
 
 def rng_state() -> dict[str, Any]:
@@ -64,9 +65,7 @@ def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep:
     engine.save_checkpoint(str(root), tag=tag, client_state={**client_state, "rng": rng_state()}, save_latest=False)
     dist.barrier()
     if dist.get_rank() == 0:
-        tmp = root / "latest.partial"
-        tmp.write_text(tag)
-        os.replace(tmp, root / "latest")  # only now is the checkpoint visible as complete
+        write_text_atomic(root / "latest", tag)  # only now is the checkpoint visible as complete
         for old in prunable(root, tag, keep):
             shutil.rmtree(root / old, ignore_errors=True)
     dist.barrier()

@@ -7,13 +7,13 @@ a checkpoint directory directly, into a single-device model: no YAML to find by 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from nestor_ds.atomic import write_text_atomic
 from nestor_ds.config import ConfigError, RunConfig, parse_config
 
 WEIGHTS, CONFIG, CHANNELS = "model.safetensors", "config.yaml", "channels.json"
@@ -58,13 +58,13 @@ def export_model(checkpoint: str | Path, out: str | Path, tag: str | None = None
     checkpoint, out = Path(checkpoint), Path(out)
     client = checkpoint_client_state(checkpoint, tag)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / CONFIG, yaml.safe_dump(client["config"], sort_keys=False))
+    write_text_atomic(out / CONFIG, yaml.safe_dump(client["config"], sort_keys=False))
     info = {"source": str(checkpoint.resolve()), "step": client.get("step"),
             "mlflow_run_id": client.get("mlflow_run_id")}
-    _write_atomic(out / "export.json", json.dumps(info, indent=1))
+    write_text_atomic(out / "export.json", json.dumps(info, indent=1))
     names = channel_names(parse_config(client["config"]))
     if names:
-        _write_atomic(out / CHANNELS, json.dumps(names, indent=1))
+        write_text_atomic(out / CHANNELS, json.dumps(names, indent=1))
     save_consolidated(read_checkpoint_state(checkpoint, tag), out / WEIGHTS,
                       {k: str(v) for k, v in info.items()})
     return out
@@ -85,12 +85,6 @@ def channel_names(cfg: RunConfig) -> dict[str, list[str]]:
             continue
         names[entry.name] = list(manifest["channels"])
     return names
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def model_config(path: str | Path) -> RunConfig:
