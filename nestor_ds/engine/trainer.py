@@ -88,18 +88,18 @@ def run(args: RunArgs) -> dict[str, Any]:
     from nestor_ds.engine.run_lock import RunLock
 
     trackers: list[Any] = []
-    lock = RunLock(load_config(args.config, args.overrides).train.output_dir)
+    cfg = load_config(args.config, args.overrides)  # a bad config fails before any process group starts
+    lock = RunLock(cfg.train.output_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         lock.acquire()  # before any process group: a refused run ends at once, and its launcher stops the others
     try:
-        return _run(args, trackers)
+        return _run(args, cfg, trackers)
     except BaseException as err:
         for tracker in trackers:
             tracker.finish("FAILED")  # no-op for one already finished
         if isinstance(err, RuntimeError) and "timed out" in str(err).lower():
             from nestor_ds.engine.distributed import Heartbeat
 
-            cfg = load_config(args.config, args.overrides)
             beats = Heartbeat(cfg.train.output_dir / "heartbeat", 0, int(os.environ.get("WORLD_SIZE", "1")))
             from nestor_ds.engine.stopped import RunStopped
 
@@ -110,7 +110,7 @@ def run(args: RunArgs) -> dict[str, Any]:
         lock.release()
 
 
-def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
+def _run(args: RunArgs, cfg: RunConfig, trackers: list[Any]) -> dict[str, Any]:
     from nestor_ds.engine.preemption import Preemption, requeue_job
 
     preemption = Preemption()  # first: a signal that arrives before the handler would kill the task
@@ -134,7 +134,6 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
     from nestor_ds.tracking.provenance import provenance
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
-    cfg = load_config(args.config, args.overrides)  # a bad config fails before any process group starts
     init_distributed(timeout_s=cfg.parallel.collective_timeout_s)
     rank, world = dist.get_rank(), dist.get_world_size()
     _setup_logging(rank)
@@ -167,11 +166,11 @@ def _run(args: RunArgs, trackers: list[Any]) -> dict[str, Any]:
         model.set_temperature(cfg.model.moe.final_temperature)
 
     def make_tracker(run_id: str | None = None) -> Tracker:
+        enabled = rank == 0 and cfg.tracking.enabled
         device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        tags = {"mode": args.mode, **provenance(world, cfg.parallel.ep_size, device_name)} if enabled else {}
         tracker = Tracker(resolve_uri(cfg.tracking.uri, out_dir), cfg.tracking.experiment, cfg.tracking.run_name,
-                          out_dir / "mlflow-artifacts", enabled=rank == 0 and cfg.tracking.enabled,
-                          tags={"mode": args.mode, **provenance(world, cfg.parallel.ep_size, device_name)},
-                          run_id=run_id)
+                          out_dir / "mlflow-artifacts", enabled=enabled, tags=tags, run_id=run_id)
         trackers.append(tracker)
         return tracker
 
