@@ -96,5 +96,8 @@ def build_deepspeed_config(
     # ZeRO-0 fp32 clipping in DeepSpeed averages per-rank norms, wrong once experts are sharded;
     # there the engine clips with nestor_ds.engine.grad_norm.clip_global_grad_norm_ instead.
     ds["gradient_clipping"] = 0.0 if engine_clips_itself(ds) else cfg.train.grad_clip
+    if prec == "bf16" and stage > 0:
+        # bf16 ZeRO skips a step with a non-finite gradient norm only when asked (fp32 ZeRO always does)
+        ds["bf16"].setdefault("check_grad_overflow", True)
     ds.setdefault("steps_per_print", 10**9)  # the engine prints its own progress
     return ds

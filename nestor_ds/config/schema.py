@@ -227,8 +227,8 @@ class TrainConfig(Strict):
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
     seed: int = Field(0, description="weights, data order, windows and noise all derive from it")
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
-    max_bad_steps: int = Field(3, gt=0, description="micro-steps in a row with a non-finite loss (each skipped on "
-                               "every rank, never reaching the weights) before the run stops, naming them")
+    max_bad_steps: int = Field(3, gt=0, description="steps in a row with a non-finite loss or gradient norm (each "
+                               "skipped on every rank, never reaching the weights) before the run stops, naming them")
     count_host_syncs: bool = Field(False, description="count the device reads (.item(), .tolist(), ...) of the "
                                    "last step of each logging interval: perf/host_syncs, and a log line naming them")
     checkpoint_every: int = Field(1000, gt=0, description="optimizer steps between checkpoints")

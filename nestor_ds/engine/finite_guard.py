@@ -1,5 +1,5 @@
-"""A non-finite loss never reaches the weights: the micro-step is skipped on every rank, and a run that
-keeps producing them stops, saying where, instead of finishing with poisoned checkpoints."""
+"""A non-finite loss or gradient norm never reaches the weights: the step is skipped on every rank, and a run
+that keeps producing them stops, saying where, instead of finishing with poisoned checkpoints."""
 from __future__ import annotations
 
 import logging
@@ -18,25 +18,29 @@ class FiniteGuard:
         self.consecutive = 0
         self.skipped = 0
 
-    def nonfinite(self, loss: torch.Tensor) -> bool:
-        """Collective: True when the loss is NaN/inf on any rank (so that all ranks skip together). The step's
-        one device read."""
-        flag = (~torch.isfinite(loss.detach())).float().reshape(1)
+    def check(self, loss: torch.Tensor, grad_bad: torch.Tensor | None = None) -> tuple[bool, bool]:
+        """Collective, the step's one device read: (the loss is NaN/inf on any rank, so that all ranks skip
+        backward together; the previous step's gradient norm was, ``grad_bad`` being its flag on the device)."""
+        flags = torch.zeros(2, device=loss.device)
+        flags[0] = (~torch.isfinite(loss.detach())).float()
+        if grad_bad is not None:
+            flags[1] = grad_bad
         if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad_loss, bad_grad = flags.tolist()
+        return bool(bad_loss), bool(bad_grad)
 
-    def skip(self, step: int, datasets: list[str], last_checkpoint: str | None) -> None:
-        """Count a skipped micro-step; stop the run after ``max_consecutive`` in a row."""
+    def skip(self, step: int, datasets: list[str], last_checkpoint: str | None, what: str = "loss") -> None:
+        """Count a skipped (micro-)step; stop the run after ``max_consecutive`` in a row."""
         self.consecutive += 1
         self.skipped += 1
-        where = f"step {step + 1} (data sets in the batch: {', '.join(sorted(set(datasets)))})"
+        where = f"step {step + 1} (data sets in the batch: {', '.join(sorted(set(datasets))) or 'unknown'})"
         if self.consecutive >= self.max_consecutive:
             raise RunStopped(
-                f"non-finite loss in {self.consecutive} consecutive micro-steps, the last at {where}; nothing of "
+                f"non-finite {what} in {self.consecutive} consecutive steps, the last at {where}; nothing of "
                 f"them reached the weights. Last good checkpoint: {last_checkpoint or 'none written yet'}. Lower "
                 f"train.optimizer.lr or check the data (train.max_bad_steps={self.max_consecutive})")
-        log.warning("non-finite loss at %s: micro-step skipped on every rank (%d in a row, %d in all)", where,
+        log.warning("non-finite %s at %s: skipped on every rank (%d in a row, %d in all)", what, where,
                     self.consecutive, self.skipped)
 
     def good(self) -> None:

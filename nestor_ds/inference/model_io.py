@@ -38,7 +38,11 @@ def checkpoint_client_state(root: str | Path, tag: str | None = None) -> dict[st
     files = sorted(folder.glob("mp_rank_*_model_states.pt"))
     if not files:
         raise ConfigError(f"{folder} holds no mp_rank_*_model_states.pt: not a DeepSpeed checkpoint")
-    state = torch.load(files[0], map_location="cpu", weights_only=False)
+    from nestor_ds.model.export import verify_if_manifest
+    from nestor_ds.safe_load import torch_load
+
+    verify_if_manifest(folder)
+    state = torch_load(files[0])
     if "config" not in state:
         raise ConfigError(f"{files[0]} carries no run config (not written by nestor-ds)")
     return {k: state[k] for k in ("step", "config", "mlflow_run_id") if k in state}

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from nestor_ds.model.expert_parallel import SampleMoE
+from nestor_ds.safe_load import torch_load
 
 EXPERT_KEY = re.compile(r"^(?P<prefix>.*\.deepspeed_experts\.)(?P<id>\d+)(?P<rest>\..*)$")
 
@@ -92,7 +93,8 @@ def load_consolidated(model: torch.nn.Module, path: str | Path) -> None:
 def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None) -> dict[str, torch.Tensor]:
     """All weights of a DeepSpeed MoE checkpoint (dense file + one file per expert), global expert ids.
 
-    Runs offline in one process, whatever ep_size the checkpoint was written with.
+    Runs offline in one process, whatever ep_size the checkpoint was written with; weights only (nothing is
+    unpickled beyond tensors and plain containers), after the checksum manifest is checked.
     """
     root = Path(checkpoint_dir)
     if tag is None:
@@ -104,10 +106,20 @@ def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None) ->
     dense_files = sorted(folder.glob("mp_rank_*_model_states.pt"))
     if not dense_files:
         raise FileNotFoundError(f"{folder} holds no mp_rank_*_model_states.pt: not a DeepSpeed checkpoint")
-    state = dict(torch.load(dense_files[0], map_location="cpu", weights_only=False)["module"])
+    verify_if_manifest(folder)
+    state = dict(torch_load(dense_files[0])["module"])
     for f in sorted(folder.glob("layer_*_expert_*_mp_rank_*_model_states.pt")):
-        state.update(torch.load(f, map_location="cpu", weights_only=True))
+        state.update(torch_load(f))
     return state
+
+
+def verify_if_manifest(folder: Path) -> None:
+    """A tag written by nestor-ds carries a checksum manifest: check it before use (published or hand-made
+    folders have none and are read as they are)."""
+    from nestor_ds.engine.checkpoint_integrity import MANIFEST, problems
+
+    if (folder / MANIFEST).is_file() and (found := problems(folder, shared=False)):
+        raise ValueError(f"checkpoint {folder} is damaged: {'; '.join(found)}")
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out: str | Path, tag: str | None = None) -> Path:
