@@ -182,8 +182,11 @@ class DataConfig(Strict):
         "that many) before the next is read; 1 is DPOT's sampling (one random window per trajectory visit); more "
         "decodes less per sample")
     on_bad_sample: Literal["raise", "skip"] = Field(
-        "raise", description="raise: stop naming shard and sample; skip: drop it, count it, log it"
+        "raise", description="raise: stop naming shard and sample; skip: drop it (an unreadable tar: the rest of "
+        "its shard), count it, log it"
     )
+    max_bad_samples: int = Field(20, gt=0, description="skip mode: bad samples or shards in a row, per data set "
+                                 "and loader slot, before the run stops naming the data set")
     verify_checksums: bool = Field(True, description="check every shard's sha256 against its manifest at start")
     custom: dict[str, DatasetInfo] = Field(default_factory=dict, description="data sets not in the registry")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nestor_ds.config.datasets import DatasetInfo, lookup
-from nestor_ds.data.shards import ShardResult, write_manifest, write_shard
+from nestor_ds.data.shards import ShardResult, StagedFolder, write_manifest, write_shard
 from nestor_ds.data.splits import Item, ValidChoice, plan_splits, read_items
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,22 @@ def shard_dataset(dataset: str, source: str | Path, out: str | Path, *, fmt: str
     fmt = fmt or info.format
     options = reader_options(fmt, info, channel_order, problems)
     plan = plan_splits(info, fmt, source, test=test, valid=valid, problems=problems)
-    root = Path(out) / dataset
     per = per_shard or _items_per_shard(fmt, dataset, plan, options, shard_bytes)
+    staged = StagedFolder(Path(out) / dataset)  # a data set already there stays in use until the new one is whole
+    with staged.writing(f"the shards of {dataset}"):
+        manifests = _write_splits(dataset, fmt, source, info, plan, options, per, staged.path, workers, test,
+                                  progress)
+        staged.commit()
+    return manifests
+
+
+def _write_splits(dataset: str, fmt: str, source: str | Path, info: DatasetInfo, plan: dict[str, list[Item]],
+                  options: dict[str, Any], per: int, root: Path, workers: int, test: float | None,
+                  progress: bool) -> dict[str, dict[str, Any]]:
     jobs = []
     for split, items in plan.items():
         folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.partial"):
-            stale.unlink()
+        folder.mkdir(parents=True)
         jobs += [ShardJob(dataset, fmt, split, k, k * per, tuple(items[k * per:(k + 1) * per]), str(folder),
                           tuple(sorted(options.items()))) for k in range(-(-len(items) // per))]
     results: dict[str, list[ShardResult | None]] = {s: [None] * -(-len(i) // per) for s, i in plan.items()}

@@ -103,15 +103,32 @@ def epoch_items(src: Source, seed: int, epoch: int, slot: int, n_slots: int) -> 
 
 
 class SourceStream:
-    """One slot's endless stream of one data set, starting ``start`` trajectories in."""
+    """One slot's endless stream of one data set, starting ``start`` trajectories in.
 
-    def __init__(self, src: Source, seed: int, slot: int, n_slots: int, start: int, on_bad: str) -> None:
+    With ``on_bad="skip"`` a bad sample is dropped and counted, an unreadable tar loses the rest of its shard,
+    and ``max_bad`` failures in a row (or an epoch without one usable sample) stop the stream naming the data
+    set: skipping never turns into an endless search."""
+
+    def __init__(self, src: Source, seed: int, slot: int, n_slots: int, start: int, on_bad: str,
+                 max_bad: int = 20) -> None:
         self.src, self.seed, self.slot, self.n_slots, self.on_bad = src, seed, slot, n_slots, on_bad
+        self.max_bad = max_bad
         self.skipped = 0
+        self.consecutive = 0
         self._iter = self._run(start)
 
     def __next__(self) -> tuple[Trajectory, np.random.Generator]:
         return next(self._iter)
+
+    def _bad(self, err: DataError, what: str) -> None:
+        if self.on_bad == "raise":
+            raise err
+        self.skipped += 1
+        self.consecutive += 1
+        if self.consecutive >= self.max_bad:
+            raise DataError(f"{self.src.name}: {self.consecutive} bad samples or shards in a row "
+                            f"(data.max_bad_samples={self.max_bad}); the last: {err}") from None
+        log.warning("skipping %s (%d so far): %s", what, self.skipped, err)
 
     def _run(self, start: int) -> Iterator[tuple[Trajectory, np.random.Generator]]:
         epoch = 0
@@ -131,21 +148,29 @@ class SourceStream:
             by_shard: dict[int, set[int]] = {}
             for s, p in wanted:
                 by_shard.setdefault(s, set()).add(p)
+            usable = 0
             for shard in dict.fromkeys(s for s, _ in wanted):  # keeps the dealt order
                 last = max(by_shard[shard])
-                for pos, raw in enumerate(iter_raw_samples(self.src.url(shard))):
-                    if pos > last:
-                        break
-                    if pos not in by_shard[shard]:
-                        continue
-                    window_rng = _rng(self.seed, self.src.id, epoch, shard, pos)
-                    try:
-                        yield decode_sample(raw, self.src.manifest["channels"]), window_rng
-                    except DataError as err:
-                        if self.on_bad == "raise":
-                            raise
-                        self.skipped += 1
-                        log.warning("skipping bad sample (%d so far): %s", self.skipped, err)
+                try:
+                    for pos, raw in enumerate(iter_raw_samples(self.src.url(shard))):
+                        if pos > last:
+                            break
+                        if pos not in by_shard[shard]:
+                            continue
+                        window_rng = _rng(self.seed, self.src.id, epoch, shard, pos)
+                        try:
+                            traj = decode_sample(raw, self.src.manifest["channels"])
+                        except DataError as err:
+                            self._bad(err, "bad sample")
+                            continue
+                        usable += 1
+                        self.consecutive = 0
+                        yield traj, window_rng
+                except DataError as err:  # the tar itself: the rest of this shard cannot be read
+                    self._bad(err, "the rest of an unreadable shard")
+            if not usable:
+                raise DataError(f"{self.src.name}: not one usable sample in an epoch of this rank's share "
+                                f"({len(wanted)} trajectories); {self.skipped} bad samples or shards skipped")
             epoch += 1
 
 
@@ -246,11 +271,13 @@ class MixedWindows(IterableDataset):
 
     def __init__(self, sources: list[Source], *, t_in: int, t_out: int, resolution: int, channels: int,
                  batch_size: int, seed: int, rank: int, world: int, workers: int, start_batch: int = 0,
-                 on_bad: str = "raise", pad_value: float = 1.0, windows_per_trajectory: int = 1) -> None:
+                 on_bad: str = "raise", pad_value: float = 1.0, windows_per_trajectory: int = 1,
+                 max_bad: int = 20) -> None:
         super().__init__()
         self.per_traj = windows_per_trajectory
         self.sources, self.batch_size, self.seed = sources, batch_size, seed
         self.rank, self.world, self.workers, self.start_batch, self.on_bad = rank, world, max(workers, 1), start_batch, on_bad
+        self.max_bad = max_bad
         self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels, pad_value=pad_value)
         weights = np.array([s.weight for s in sources], dtype=np.float64)
         self.probs = weights / weights.sum()
@@ -276,7 +303,8 @@ class MixedWindows(IterableDataset):
         starts = np.bincount(before, minlength=len(self.sources))
         # pick p of a data set is window p % K of its trajectory p // K: resuming is the same arithmetic
         k = self.per_traj
-        streams = [SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]) // k, self.on_bad) for s in self.sources]
+        streams = [SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]) // k, self.on_bad,
+                                self.max_bad) for s in self.sources]
         served = [int(starts[s.id]) % k for s in self.sources]  # windows already cut from the current trajectory
         current: list[tuple[WindowCutter, np.ndarray] | None] = [None] * len(self.sources)
         sh = self.shape
@@ -325,7 +353,7 @@ def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int =
     stream = MixedWindows(
         open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=m.t_out, resolution=m.resolution,
         channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=rank,
-        world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
+        world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample, max_bad=cfg.data.max_bad_samples,
         pad_value=cfg.data.pad_value, windows_per_trajectory=cfg.data.windows_per_trajectory,
     )
     return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,

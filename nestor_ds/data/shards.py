@@ -6,10 +6,13 @@ last, the same way. A shard that the manifest does not list is never read.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import secrets
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +177,49 @@ def write_manifest(folder: Path, dataset: str, split: str, results: list[ShardRe
     return manifest
 
 
+class StagedFolder:
+    """A folder written beside the one in place (``.<name>.writing-<pid>-<random>``) and switched in only
+    once whole: until :meth:`commit` readers see the old content, a failed or interrupted writing leaves it
+    untouched, and two writers never share (or delete) each other's unfinished files."""
+
+    def __init__(self, final: str | Path) -> None:
+        self.final = Path(final)
+        self.path = self.final.parent / f".{self.final.name}.writing-{os.getpid()}-{secrets.token_hex(3)}"
+        self.path.mkdir(parents=True)
+
+    def commit(self) -> None:
+        """Move the old folder aside, the new one in, then delete the old one."""
+        old = None
+        if self.final.exists():
+            old = self.path.with_name(self.path.name.replace(".writing-", ".replaced-"))
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        fd = os.open(self.final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[Path]:
+        """Any failure inside removes the staging; an OSError (a full disk) becomes a DataError naming both
+        folders."""
+        try:
+            yield self.path
+        except OSError as err:
+            self.abort()
+            raise DataError(f"writing {what} into {self.path} failed ({err.strerror or err}); {self.final} is "
+                            f"unchanged") from err
+        except BaseException:
+            self.abort()
+            raise
+
+
 class SplitWriter:
     """Streams trajectories of one data set's split into ``<out_dir>/<split>/shard-NNNNNN.tar`` files.
 
@@ -189,10 +235,8 @@ class SplitWriter:
             raise ValueError(f"shard_bytes must be positive, got {shard_bytes}")
         self.dataset, self.split, self.per_shard, self.shard_bytes = dataset, split, per_shard, shard_bytes
         self.extra = extra
-        self.folder = Path(out_dir) / split
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob("*.partial"):
-            stale.unlink()
+        self.staged = StagedFolder(Path(out_dir) / split)  # the split in place (if any) stays until close()
+        self.folder = self.staged.path
         self.results: list[ShardResult] = []
         self._shard: ShardFile | None = None
         self._bytes = 0
@@ -214,19 +258,24 @@ class SplitWriter:
             self._shard = None
 
     def close(self) -> dict[str, Any]:
-        """Finish the last shard and write the manifest (last, atomically); return it."""
-        if self._shard is not None:
-            self.results.append(self._shard.close())
-            self._shard = None
-        return write_manifest(self.folder, self.dataset, self.split, self.results, self.extra)
+        """Finish the last shard and write the manifest (last, atomically), then switch the split in; return
+        the manifest."""
+        with self.staged.writing(f"{self.dataset}/{self.split}"):
+            if self._shard is not None:
+                self.results.append(self._shard.close())
+                self._shard = None
+            manifest = write_manifest(self.folder, self.dataset, self.split, self.results, self.extra)
+            self.staged.commit()
+        return manifest
 
 
 def write_shards(trajectories: Iterable[Trajectory], out_dir: str | Path, dataset: str, split: str,
                  per_shard: int = 16) -> dict[str, Any]:
     """Write one split's shards and manifest; return the manifest."""
     writer = SplitWriter(out_dir, dataset, split, per_shard)
-    for traj in trajectories:
-        writer.add(traj)
+    with writer.staged.writing(f"{dataset}/{split}"):  # a failed or interrupted source: nothing switched in
+        for traj in trajectories:
+            writer.add(traj)
     return writer.close()
 
 

@@ -1,7 +1,6 @@
 """Round trips through every original layout, streaming checks and error messages."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py

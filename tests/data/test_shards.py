@@ -44,11 +44,30 @@ def test_interrupted_writing_leaves_nothing_that_looks_complete(tmp_path: Path) 
 
     with pytest.raises(KeyboardInterrupt):
         write_shards(crashing(), tmp_path / "alpha", "alpha", "train", per_shard=2)
-    folder = tmp_path / "alpha" / "train"
-    assert [p.name for p in folder.glob("*.tar")] == ["shard-000000.tar"]  # the one finished shard
-    assert list(folder.glob("*.partial"))  # the unfinished one is visibly partial
+    assert list((tmp_path / "alpha").iterdir()) == []  # the staging is gone, nothing was switched in
     with pytest.raises(DataError, match="no manifest.json"):
-        read_manifest(folder)
+        read_manifest(tmp_path / "alpha" / "train")
+
+
+def test_rewriting_a_split_switches_at_the_end_and_a_failure_keeps_the_old_one(tmp_path: Path) -> None:
+    old = write_shards([traj(i) for i in range(4)], tmp_path / "alpha", "alpha", "train", per_shard=2)
+    folder = tmp_path / "alpha" / "train"
+    stranger = tmp_path / "alpha" / ".train.writing-999-abcdef"  # another writer's unfinished work
+    stranger.mkdir()
+    (stranger / "shard-000000.tar.partial").write_bytes(b"x")
+
+    def failing():
+        yield traj(10)
+        yield traj(11)
+        yield traj(12, np.nan)  # refused: the writing stops with the new shards half done
+
+    with pytest.raises(DataError, match="NaN or Inf"):
+        write_shards(failing(), tmp_path / "alpha", "alpha", "train", per_shard=2)
+    assert read_manifest(folder) == old  # the old split, whole and verified
+    assert (stranger / "shard-000000.tar.partial").exists()  # not ours: left alone
+    new = write_shards([traj(i) for i in range(20, 23)], tmp_path / "alpha", "alpha", "train", per_shard=2)
+    assert read_manifest(folder) == new and new["count"] == 3
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [".train.writing-999-abcdef", "train"]
 
 
 def test_checksum_mismatch_names_the_shard(tmp_path: Path) -> None:
@@ -103,6 +122,31 @@ def test_truncated_tar_is_named(tmp_path: Path) -> None:
     cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1)
     with pytest.raises(DataError, match="shard-000000.tar"):
         take(build_train_loader(cfg, 0, 1), 3)
+
+
+def test_skip_mode_skips_the_rest_of_a_truncated_tar_and_goes_on(tmp_path: Path) -> None:
+    make_set(tmp_path, "alpha", 4, 8, 1, per_shard=2)
+    shard = tmp_path / "alpha" / "train" / "shard-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:5000])  # its first sample whole, then the tar ends
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False,
+                     windows_per_trajectory=1, on_bad_sample="skip")
+    batches = take(build_train_loader(cfg, 0, 1), 6)
+    assert batches[-1]["skipped"].item() >= 2  # once per epoch: the shard is dealt again
+    assert {int(i) for b in batches for i in b["traj_index"]} <= {0, 2, 3}  # 1 sits past the truncation
+
+
+@pytest.mark.parametrize("count", [2, 8])
+def test_skip_mode_stops_when_nothing_is_usable(tmp_path: Path, count: int) -> None:
+    """Every shard truncated: a bounded number of failures (or an epoch with nothing usable), not an endless
+    search; the error names the data set."""
+    make_set(tmp_path, "alpha", count, 8, 1, per_shard=1)
+    for shard in (tmp_path / "alpha" / "train").glob("*.tar"):
+        shard.write_bytes(shard.read_bytes()[:700])
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False,
+                     windows_per_trajectory=1, on_bad_sample="skip", max_bad_samples=5)
+    expected = "not one usable sample in an epoch" if count < 5 else r"5 bad samples or shards in a row \(data.max"
+    with pytest.raises(DataError, match=f"alpha: {expected}"):
+        take(build_train_loader(cfg, 0, 1), 1)
 
 
 def test_source_with_nan_is_refused_at_writing(tmp_path: Path) -> None:
