@@ -161,3 +161,30 @@ def test_meta_json_round_trips(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "alpha" / "train" / "shard-000000.tar") as tar:
         meta = json.loads(tar.extractfile("00000000.meta.json").read())
     assert meta["conditioning"] == {"buoyancy": 0.3} and meta["shape"] == [8, 8, 8, 1]
+
+
+def test_a_full_disk_while_resharding_keeps_the_old_data_set(tmp_path: Path) -> None:
+    """On a 10 MiB tmpfs a 6.5 MB split fits once but not twice: rewriting it fails naming the full disk and
+    both folders, and the split in place is the old one, whole."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        def big(offset: int):
+            for i in range(50):
+                data = np.random.default_rng(i + offset).standard_normal((8, 64, 64, 1)).astype(np.float32)
+                yield Trajectory("alpha", i, data, ["c0"], 0.1, 1 / 64, 1 / 64)
+
+        old = write_shards(big(0), disk / "alpha", "alpha", "train", per_shard=5)
+        with pytest.raises(DataError, match=r"writing alpha/train into .*\.train\.writing-.* failed \(No space left "
+                                            r"on device\); .*/alpha/train is unchanged"):
+            write_shards(big(100), disk / "alpha", "alpha", "train", per_shard=5)
+        assert read_manifest(disk / "alpha" / "train") == old
+        assert [p.name for p in (disk / "alpha").iterdir()] == ["train"]  # the staging is gone: space is back
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
