@@ -1,0 +1,72 @@
+"""The finite guard on gradient norms, in real 2-rank runs: a NaN gradient on one rank (finite loss) skips the
+update on both, at ZeRO 0 (fused Adam's found_inf) and ZeRO 1 (DeepSpeed's overflow check)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import PRETRAIN_SETS, REPO, env, run_args
+
+pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
+HERE = Path(__file__).parent
+
+
+def _run(shards: Path, out: Path, bad: str, ds_config: Path, *extra: str) -> subprocess.CompletedProcess:
+    from multiproc import free_port
+
+    args = run_args(shards, out, "--set", "train.steps=5", "--set", "train.max_bad_steps=2", *extra,
+                    sets=PRETRAIN_SETS[:2])
+    args[args.index("--ds_config") + 1] = str(ds_config)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(free_port()), str(HERE / "nan_grad_worker.py"), *args]
+    return subprocess.run(cmd, cwd=REPO, env={**env(), "NAN_GRAD_STEPS": bad}, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _ds(tmp_path: Path, stage: int) -> Path:
+    ds = json.loads((REPO / "ds_configs" / "cpu_fp32.json").read_text())
+    ds["zero_optimization"] = {"stage": stage}
+    path = tmp_path / f"zero{stage}.json"
+    path.write_text(json.dumps(ds))
+    return path
+
+
+def test_one_nan_gradient_is_skipped_and_the_run_finishes(shards: Path, tmp_path: Path) -> None:
+    from nestor_ds.model.export import read_checkpoint_state
+
+    out = tmp_path / "run"
+    done = _run(shards, out, "2", _ds(tmp_path, 0))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "non-finite gradient norm at step 3" in done.stdout + done.stderr
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
+    skipped = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/skipped_nonfinite")}
+    assert skipped == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1}  # step 3's verdict is read with step 4's loss
+    import torch
+
+    state = read_checkpoint_state(out / "checkpoints")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_nan_gradients_in_a_row_stop_the_run(shards: Path, tmp_path: Path, stage: int) -> None:
+    out = tmp_path / "run"
+    done = _run(shards, out, "1,2", _ds(tmp_path, stage), "--set", "train.checkpoint_every=1")
+    assert done.returncode != 0
+    assert "non-finite gradient norm in 2 consecutive steps, the last at step 3" in done.stderr, done.stderr[-4000:]
+    assert "Last good checkpoint: step0000000" in done.stderr
+    import torch
+
+    from nestor_ds.model.export import read_checkpoint_state
+
+    for tag in sorted(p.name for p in (out / "checkpoints").glob("step*")):  # skipped updates: nothing poisoned
+        state = read_checkpoint_state(out / "checkpoints", tag)
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), tag
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
+    assert run.info.status == "FAILED"
