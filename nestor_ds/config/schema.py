@@ -232,6 +232,11 @@ class TrainConfig(Strict):
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
     max_bad_steps: int = Field(3, gt=0, description="steps in a row with a non-finite loss or gradient norm (each "
                                "skipped on every rank, never reaching the weights) before the run stops, naming them")
+    on_nonfinite: Literal["stop", "rollback"] = Field(
+        "stop", description="after train.max_bad_steps bad steps in a row: stop, or roll back to the newest intact "
+        "checkpoint with the lr multiplied by train.rollback_lr_factor (at most train.max_rollbacks times)")
+    rollback_lr_factor: float = Field(0.5, gt=0, lt=1, description="lr multiplier applied at each rollback")
+    max_rollbacks: int = Field(2, ge=0, description="rollbacks before the run stops after all")
     count_host_syncs: bool = Field(False, description="count the device reads (.item(), .tolist(), ...) of the "
                                    "last step of each logging interval: perf/host_syncs, and a log line naming them")
     checkpoint_every: int = Field(1000, gt=0, description="optimizer steps between checkpoints")

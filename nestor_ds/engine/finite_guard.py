@@ -12,6 +12,10 @@ from nestor_ds.engine.stopped import RunStopped
 log = logging.getLogger(__name__)
 
 
+class NonFiniteStop(RunStopped):
+    """train.max_bad_steps bad steps in a row (the loop may roll back instead of stopping)."""
+
+
 class FiniteGuard:
     def __init__(self, max_consecutive: int) -> None:
         self.max_consecutive = max_consecutive
@@ -36,7 +40,7 @@ class FiniteGuard:
         self.skipped += 1
         where = f"step {step + 1} (data sets in the batch: {', '.join(sorted(set(datasets))) or 'unknown'})"
         if self.consecutive >= self.max_consecutive:
-            raise RunStopped(
+            raise NonFiniteStop(
                 f"non-finite {what} in {self.consecutive} consecutive steps, the last at {where}; nothing of "
                 f"them reached the weights. Last good checkpoint: {last_checkpoint or 'none written yet'}. Lower "
                 f"train.optimizer.lr or check the data (train.max_bad_steps={self.max_consecutive})")
@@ -44,4 +48,8 @@ class FiniteGuard:
                     self.consecutive, self.skipped)
 
     def good(self) -> None:
+        self.consecutive = 0
+
+    def reset(self) -> None:
+        """After a rollback: the run starts over from a good state."""
         self.consecutive = 0

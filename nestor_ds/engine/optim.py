@@ -1,6 +1,8 @@
 """Adam over DeepSpeed MoE parameter groups (expert and dense parameters reduce over different groups)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
 
@@ -26,3 +28,17 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim
     read back to the host), and nothing to compile (DeepSpeed's fused Adam costs ~100 s of JIT on first use)."""
     return torch.optim.Adam(moe_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                             fused=True)
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: float) -> Any:
+    """torch's OneCycleLR (cosine, no momentum cycling) over ``steps``, each group peaking at its own lr.
+
+    torch divides by the length of each phase, so a warm-up of exactly one step (``fraction * steps == 1``:
+    5 steps at the default 0.2) or of all steps would divide by zero: the fraction is moved off those points
+    by a millionth of a step, which changes no lr it computes."""
+    fraction = min(max(warmup_fraction, 1e-6), 1 - 1e-6)
+    if abs(fraction * steps - 1) < 1e-6:
+        fraction += 1e-6 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps, pct_start=fraction,
+        cycle_momentum=False)

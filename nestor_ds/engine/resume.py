@@ -24,7 +24,8 @@ RESUMABLE = (
     "train.steps", "train.epochs", "train.optimizer.lr", "train.optimizer.warmup_fraction",
     "train.log_every", "train.eval_every", "train.eval_trajectories", "train.checkpoint_every",
     "train.keep_checkpoints", "train.checkpoint_dir", "train.output_dir", "train.init_from",
-    "train.max_bad_steps", "train.count_host_syncs",
+    "train.max_bad_steps", "train.count_host_syncs", "train.on_nonfinite", "train.rollback_lr_factor",
+    "train.max_rollbacks",
     "data.root", "data.datasets.*.shards", "data.workers", "data.verify_checksums", "data.on_bad_sample",
     "data.max_bad_samples", "parallel.collective_timeout_s", "tracking.*",
     "model.compile", "model.attention", "model.moe.expert_compute",
@@ -70,8 +71,9 @@ def schedule_snapshot(optimizer: torch.optim.Optimizer) -> list[dict[str, float]
     return [{k: group[k] for k in _SCHEDULE_KEYS} for group in optimizer.param_groups]
 
 
-def continue_schedule(scheduler: Any, snapshot: list[dict[str, float]], step: int) -> None:
-    """Put the current config's schedule back over the loaded optimizer state and move it to ``step``."""
+def continue_schedule(scheduler: Any, snapshot: list[dict[str, float]], step: int, lr_scale: float = 1.0) -> None:
+    """Put the current config's schedule (its lrs times ``lr_scale``, which rollbacks lower) back over the loaded
+    optimizer state and move it to ``step``."""
     groups = scheduler.optimizer.param_groups
     if len(groups) != len(snapshot):
         raise RuntimeError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this model {len(snapshot)}")
@@ -79,7 +81,7 @@ def continue_schedule(scheduler: Any, snapshot: list[dict[str, float]], step: in
         raise ConfigError(f"the checkpoint is at step {step}, past this config's {scheduler.total_steps} steps: "
                           f"raise train.steps (or train.epochs) to continue it")
     for group, hyper in zip(groups, snapshot):
-        group.update(hyper)
+        group.update({k: v * lr_scale for k, v in hyper.items()})
     scheduler.last_epoch = step - 1
     with warnings.catch_warnings():  # "step() before optimizer.step()": intended, this only positions it
         warnings.simplefilter("ignore", UserWarning)

@@ -24,11 +24,12 @@ def train_loop(ctx: RunContext) -> str:
     from nestor_ds.data.loader import build_train_loader
     from nestor_ds.engine.distributed import Heartbeat
     from nestor_ds.engine.evaluate import format_table
-    from nestor_ds.engine.finite_guard import FiniteGuard
+    from nestor_ds.engine.finite_guard import FiniteGuard, NonFiniteStop
     from nestor_ds.engine.grad_norm import clip_global_grad_norm_
     from nestor_ds.engine.losses import l2re
     from nestor_ds.engine.metrics import IntervalMetrics, peak_memory_mib
     from nestor_ds.engine.preemption import requeue_job
+    from nestor_ds.engine.resume import continue_schedule
     from nestor_ds.model.benchmark import count_host_syncs
 
     cfg, engine, rank, steps = ctx.cfg, ctx.engine, ctx.rank, ctx.steps
@@ -50,6 +51,7 @@ def train_loop(ctx: RunContext) -> str:
     grad_bad: torch.Tensor | None = None  # ZeRO-0: the last step's non-finite gradient norm, read with the next loss
     last_ids = torch.zeros(0, dtype=torch.long)
     verdict_pending = False
+    rollbacks = 0
 
     def sets_of(ids: torch.Tensor) -> list[str]:
         return [ctx.train_sources[i].name for i in ids.tolist()]
@@ -58,7 +60,8 @@ def train_loop(ctx: RunContext) -> str:
         return checkpointing.latest_tag(ctx.ckpt_dir)
 
     def save_checkpoint() -> None:
-        client_state = {"step": ctx.step, "config": cfg.model_dump(mode="json"), "mlflow_run_id": ctx.tracker.run_id}
+        client_state = {"step": ctx.step, "config": cfg.model_dump(mode="json"), "mlflow_run_id": ctx.tracker.run_id,
+                        "lr_scale": ctx.lr_scale}
         checkpointing.save(engine, ctx.ckpt_dir, ctx.step, client_state, cfg.train.keep_checkpoints)
 
     heartbeat.beat(ctx.step)
@@ -67,51 +70,72 @@ def train_loop(ctx: RunContext) -> str:
     try:
         while ctx.step < steps:
             step = ctx.step
-            for micro in range(accum):
-                batch = next(loader)
-                skipped = int(batch.pop("skipped"))  # read on the host, before the copy
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # pinned: overlaps the step
-                mask = batch["mask"]
-                gen = torch.Generator(device).manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
-                x = add_noise(batch["x"], mask, cfg.data.noise_scale if ctx.args.mode == "pretrain" else 0.0, gen,
-                              cfg.data.noise_norm)
-                if anneal:
-                    n = step * accum + micro if cfg.model.moe.temperature_unit == "forward" else step
-                    engine.module.set_step(n)
-                probe = cfg.train.count_host_syncs and micro == accum - 1 and (step + 1) % cfg.train.log_every == 0
-                with count_host_syncs() if probe else contextlib.nullcontext() as syncs:
-                    out = engine(x.to(dtype))
-                    per_sample = l2re(out.pred, batch["y"], mask)
-                    loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
-                    # agreed by all ranks: they skip backward and step together
-                    bad_loss, bad_grad = guard.check(loss, grad_bad)
-                    grad_bad = None
-                    if bad_grad:
-                        guard.skip(step - 1, sets_of(last_ids), latest(), "gradient norm")
-                    elif verdict_pending:
-                        guard.good()  # the last step's loss and gradient norm were both finite
-                    verdict_pending = False
-                    if not bad_loss:
-                        engine.backward(loss)
-                        boundary = engine.is_gradient_accumulation_boundary()
-                        if boundary and clip_here:
-                            norm = clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
-                            # fused Adam skips its update on the device where found_inf is 1: nothing read here
-                            grad_bad = ctx.optimizer.found_inf = (~torch.isfinite(norm)).float()
-                        engine.step()
-                        if boundary and not clip_here and getattr(engine.optimizer, "overflow", False):
-                            # ZeRO 1/2 found the gradient norm non-finite itself and skipped the update
-                            guard.skip(step, sets_of(batch["dataset_id"]), latest(), "gradient norm")
-                        elif clip_here:
-                            verdict_pending = True  # the gradient norm's flag is read with the next loss
-                        else:
-                            guard.good()
-                        metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
-                if probe:
-                    host_syncs = dict(syncs)
-                last_ids = batch["dataset_id"]
-                if bad_loss:
-                    guard.skip(step, sets_of(last_ids), latest())
+            try:
+                for micro in range(accum):
+                    batch = next(loader)
+                    skipped = int(batch.pop("skipped"))  # read on the host, before the copy
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # pinned: overlaps the step
+                    mask = batch["mask"]
+                    gen = torch.Generator(device).manual_seed(hash((cfg.train.seed, rank, step, micro)) & 0x7FFFFFFF)
+                    x = add_noise(batch["x"], mask, cfg.data.noise_scale if ctx.args.mode == "pretrain" else 0.0, gen,
+                                  cfg.data.noise_norm)
+                    if anneal:
+                        n = step * accum + micro if cfg.model.moe.temperature_unit == "forward" else step
+                        engine.module.set_step(n)
+                    probe = cfg.train.count_host_syncs and micro == accum - 1 and (step + 1) % cfg.train.log_every == 0
+                    with count_host_syncs() if probe else contextlib.nullcontext() as syncs:
+                        out = engine(x.to(dtype))
+                        per_sample = l2re(out.pred, batch["y"], mask)
+                        loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
+                        # agreed by all ranks: they skip backward and step together
+                        bad_loss, bad_grad = guard.check(loss, grad_bad)
+                        grad_bad = None
+                        if bad_grad:
+                            guard.skip(step - 1, sets_of(last_ids), latest(), "gradient norm")
+                        elif verdict_pending:
+                            guard.good()  # the last step's loss and gradient norm were both finite
+                        verdict_pending = False
+                        if not bad_loss:
+                            engine.backward(loss)
+                            boundary = engine.is_gradient_accumulation_boundary()
+                            if boundary and clip_here:
+                                norm = clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
+                                # fused Adam skips its update on the device where found_inf is 1: nothing read here
+                                grad_bad = ctx.optimizer.found_inf = (~torch.isfinite(norm)).float()
+                            engine.step()
+                            if boundary and not clip_here and getattr(engine.optimizer, "overflow", False):
+                                # ZeRO 1/2 found the gradient norm non-finite itself and skipped the update
+                                guard.skip(step, sets_of(batch["dataset_id"]), latest(), "gradient norm")
+                            elif clip_here:
+                                verdict_pending = True  # the gradient norm's flag is read with the next loss
+                            else:
+                                guard.good()
+                            metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
+                    if probe:
+                        host_syncs = dict(syncs)
+                    last_ids = batch["dataset_id"]
+                    if bad_loss:
+                        guard.skip(step, sets_of(last_ids), latest())
+            except NonFiniteStop as stop:
+                if cfg.train.on_nonfinite != "rollback" or rollbacks >= cfg.train.max_rollbacks or latest() is None:
+                    raise
+                rollbacks += 1
+                client = checkpointing.load(engine, ctx.ckpt_dir, lambda saved, where: None)  # this run's own
+                ctx.lr_scale *= cfg.train.rollback_lr_factor
+                continue_schedule(ctx.scheduler, ctx.schedule, int(client["step"]), ctx.lr_scale)
+                ctx.step = int(client["step"])
+                loader = iter(build_train_loader(cfg, rank, ctx.world, start_batch=ctx.step * accum))
+                guard.reset()
+                grad_bad, verdict_pending = None, False
+                metrics.reset()
+                bar.n = ctx.step
+                heartbeat.beat(ctx.step)
+                note = (f"rollback {rollbacks}/{cfg.train.max_rollbacks}: {stop}. Back to {client['tag']} (step "
+                        f"{ctx.step}), lr x{ctx.lr_scale:g}; the steps after it run (and are logged) again")
+                log.warning(note)
+                if rank == 0:
+                    ctx.tracker.log_params({f"rollback_{rollbacks}": note})
+                continue
             ctx.step = step = step + 1
             heartbeat.beat(step)
             bar.update(1)

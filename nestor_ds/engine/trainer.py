@@ -146,6 +146,8 @@ class RunContext:
     step: int = 0
     preemption: Any = None
     history: list[dict[str, float]] = field(default_factory=list)
+    schedule: list[dict[str, float]] = field(default_factory=list)  # the config's one-cycle lrs per group
+    lr_scale: float = 1.0  # lowered by each rollback (train.on_nonfinite), kept in checkpoints
 
     @property
     def out_dir(self) -> Path:
@@ -174,7 +176,8 @@ def _setup(args: RunArgs, cfg: RunConfig, trackers: list[Any]) -> RunContext:
     from nestor_ds.data.loader import open_sources
     from nestor_ds.engine.distributed import init_distributed
     from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
-    from nestor_ds.engine.optim import build_optimizer
+    from nestor_ds.engine.optim import build_optimizer, one_cycle
+    from nestor_ds.engine.resume import schedule_snapshot
     from nestor_ds.model import build_model
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
@@ -220,17 +223,17 @@ def _setup(args: RunArgs, cfg: RunConfig, trackers: list[Any]) -> RunContext:
     train_sources = open_sources(cfg, cfg.data.train_split)
     steps = total_steps(cfg, sum(s.manifest["count"] for s in train_sources), world)
     optimizer = build_optimizer(model, cfg.train.optimizer)
-    o = cfg.train.optimizer
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps,
-        pct_start=max(o.warmup_fraction, 1e-6), cycle_momentum=False)
+    scheduler = one_cycle(optimizer, steps, cfg.train.optimizer.warmup_fraction)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
-    client, changes = _resume(args, cfg, engine, scheduler) if args.resume else (None, {})
+    schedule = schedule_snapshot(optimizer)  # this config's, before a checkpoint's optimizer state replaces it
+    client, changes = _resume(cfg, engine, scheduler, schedule) if args.resume else (None, {})
     ctx = RunContext(args, cfg, rank, world, ds, engine,
                      _tracker(args, cfg, rank, world, trackers, client.get("mlflow_run_id") if client else None),
-                     test_sources, train_sources, optimizer, scheduler, steps, preemption=preemption)
+                     test_sources, train_sources, optimizer, scheduler, steps, preemption=preemption,
+                     schedule=schedule)
     if client is not None:
         ctx.step = int(client["step"])
+        ctx.lr_scale = float(client.get("lr_scale", 1.0))
         log.info("resumed from %s at step %d of %d", cfg.checkpoint_dir / client["tag"], ctx.step, steps)
     if rank == 0:
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,11 +264,11 @@ def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, trackers: lis
     return tracker
 
 
-def _resume(args: RunArgs, cfg: RunConfig, engine: Any, scheduler: Any) -> tuple[dict | None, dict]:
+def _resume(cfg: RunConfig, engine: Any, scheduler: Any, schedule: list[dict[str, float]]) -> tuple[dict | None, dict]:
     """Load the newest intact checkpoint, if any, after checking its config against this one; the current
-    config's schedule continues from the step reached."""
+    config's schedule (times the lr scale of earlier rollbacks) continues from the step reached."""
     from nestor_ds.engine import checkpointing
-    from nestor_ds.engine.resume import check_resume, continue_schedule, schedule_snapshot
+    from nestor_ds.engine.resume import check_resume, continue_schedule
 
     changes: dict[str, tuple[Any, Any]] = {}
 
@@ -274,10 +277,9 @@ def _resume(args: RunArgs, cfg: RunConfig, engine: Any, scheduler: Any) -> tuple
         for key, (old, new) in changes.items():
             log.info("resume: %s changed from %r to %r (applied)", key, old, new)
 
-    snapshot = schedule_snapshot(scheduler.optimizer)
     client = checkpointing.load(engine, cfg.checkpoint_dir, check)
     if client is not None:
-        continue_schedule(scheduler, snapshot, int(client["step"]))
+        continue_schedule(scheduler, schedule, int(client["step"]), float(client.get("lr_scale", 1.0)))
     return client, changes
 
 

@@ -166,15 +166,9 @@ def test_meta_json_round_trips(tmp_path: Path) -> None:
 def test_a_full_disk_while_resharding_keeps_the_old_data_set(tmp_path: Path) -> None:
     """On a 10 MiB tmpfs a 6.5 MB split fits once but not twice: rewriting it fails naming the full disk and
     both folders, and the split in place is the old one, whole."""
-    import subprocess
+    from small_disk import small_disk
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(disk)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "disk", "10m") as disk:
         def big(offset: int):
             for i in range(50):
                 data = np.random.default_rng(i + offset).standard_normal((8, 64, 64, 1)).astype(np.float32)
@@ -186,5 +180,3 @@ def test_a_full_disk_while_resharding_keeps_the_old_data_set(tmp_path: Path) -> 
             write_shards(big(100), disk / "alpha", "alpha", "train", per_shard=5)
         assert read_manifest(disk / "alpha" / "train") == old
         assert [p.name for p in (disk / "alpha").iterdir()] == ["train"]  # the staging is gone: space is back
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)

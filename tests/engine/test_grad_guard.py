@@ -70,3 +70,24 @@ def test_nan_gradients_in_a_row_stop_the_run(shards: Path, tmp_path: Path, stage
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_rollback_restores_the_last_checkpoint_with_a_lower_lr(shards: Path, tmp_path: Path) -> None:
+    """NaN gradients in steps 4 and 5 with train.on_nonfinite=rollback: the run goes back to its step-4
+    checkpoint (written before the verdict on step 4, whose update was skipped: its weights are good), halves
+    the lr, runs steps 5.. again and finishes."""
+    out = tmp_path / "run"
+    done = _run(shards, out, "3,4", _ds(tmp_path, 0), "--set", "train.steps=8", "--set", "train.checkpoint_every=2",
+                "--set", "train.on_nonfinite=rollback", "--set", "train.rollback_lr_factor=0.5")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "rollback 1/2: non-finite gradient norm in 2 consecutive steps, the last at step 5" in done.stdout
+    assert "Back to step00000004 (step 4), lr x0.5" in done.stdout
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
+    assert run.info.status == "FINISHED" and "rollback_1" in run.data.params
+    lr: dict[int, list[float]] = {}
+    for m in client.get_metric_history(run.info.run_id, "train/lr"):
+        lr.setdefault(m.step, []).append(m.value)
+    assert len(lr[5]) == 2 and lr[5][1] == pytest.approx(lr[5][0] / 2, rel=1e-6)  # step 5 again, half the lr
+    assert len(lr[8]) == 1
+    assert (out / "checkpoints" / "latest").read_text() == "step00000008"

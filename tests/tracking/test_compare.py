@@ -1,8 +1,6 @@
 """compare_runs / format_* against two real runs in a SQLite MLflow store."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from nestor_ds.tracking.compare import compare_runs, format_markdown, format_terminal
