@@ -130,6 +130,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    import logging
+
+    from nestor_ds.studies import report_study, run_study
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    overrides = _parse_sets(args.set)
+    if args.study_command == "run":
+        return run_study(args.file, args.out, args.launcher, args.parallel, overrides)
+    print(f"report: {report_study(args.file, args.out, overrides)}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Reads an existing store (never creates one); writes a file only where --markdown says."""
     import os
@@ -317,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation, beside the checkpoints)")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("init", help="copy the shipped configs (configs/, ds_configs/) into DIR to edit")
+    p = sub.add_parser("init", help="copy the shipped configs (configs/, ds_configs/, studies/) into DIR to edit")
     p.add_argument("dir", nargs="?", default=".", help="target folder (default: here)")
     p.set_defaults(func=_cmd_init)
 
@@ -335,6 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the prediction and its figure")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_predict)
+
+    study = sub.add_parser("study", help="run a study (arms x seeds of ordinary runs) and report it")
+    ssub = study.add_subparsers(dest="study_command", metavar="STUDY_COMMAND", required=True)
+    for name, helptext in (("run", "run every arm x seed (a re-run skips finished runs and resumes killed ones); "
+                                   "writes the report at the end"),
+                           ("report", "markdown report of a study's runs: L2RE per data set, wins, paired "
+                                      "differences, compute, learning curves")):
+        p = ssub.add_parser(name, help=helptext)
+        p.add_argument("file", help="study YAML (studies/...)")
+        p.add_argument("--out", default=None, help="study folder (default: runs/studies/<name>)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a value of the base run config for every arm (e.g. data.root=...)")
+        if name == "run":
+            p.add_argument("--launcher", choices=["torchrun", "deepspeed", "slurm"], default="torchrun")
+            p.add_argument("--parallel", type=int, default=1, help="local runs at once (torchrun/deepspeed)")
+        p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("report", help="markdown report with L2RE tables and figures of finished runs")
     p.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_DIR", help="repeatable")

@@ -88,6 +88,7 @@ def test_shipped_configs_work_from_any_directory_and_init_copies_them(tmp_path: 
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "mine" / "configs" / "nestor_tiny.yaml").is_file()
     assert (tmp_path / "mine" / "ds_configs" / "zero2_bf16.json").is_file()
+    assert (tmp_path / "mine" / "studies" / "quick.yaml").is_file()
     (tmp_path / "mine" / "configs" / "tiny_cpu.yaml").write_text("edited")
     assert here("init", "mine").returncode == 0
     assert (tmp_path / "mine" / "configs" / "tiny_cpu.yaml").read_text() == "edited"  # never overwritten

@@ -243,6 +243,8 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(3, gt=0, description="newest checkpoints kept on disk")
     checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/checkpoints")
     eval_every: int = Field(1000, gt=0, description="optimizer steps between evaluations")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-time budget: the run ends (checkpoint, final "
+                                       "evaluation) at the first step boundary past it, all ranks together")
     eval_trajectories: int | None = Field(None, gt=0, description="cap on test trajectories per data set")
     output_dir: Path = Field(Path("runs/default"), description="checkpoints, eval tables, plots, MLflow db")
     init_from: Path | None = Field(
@@ -275,6 +277,7 @@ class TrackingConfig(Strict):
     )
     experiment: str = Field("nestor", description="MLflow experiment")
     run_name: str | None = Field(None, description="MLflow run name (default: generated)")
+    parent_run_id: str | None = Field(None, description="MLflow run this one is a child of (a study's parent run)")
 
 
 class RunConfig(Strict):

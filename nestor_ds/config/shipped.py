@@ -1,11 +1,12 @@
-"""The configurations shipped with the project (``configs/``, ``ds_configs/``), found from any directory."""
+"""The configurations shipped with the project (``configs/``, ``ds_configs/``, ``studies/``), found from any
+directory."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
 SHIPPED_ROOT = Path(__file__).resolve().parents[2]  # the checkout this package is installed from
-FOLDERS = ("configs", "ds_configs")
+FOLDERS = ("configs", "ds_configs", "studies")
 
 
 def resolve_shipped(path: str | Path) -> Path:

@@ -26,22 +26,27 @@ class Preemption:
             signal.signal(sig, self._handle)
 
         self.wants_requeue = False
+        self.out_of_time = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
 
-    def agreed(self, device: torch.device) -> bool:
+    def agreed(self, device: torch.device, out_of_time: bool = False) -> bool:
         """Collective: True on every rank once any rank got a signal.
 
         Sets ``wants_requeue`` when any rank got the time-limit warning (SIGUSR1); SIGTERM
         (scancel, node drain) only checkpoints and stops, or a cancelled job would come back.
+        ``out_of_time`` (this rank passed train.time_limit_s) rides on the same reduction: when any rank
+        says so, ``out_of_time`` is set on all, and the run ends as finished rather than preempted.
         """
         code = {None: 0.0, signal.SIGTERM: 1.0, signal.SIGUSR1: 2.0}.get(self.received, 1.0)
-        flag = torch.tensor([code], device=device)
+        flag = torch.tensor([code, float(out_of_time)], device=device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.wants_requeue = flag.item() == 2.0
-        return flag.item() > 0
+        signal_code, late = flag.tolist()
+        self.wants_requeue = signal_code == 2.0
+        self.out_of_time = late > 0
+        return signal_code > 0
 
 
 def requeue_job() -> str:

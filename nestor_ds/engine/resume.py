@@ -25,7 +25,7 @@ RESUMABLE = (
     "train.log_every", "train.eval_every", "train.eval_trajectories", "train.checkpoint_every",
     "train.keep_checkpoints", "train.checkpoint_dir", "train.output_dir", "train.init_from",
     "train.max_bad_steps", "train.count_host_syncs", "train.on_nonfinite", "train.rollback_lr_factor",
-    "train.max_rollbacks",
+    "train.max_rollbacks", "train.time_limit_s",
     "data.root", "data.datasets.*.shards", "data.workers", "data.verify_checksums", "data.on_bad_sample",
     "data.max_bad_samples", "parallel.collective_timeout_s", "tracking.*",
     "model.compile", "model.attention", "model.moe.expert_compute",

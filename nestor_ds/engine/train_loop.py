@@ -58,6 +58,7 @@ class _Loop:
         self.host_syncs: dict[str, int] = {}
         self.rollbacks = 0
         self.t_interval = time.perf_counter()
+        self.started = time.monotonic()
 
     def _loader(self):
         from nestor_ds.data.loader import build_train_loader
@@ -99,13 +100,18 @@ class _Loop:
                 self.log_interval(step)
             if step % cfg.train.eval_every == 0 and step != ctx.steps:
                 self.evaluate(step)
-            if ctx.preemption.agreed(self.device):
+            late = cfg.train.time_limit_s is not None and time.monotonic() - self.started > cfg.train.time_limit_s
+            if ctx.preemption.agreed(self.device, late):
                 self.save_checkpoint()
                 outcome = "stopping without requeue (SIGTERM)"
                 if ctx.rank == 0 and ctx.preemption.wants_requeue:
                     outcome = requeue_job()
                 log.info("preempted at step %d: checkpoint written, %s", step, outcome)
                 return "preempted"
+            if ctx.preemption.out_of_time:
+                log.info("train.time_limit_s=%g reached at step %d of %d: the run ends here", cfg.train.time_limit_s,
+                         step, ctx.steps)
+                ctx.steps = step
             if step % cfg.train.checkpoint_every == 0 or step == ctx.steps:
                 self.save_checkpoint()
         return "finished"

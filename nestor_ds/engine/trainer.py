@@ -257,6 +257,8 @@ def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, trackers: lis
     enabled = rank == 0 and cfg.tracking.enabled
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     tags = {"mode": args.mode, **provenance(world, cfg.parallel.ep_size, device_name)} if enabled else {}
+    if enabled and cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id  # shown nested under it in the MLflow UI
     tracker = Tracker(resolve_uri(cfg.tracking.uri, cfg.train.output_dir), cfg.tracking.experiment,
                       cfg.tracking.run_name, cfg.train.output_dir / "mlflow-artifacts", enabled=enabled, tags=tags,
                       run_id=run_id)

@@ -20,14 +20,9 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> Path:
     """Two small data sets made with the CLI as a user would, 8 trajectories each."""
-    root = tmp_path_factory.mktemp("slurm-data")
-    cli = [sys.executable, "-m", "nestor_ds", "data"]
-    for cmd in (["generate", "--suite", "small", "--out", str(root / "raw"), "--trajectories", "8",
-                 "--resolution", "32", "--frames", "12", "--only", ",".join(SETS)],
-                ["shard", "--from-suite", str(root / "raw"), "--out", str(root / "shards"), "--per-shard", "2"]):
-        out = subprocess.run(cli + cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
-    return root / "shards"
+    from suite_data import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("slurm-data"), SETS)
 
 
 @pytest.fixture(scope="session")
