@@ -57,8 +57,11 @@ class Heartbeat:
         return self
 
     def _write(self) -> None:
-        try:
-            (self.folder / f"rank{self.rank}").write_text(f"{self.step} {os.getpid()}")
+        path = self.folder / f"rank{self.rank}"
+        tmp = path.with_name(path.name + ".tmp")
+        try:  # renamed into place: a reader never sees the file empty or half written
+            tmp.write_text(f"{self.step} {os.getpid()}")
+            os.replace(tmp, path)
         except OSError:
             pass  # a full or vanished disk shows elsewhere; the heartbeat only helps name a hung rank
 
