@@ -24,3 +24,21 @@ def torchrun(script: Path, nproc: int, *args: str, timeout: int = 600) -> subpro
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and everything below it, as a lost machine would (torchrun's workers live in
+    sessions of their own, so killing the process group is not enough)."""
+    import signal
+
+    import psutil
+
+    tree = psutil.Process(proc.pid)
+    children = tree.children(recursive=True)
+    for p in [tree, *children]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(children, timeout=10)

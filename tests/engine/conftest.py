@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -75,14 +74,7 @@ def launch_and_kill_after_checkpoint(nproc: int, args: list[str], out: Path, tim
             if time.time() > deadline:
                 raise AssertionError("no checkpoint in time")
             time.sleep(0.05)
-    finally:  # torchrun's workers live in their own sessions: kill the whole tree, as a node failure would
-        import psutil
+    finally:
+        from multiproc import kill_tree
 
-        tree = psutil.Process(proc.pid)
-        for p in [tree, *tree.children(recursive=True)]:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait()
-        psutil.wait_procs(tree.children(recursive=True) if tree.is_running() else [], timeout=10)
+        kill_tree(proc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -45,16 +44,10 @@ def test_quick_study_killed_then_finished_reports_every_arm(quick_shards: Path, 
             assert proc.poll() is None, "the study ended before it could be killed"
             assert time.monotonic() < deadline, "no progress in time"
             time.sleep(0.1)
-    finally:  # the whole tree, as a lost machine would (torchrun's workers live in sessions of their own)
-        import psutil
+    finally:
+        from multiproc import kill_tree
 
-        tree = psutil.Process(proc.pid)
-        for p in [tree, *tree.children(recursive=True)]:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait()
+        kill_tree(proc)
     before = _summaries(out)
     assert 2 <= len(before) < 2 * len(ARMS)
 
