@@ -26,7 +26,8 @@ def parse_json_object(text: str | bytes, source: object, error: type[Exception] 
     return data
 
 
-def _describe(err: ValidationError) -> str:
+def describe_validation(err: ValidationError) -> str:
+    """One line per fault: the dotted field and pydantic's message."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -39,7 +40,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"invalid run config {source}:\n{_describe(err)}") from None
+        raise ConfigError(f"invalid run config {source}:\n{describe_validation(err)}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -22,7 +22,7 @@ import numpy as np
 import webdataset as wds
 from webdataset.tariterators import group_by_keys
 
-from nestor_ds.atomic import write_text_atomic
+from nestor_ds.atomic import fsync_dir, write_text_atomic
 from nestor_ds.config.loading import parse_json_object
 from nestor_ds.data.trajectory import Trajectory
 
@@ -194,11 +194,7 @@ class StagedFolder:
             old = self.path.with_name(self.path.name.replace(".writing-", ".replaced-"))
             os.replace(self.final, old)
         os.replace(self.path, self.final)
-        fd = os.open(self.final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -8,7 +8,6 @@ world-th file) and agree on the verdict, so all of them resume from the same tag
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch.distributed as dist
 
 from nestor_ds.atomic import write_text_atomic
+from nestor_ds.data.shards import sha256_of
 
 MANIFEST = "nestor_manifest.json"
 
@@ -26,7 +26,7 @@ def _rank_world(shared: bool = True) -> tuple[int, int]:
     return 0, 1
 
 
-def _gather(items: list[Any], shared: bool = True) -> list[Any]:
+def gather(items: list[Any], shared: bool = True) -> list[Any]:
     """Every rank's items, concatenated (collective when distributed and ``shared``)."""
     rank, world = _rank_world(shared)
     if world == 1:
@@ -37,18 +37,14 @@ def _gather(items: list[Any], shared: bool = True) -> list[Any]:
 
 
 def digest(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            h.update(chunk)
-    return {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def write_manifest(folder: Path, step: int, config: dict[str, Any]) -> None:
     """Collective: every rank hashes its share of the tag's files; rank 0 writes the manifest."""
     rank, world = _rank_world()
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
-    files = dict(_gather([(name, digest(folder / name)) for name in names[rank::world]]))
+    files = dict(gather([(name, digest(folder / name)) for name in names[rank::world]]))
     if rank == 0:
         write_text_atomic(folder / MANIFEST, json.dumps(
             {"format": 1, "step": step, "config": config, "files": dict(sorted(files.items()))}, indent=1))
@@ -73,7 +69,7 @@ def problems(folder: Path, shared: bool = True) -> list[str]:
     try:
         files = sorted(read_manifest(folder)["files"].items())
     except (FileNotFoundError, ValueError) as err:
-        return _gather([str(err)] if rank == 0 else [], shared)
+        return gather([str(err)] if rank == 0 else [], shared)
     found = []
     for name, want in files[rank::world]:
         path = folder / name
@@ -83,4 +79,4 @@ def problems(folder: Path, shared: bool = True) -> list[str]:
             found.append(f"{path} has {path.stat().st_size} bytes, the manifest says {want['bytes']}")
         elif digest(path)["sha256"] != want["sha256"]:
             found.append(f"{path} does not match its sha256 in the manifest (damaged)")
-    return sorted(_gather(found, shared))
+    return sorted(gather(found, shared))

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from nestor_ds.atomic import write_text_atomic
-from nestor_ds.engine.checkpoint_integrity import problems, read_manifest, write_manifest
+from nestor_ds.engine.checkpoint_integrity import gather, problems, read_manifest, write_manifest
 from nestor_ds.safe_load import weights_only_checkpoint_engine
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,7 @@ def _write_failure(folder: Path, err: BaseException | None, rank: int) -> str:
 
 def _agreed_failure(err: BaseException | None) -> list[str]:
     """Collective: the failure messages of all ranks (empty: every rank succeeded)."""
-    mine = [] if err is None else [repr(err)]
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[list[str] | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, mine)
-        return [m for p in parts for m in (p or [])]
-    return mine
+    return gather([] if err is None else [repr(err)])
 
 
 def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep: int) -> str:

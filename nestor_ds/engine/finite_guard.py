@@ -48,8 +48,5 @@ class FiniteGuard:
                     self.consecutive, self.skipped)
 
     def good(self) -> None:
-        self.consecutive = 0
-
-    def reset(self) -> None:
-        """After a rollback: the run starts over from a good state."""
+        """A step without a non-finite loss or gradient norm (or a rollback to a good state)."""
         self.consecutive = 0

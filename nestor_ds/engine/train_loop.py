@@ -184,7 +184,7 @@ class _Loop:
         ctx.step = int(client["step"])
         continue_schedule(ctx.scheduler, ctx.schedule, ctx.step, ctx.lr_scale)
         self.loader = self._loader()
-        self.guard.reset()
+        self.guard.good()
         self.grad_bad, self.verdict_pending = None, False
         self.metrics.reset()
         self.bar.n = ctx.step

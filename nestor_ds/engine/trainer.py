@@ -99,6 +99,8 @@ def run(args: RunArgs) -> dict[str, Any]:
             from nestor_ds.engine.train_loop import train_loop
 
             summary = _finish(ctx, train_loop(ctx))
+        from nestor_ds.engine.distributed import shutdown
+
         shutdown()
         return summary
     except BaseException as err:
@@ -107,12 +109,6 @@ def run(args: RunArgs) -> dict[str, Any]:
         raise _explained(err, cfg) from err
     finally:
         lock.release()
-
-
-def shutdown() -> None:
-    from nestor_ds.engine.distributed import shutdown as _shutdown
-
-    _shutdown()
 
 
 def _explained(err: BaseException, cfg: RunConfig) -> BaseException:

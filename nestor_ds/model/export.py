@@ -90,11 +90,13 @@ def load_consolidated(model: torch.nn.Module, path: str | Path) -> None:
         )
 
 
-def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None) -> dict[str, torch.Tensor]:
+def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None,
+                          verify: bool = True) -> dict[str, torch.Tensor]:
     """All weights of a DeepSpeed MoE checkpoint (dense file + one file per expert), global expert ids.
 
     Runs offline in one process, whatever ep_size the checkpoint was written with; weights only (nothing is
-    unpickled beyond tensors and plain containers), after the checksum manifest is checked.
+    unpickled beyond tensors and plain containers), after the checksum manifest is checked (``verify=False``:
+    the caller has just checked it).
     """
     root = Path(checkpoint_dir)
     if tag is None:
@@ -106,7 +108,8 @@ def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None) ->
     dense_files = sorted(folder.glob("mp_rank_*_model_states.pt"))
     if not dense_files:
         raise FileNotFoundError(f"{folder} holds no mp_rank_*_model_states.pt: not a DeepSpeed checkpoint")
-    verify_if_manifest(folder)
+    if verify:
+        verify_if_manifest(folder)
     state = dict(torch_load(dense_files[0])["module"])
     for f in sorted(folder.glob("layer_*_expert_*_mp_rank_*_model_states.pt")):
         state.update(torch_load(f))

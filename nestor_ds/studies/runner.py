@@ -90,16 +90,12 @@ class StudyRunner:
             return 130
         parent.finish("FAILED" if failed else "FINISHED")
         if failed:
+            by_key = {r.key: r for r in runs}
             log.error("study %s: %d runs failed: %s", self.spec.name, len(failed),
-                      "; ".join(f"{k} (log {self._log(k, runs)})" for k in failed))
+                      "; ".join(f"{k} (log {by_key[k].out / 'run.log'})" for k in failed))
             return 1
         log.info("study %s: all %d runs finished; report: nestor-ds study report", self.spec.name, len(runs))
         return 0
-
-    @staticmethod
-    def _log(key: str, runs: list[PlannedRun]) -> Path:
-        run = next(r for r in runs if r.key == key)
-        return run.out / "run.log"
 
     def _train_args(self, run: PlannedRun) -> list[str]:
         args = ["--config", str(resolve_shipped(run.config)), "--ds_config", str(resolve_shipped(run.ds_config)),
@@ -191,13 +187,14 @@ class StudyRunner:
                 raise RuntimeError(f"sbatch for {run.key} failed: {done.stderr.strip()}")
             jobs[run.key] = done.stdout.strip().split(";")[0]
             log.info("  %s: submitted as job %s", run.key, jobs[run.key])
+        by_key = {r.key: r for r in runs}
         failed: list[str] = []
         waiting = dict(jobs)
         while waiting:
             for key, job in list(waiting.items()):
                 state, runtime = _job_state(job)
                 if state is None or state in FINAL:
-                    run = next(r for r in runs if r.key == key)
+                    run = by_key[key]
                     del waiting[key]
                     _record_wall(run, runtime, "slurm")
                     if run.done:

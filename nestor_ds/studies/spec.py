@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from nestor_ds.config.loading import ConfigError, load_config
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+from nestor_ds.config.loading import ConfigError, describe_validation, load_config
+from nestor_ds.config.schema import Strict
 
 
-class Budget(_Strict):
+class Budget(Strict):
     """One of: optimizer steps, training samples (steps follow from the batch), or wall time per run."""
 
     steps: int | None = Field(None, gt=0)
@@ -37,13 +34,13 @@ class Budget(_Strict):
         return self
 
 
-class Base(_Strict):
+class Base(Strict):
     config: str = Field(description="run config YAML (configs/... resolves to the shipped ones)")
     ds_config: str = Field("ds_configs/cpu_fp32.json", description="DeepSpeed JSON")
     set: dict[str, Any] = Field(default_factory=dict, description="overrides of the config for every arm")
 
 
-class Arm(_Strict):
+class Arm(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     set: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the base")
     config: str | None = Field(None, description="another run config for this arm (default: the base's)")
@@ -55,7 +52,7 @@ class Arm(_Strict):
     report: bool = Field(True, description="False: run it (others start from it) but leave it out of the report")
 
 
-class StudySpec(_Strict):
+class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     data: Literal["published", "generated"] = Field(
@@ -114,8 +111,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"invalid study file {path}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"invalid study file {path}:\n{describe_validation(err)}") from None
     spec.base.set.update(overrides or {})
     return spec
 
@@ -136,7 +132,6 @@ class PlannedRun:
     after: str | None = None  # key of the run it starts from
     report: bool = True
     ranks: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
