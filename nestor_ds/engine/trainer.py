@@ -112,8 +112,12 @@ def run(args: RunArgs) -> dict[str, Any]:
 
 
 def _explained(err: BaseException, cfg: RunConfig) -> BaseException:
-    """A collective timeout becomes a RunStopped naming the ranks that went silent; anything else as is."""
-    if not (isinstance(err, RuntimeError) and "timed out" in str(err).lower()):
+    """A collective timeout becomes a RunStopped naming the ranks that went silent; anything else as is.
+
+    gloo words it by where the wait was: "Timed out waiting 15000ms for recv", or (inside all_gather_object)
+    "Application timeout caused pair closure"; NCCL's watchdog says "timed out" too."""
+    message = str(err).lower()
+    if not (isinstance(err, RuntimeError) and ("timed out" in message or "timeout" in message)):
         return err
     from nestor_ds.engine.distributed import Heartbeat
     from nestor_ds.engine.stopped import RunStopped
