@@ -42,24 +42,27 @@ class DatasetInfo(BaseModel):
     predicted_channels: int | None = Field(
         None, gt=0, description="leading channels that are predicted and scored (CFDBench: u, v; not the mask)"
     )
+    periodic: bool = Field(False, description="periodic boundaries on both axes (patch jittering rolls the grid; "
+                           "otherwise it pads and crops)")
 
 
 def _info(fmt: SourceFormat, res: int, c: int, t: int, train: int, test: int, w: float, split: SplitRule,
-          split_test: float, dpot: tuple[int, int], rollout: int, predicted: int | None = None) -> DatasetInfo:
+          split_test: float, dpot: tuple[int, int], rollout: int, predicted: int | None = None,
+          periodic: bool = False) -> DatasetInfo:
     return DatasetInfo(format=fmt, resolution=res, channels=c, frames=t, train=train, test=test, weight=w,
                        split=split, split_test=split_test, dpot_train=dpot[0], dpot_test=dpot[1], rollout=rollout,
-                       predicted_channels=predicted)
+                       predicted_channels=predicted, periodic=periodic)
 
 
 _CNS = dict(fmt="pdebench_cfd", res=128, c=4, t=21, train=9000, test=1000, w=1, split="fraction", split_test=0.1,
-            dpot=(9000, 200), rollout=11)
+            dpot=(9000, 200), rollout=11, periodic=True)
 
 # Sources: FNO file sizes (N1200, N10000, N5000), DPOT preprocess.py (tails and int(0.9 N) cuts, PDEArena
 # valid folded into train, CFDBench's 80/10/10 case split) and make_master_file.py (dpot_*, rollout).
 REGISTRY: dict[str, DatasetInfo] = {
-    "ns2d_fno_1e-5": _info("fno_mat", 64, 1, 20, 1000, 200, 8, "tail", 200, (1000, 200), 10),
-    "ns2d_fno_1e-4": _info("fno_mat", 64, 1, 30, 9800, 200, 2, "tail", 200, (9800, 200), 20),
-    "ns2d_fno_1e-3": _info("fno_mat", 64, 1, 50, 4800, 200, 8, "tail", 200, (1000, 200), 20),
+    "ns2d_fno_1e-5": _info("fno_mat", 64, 1, 20, 1000, 200, 8, "tail", 200, (1000, 200), 10, periodic=True),
+    "ns2d_fno_1e-4": _info("fno_mat", 64, 1, 30, 9800, 200, 2, "tail", 200, (9800, 200), 20, periodic=True),
+    "ns2d_fno_1e-3": _info("fno_mat", 64, 1, 50, 4800, 200, 8, "tail", 200, (1000, 200), 20, periodic=True),
     "ns2d_pdb_M1_eta1e-1_zeta1e-1": _info(**_CNS),
     "ns2d_pdb_M1_eta1e-2_zeta1e-2": _info(**_CNS),
     "ns2d_pdb_M1e-1_eta1e-1_zeta1e-1": _info(**_CNS),

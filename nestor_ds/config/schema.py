@@ -110,6 +110,9 @@ class ModelConfig(Strict):
     sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
     normalize: bool = Field(False, description="DPOT's per-sample input normalisation with AdaIN-style rescaling")
+    embed_width: int | None = Field(
+        None, gt=0, description="hidden channels of the patch embedding; None: DPOT's C * patch + 3 (narrower than "
+        "the C * patch^2 values of a patch; a wider one keeps more of each patch)")
     n_cls: int = Field(12, ge=0, description="outputs of DPOT's data-set classifier head (0: no head)")
 
     @model_validator(mode="after")
@@ -154,9 +157,11 @@ class DataConfig(Strict):
     resolution: int | None = Field(None, gt=0, description="common resolution; default: model.resolution")
     channels: int | None = Field(None, gt=0, description="common channel count; default: model.channels")
     noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
-    noise_norm: Literal["l2", "rms"] = Field(
+    noise_norm: Literal["l2", "rms", "channel_rms", "set_std"] = Field(
         "l2", description="l2: DPOT's noise, scale x per-channel L2 norm over X, Y, T, on every point; "
-        "rms: scale x RMS over real points, real points only"
+        "rms: scale x RMS over real points (all channels), real points only; channel_rms: scale x each channel's "
+        "RMS per sample, real points and channels only; set_std: scale x the data set's channel std (its "
+        "manifest), real points and channels only"
     )
     mixing: Literal["size_weighted", "weight"] = Field(
         "size_weighted", description="pick a data set with probability proportional to n_train x weight (DPOT) "
@@ -227,6 +232,15 @@ class TrainConfig(Strict):
         "reference", description="reference: L2RE summed over the micro-batch, aux losses summed over layers "
         "(token-level also over active experts), as the NESTOR/MoE-POT trainers; mean: everything averaged")
     cls_weight: float = Field(0.0, ge=0, description="cross-entropy weight of the data-set classifier (DPOT: 0)")
+    t_ar: int | None = Field(
+        None, gt=0, description="target frames per training window (DPOT's T_ar): the loss unrolls t_ar / t_out model "
+        "steps, feeding predictions back by the evaluation's rule, noise added again at every step (DPOT); None: "
+        "t_out (one step, DPOT's T_ar 1)")
+    push_forward: bool = Field(False, description="unrolled training: no gradient through the earlier steps (each "
+                               "step learns from inputs of the model's own making; Brandstetter et al.)")
+    patch_jitter: bool = Field(False, description="shift the patch grid by a random 0..patch-1 points per sample and "
+                               "axis in training (Walrus): rolled on periodic data sets, padded (edge) and cropped "
+                               "on the others; evaluation never jitters")
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
     seed: int = Field(0, description="weights, data order, windows and noise all derive from it")
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
@@ -245,6 +259,9 @@ class TrainConfig(Strict):
     eval_every: int = Field(1000, gt=0, description="optimizer steps between evaluations")
     time_limit_s: float | None = Field(None, gt=0, description="wall-time budget: the run ends (checkpoint, final "
                                        "evaluation) at the first step boundary past it, all ranks together")
+    fit_steps_to_time: bool = Field(False, description="with train.time_limit_s: after 20 steps the run measures its "
+                                    "step time (agreed by all ranks), sets train.steps to what fits in the limit and "
+                                    "rebuilds the one-cycle schedule for that length (wall-time budgets of studies)")
     eval_trajectories: int | None = Field(None, gt=0, description="cap on test trajectories per data set")
     output_dir: Path = Field(Path("runs/default"), description="checkpoints, eval tables, plots, MLflow db")
     init_from: Path | None = Field(
@@ -259,6 +276,10 @@ class TrainConfig(Strict):
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps or epochs")
         return self
+
+    def target_frames(self, t_out: int) -> int:
+        """Frames after the input window a training sample carries: t_ar, or t_out."""
+        return self.t_ar if self.t_ar is not None else t_out
 
 
 class ParallelConfig(Strict):
@@ -297,12 +318,17 @@ class RunConfig(Strict):
             )
         if m.is_moe and self.parallel.zero_stage == 3:
             raise ValueError("parallel.zero_stage=3 is not supported with MoE (DeepSpeed MoE needs stage 0, 1 or 2)")
-        window = m.t_in + m.t_out
+        t_ar = self.train.t_ar
+        if t_ar is not None and t_ar % m.t_out:
+            raise ValueError(f"train.t_ar={t_ar} is not a multiple of model.t_out={m.t_out} (each unrolled step "
+                             f"predicts t_out frames)")
+        window = m.t_in + self.train.target_frames(m.t_out)
+        what = "t_in+t_ar" if t_ar is not None else "t_in+t_out"
         for entry in self.data.datasets:
             frames = self.data.info(entry.name).frames
             if window > frames:
                 raise ValueError(
-                    f"data set {entry.name!r}: window t_in+t_out={window} is longer than its "
+                    f"data set {entry.name!r}: window {what}={window} is longer than its "
                     f"{frames}-frame trajectories"
                 )
         if self.train.cls_weight > 0 and m.n_cls < len(self.data.datasets):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from nestor_ds.config.schema import RunConfig
+from nestor_ds.data.feedback import channel_roles
 from nestor_ds.data.shards import DataError, decode_sample, is_remote, iter_raw_samples, locate, read_manifest, subfolder
 from nestor_ds.data.trajectory import Trajectory
 
@@ -54,6 +55,12 @@ class Source:
     limit: int  # trajectories used: the first ``limit`` in manifest order
     scored: int | None = None  # leading channels scored (None: all real ones)
     rollout: int | None = None  # frames evaluated after t_in (None: to the end)
+    predicted: int | None = None  # leading channels the model predicts (None: all real ones; the rest input only)
+    periodic: bool = False  # the data set's boundaries are periodic (patch jittering rolls instead of padding)
+
+    def roles(self, channels: int) -> torch.Tensor:
+        """Role of each of the model's channels for this data set (``data.feedback``)."""
+        return channel_roles(len(self.manifest["channels"]), self.predicted, channels)
 
     @property
     def shard_counts(self) -> list[int]:
@@ -82,7 +89,8 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
             weight *= limit
         scored = info.predicted_channels if cfg.data.score_channels == "predicted" else None
         rollout = info.rollout if cfg.data.subset == "dpot" else None
-        sources.append(Source(entry.name, i, folder, manifest, weight, limit, scored, rollout))
+        sources.append(Source(entry.name, i, folder, manifest, weight, limit, scored, rollout,
+                              info.predicted_channels, info.periodic))
     return sources
 
 
@@ -351,7 +359,7 @@ def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int =
     m = cfg.model
     workers = loader_workers(cfg.data.workers)
     stream = MixedWindows(
-        open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=m.t_out, resolution=m.resolution,
+        open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=cfg.train.target_frames(m.t_out), resolution=m.resolution,
         channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=rank,
         world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
         max_bad=cfg.data.max_bad_samples,

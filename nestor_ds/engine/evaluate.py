@@ -1,11 +1,15 @@
-"""L2RE per data set, one step and full auto-regressive rollout, with every rank taking part.
+"""L2RE per data set, one step and full auto-regressive rollout, with every rank taking part, beside the
+baselines (persistence; linear extrapolation where t_in >= 2) scored on the same windows, points and channels.
 
 Expert parallelism needs every rank of a group in every forward, so ranks run the
 same number of equally shaped batches: a rank with fewer trajectories pads its
-last batches with copies that carry zero weight.
+last batches with copies that carry zero weight. Rollouts feed predictions back
+by the one rule of ``data.feedback`` (padded channels at the pad value, input-only
+channels from the truth); the scoring mask is for scoring only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,12 +18,29 @@ import torch
 import torch.distributed as dist
 
 from nestor_ds.config.schema import RunConfig
+from nestor_ds.data.feedback import Feedback, channel_roles
 from nestor_ds.data.loader import Source
 from nestor_ds.data.trajectories import iter_split, to_common_grid
+from nestor_ds.engine.baselines import BASELINES
 from nestor_ds.engine.losses import l2re
 from nestor_ds.model.output import ModelOutput
 
 Forward = Callable[[torch.Tensor], ModelOutput]
+Forecast = Callable[[torch.Tensor], torch.Tensor]  # window [B, X, Y, t_in, C] -> frames [B, X, Y, t_out, C]
+
+
+@dataclass
+class Scores:
+    """One forecaster's L2RE on one data set: one step, whole rollout, and per rollout step."""
+
+    one_step: float = float("nan")
+    rollout: float = float("nan")
+    curve: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def ratio(model: float, baseline: float) -> float:
+    """model / baseline: below 1 beats it."""
+    return model / baseline if baseline > 0 and math.isfinite(baseline) else float("nan")
 
 
 @dataclass
@@ -33,6 +54,16 @@ class DatasetEval:
     image_load: np.ndarray | None = None  # [layers, E] routes per expert
     token_load: np.ndarray | None = None  # [layers, E, E']
     example: dict[str, np.ndarray] | None = None  # rank 0: input, truth, prediction of one sample
+    persistence: Scores = field(default_factory=Scores)
+    linear: Scores | None = None  # None where t_in < 2
+
+    @property
+    def ratio_one_step(self) -> float:
+        return ratio(self.one_step, self.persistence.one_step)
+
+    @property
+    def ratio_rollout(self) -> float:
+        return ratio(self.rollout, self.persistence.rollout)
 
 
 @dataclass
@@ -40,18 +71,31 @@ class EvalResult:
     datasets: list[DatasetEval]
 
     def rows(self) -> list[dict[str, object]]:
-        return [{"dataset": d.name, "trajectories": d.trajectories, "l2re_one_step": d.one_step,
-                 "l2re_rollout": d.rollout} for d in self.datasets]
+        nan = float("nan")
+        return [{"dataset": d.name, "trajectories": d.trajectories,
+                 "l2re_one_step": d.one_step, "persistence_one_step": d.persistence.one_step,
+                 "linear_one_step": d.linear.one_step if d.linear else nan, "ratio_one_step": d.ratio_one_step,
+                 "l2re_rollout": d.rollout, "persistence_rollout": d.persistence.rollout,
+                 "linear_rollout": d.linear.rollout if d.linear else nan, "ratio_rollout": d.ratio_rollout}
+                for d in self.datasets]
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
-        out = {}
-        for d in self.datasets:
-            out[f"{prefix}/{d.name}/l2re_one_step"] = d.one_step
-            out[f"{prefix}/{d.name}/l2re_rollout"] = d.rollout
+        out: dict[str, float] = {}
+        for row in self.rows():
+            for key, value in row.items():
+                if key not in ("dataset", "trajectories") and isinstance(value, float) and not math.isnan(value):
+                    out[f"{prefix}/{row['dataset']}/{key}"] = value
         if self.datasets:
-            out[f"{prefix}/mean/l2re_one_step"] = float(np.mean([d.one_step for d in self.datasets]))
-            out[f"{prefix}/mean/l2re_rollout"] = float(np.mean([d.rollout for d in self.datasets]))
+            for key in ("l2re_one_step", "l2re_rollout", "persistence_one_step", "persistence_rollout",
+                        "ratio_one_step", "ratio_rollout"):
+                values = [out[f"{prefix}/{d.name}/{key}"] for d in self.datasets if f"{prefix}/{d.name}/{key}" in out]
+                if values:
+                    out[f"{prefix}/mean/{key}"] = float(np.mean(values))
         return out
+
+    def losing(self, which: str) -> list[str]:
+        """Data sets on which the model is not better than persistence (``one_step`` or ``rollout``)."""
+        return [d.name for d in self.datasets if not getattr(d, f"ratio_{which}") < 1]
 
 
 def _sum(t: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
@@ -60,20 +104,67 @@ def _sum(t: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor
     return t
 
 
-def _predict(forward: Forward, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, ModelOutput | None]:
-    """Forward in chunks of ``batch`` (x's length is equal on every rank, so the chunk count is too)."""
-    preds, last = [], None
-    for i in range(0, x.shape[0], batch):
-        last = forward(x[i:i + batch])
-        preds.append(last.pred.float())
-    return torch.cat(preds), last
+class _ModelForecast:
+    """The model as a forecaster, in chunks of the micro-batch, summing the routing statistics of its rollouts."""
+
+    def __init__(self, forward: Forward, batch: int, dtype: torch.dtype) -> None:
+        self.forward, self.batch, self.dtype = forward, batch, dtype
+        self.image_load: torch.Tensor | None = None
+        self.token_load: torch.Tensor | None = None
+        self.count_loads = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        preds = []
+        for i in range(0, x.shape[0], self.batch):  # x's length is equal on every rank: so is the chunk count
+            o = self.forward(x[i:i + self.batch].to(self.dtype))
+            preds.append(o.pred.float())
+            if self.count_loads and o.image_load is not None:
+                il, tl = o.image_load.double(), o.token_load.double()
+                self.image_load = il if self.image_load is None else self.image_load + il
+                self.token_load = tl if self.token_load is None else self.token_load + tl
+        return torch.cat(preds)
+
+
+def _score(forecast: Forecast, traj: torch.Tensor, mask: torch.Tensor, feedback: Feedback, t_in: int, t_out: int,
+           model: _ModelForecast | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample: one-step L2RE [B], rollout L2RE [B], per-rollout-step L2RE [K, B], and the one-step
+    predictions of the first window [B, X, Y, t_out, C]."""
+    b, total = traj.shape[0], traj.shape[3]
+    # one step: every window of t_in true frames predicts the next t_out
+    starts = list(range(0, total - t_in - t_out + 1))
+    xs = torch.cat([traj[:, :, :, s:s + t_in] for s in starts])
+    ys = torch.cat([traj[:, :, :, s + t_in:s + t_in + t_out] for s in starts])
+    pred = forecast(xs)
+    one = l2re(pred, ys, mask.repeat(len(starts), 1, 1, 1, 1)).view(len(starts), b).mean(0)
+
+    # rollout: predictions fed back by the one rule until the trajectory ends
+    if model is not None:
+        model.count_loads = True
+    x, frames, done = traj[:, :, :, :t_in], [], 0
+    while t_in + done < total:
+        p = forecast(x)
+        truth = traj[:, :, :, t_in + done:t_in + done + t_out]
+        if truth.shape[3] < t_out:  # the last bundle runs past the end: hold the last true frame
+            truth = torch.cat([truth, truth[:, :, :, -1:].expand(-1, -1, -1, t_out - truth.shape[3], -1)], dim=3)
+        frames.append(p)
+        x = feedback.next_window(x, p, truth)
+        done += p.shape[3]
+    if model is not None:
+        model.count_loads = False
+    roll = torch.cat(frames, dim=3)[:, :, :, :total - t_in]
+    truth = traj[:, :, :, t_in:]
+    curve = torch.stack([l2re(roll[:, :, :, k:k + t_out], truth[:, :, :, k:k + t_out], mask)
+                         for k in range(0, total - t_in, t_out)])
+    return one, l2re(roll, truth, mask), curve, pred[:b]
 
 
 @torch.no_grad()
 def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int, world: int,
              device: torch.device, dtype: torch.dtype = torch.float32) -> EvalResult:
+    """Model and baselines on every test set; collective: every rank calls it."""
     m = cfg.model
     batch = cfg.train.micro_batch_per_rank
+    names = ["model", "persistence"] + (["linear"] if m.t_in >= 2 else [])
     results = []
     for src in sources:
         trajs = list(iter_split(src, cfg.train.eval_trajectories))
@@ -81,15 +172,19 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
         count = _sum(torch.tensor([len(mine)], device=device), dist.ReduceOp.MAX)
         n_batches = -(-int(count.item()) // batch)
         template = trajs[0]
-        stats = torch.zeros(4, device=device, dtype=torch.float64)  # one-step sum, rollout sum, weight, n
         frames = template.data.shape[0] if src.rollout is None else min(template.data.shape[0], m.t_in + src.rollout)
-        steps = max(0, frames - m.t_in)
-        curve = torch.zeros(-(-steps // m.t_out), device=device, dtype=torch.float64)
-        image_load = token_load = None
+        steps = -(-max(0, frames - m.t_in) // m.t_out)
+        stats = torch.zeros(len(names), 2, device=device, dtype=torch.float64)  # one-step sum, rollout sum
+        curves = torch.zeros(len(names), steps, device=device, dtype=torch.float64)
+        weight_sum = torch.zeros(1, device=device, dtype=torch.float64)
+        feedback = Feedback(channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device),
+                            cfg.data.pad_value)
+        model = _ModelForecast(forward, batch, dtype)
+        forecasts: list[Forecast] = [model] + [lambda x, f=BASELINES[n]: f(x, m.t_out) for n in names[1:]]
         example = None
         for b in range(n_batches):
             chunk = mine[b * batch:(b + 1) * batch]
-            weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device)
+            weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device, dtype=torch.float64)
             chunk = chunk + [template] * (batch - len(chunk))  # zero-weight padding keeps shapes equal
             grids = [to_common_grid(t, src, m.resolution, m.channels, cfg.data.pad_value, cfg.data.score_points)
                      for t in chunk]
@@ -97,53 +192,47 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
             mask = torch.stack([g[1] for g in grids]).to(device)  # [B, X, Y, 1, C]
             if src.rollout is not None:  # DPOT predicts t_test frames after the first t_in
                 traj = traj[:, :, :, :m.t_in + src.rollout]
-            total = traj.shape[3]
-
-            # one step: every window of t_in true frames predicts the next t_out
-            starts = list(range(0, total - m.t_in - m.t_out + 1))
-            xs = torch.cat([traj[:, :, :, s:s + m.t_in] for s in starts])
-            ys = torch.cat([traj[:, :, :, s + m.t_in:s + m.t_in + m.t_out] for s in starts])
-            pred, out = _predict(forward, xs.to(dtype), batch)
-            err = l2re(pred, ys, mask.repeat(len(starts), 1, 1, 1, 1)).view(len(starts), batch).mean(0)
-            stats[0] += (err * weight).sum()
-
-            # rollout: feed predictions back until the trajectory ends
-            x = traj[:, :, :, :m.t_in]
-            frames = []
-            while m.t_in + sum(f.shape[3] for f in frames) < total:
-                o = forward(x.to(dtype))
-                p = o.pred.float() * mask
-                frames.append(p)
-                x = torch.cat([x, p], dim=3)[:, :, :, -m.t_in:]
-                if o.image_load is not None:
-                    image_load = o.image_load.double() if image_load is None else image_load + o.image_load.double()
-                    token_load = o.token_load.double() if token_load is None else token_load + o.token_load.double()
-            roll = torch.cat(frames, dim=3)[:, :, :, :total - m.t_in]
-            truth = traj[:, :, :, m.t_in:]
-            stats[1] += (l2re(roll, truth, mask) * weight).sum()
-            for k in range(curve.numel()):
-                sl = slice(k * m.t_out, (k + 1) * m.t_out)
-                curve[k] += (l2re(roll[:, :, :, sl], truth[:, :, :, sl], mask) * weight).sum()
-            stats[2] += weight.sum()
-            if example is None and rank == 0 and len(mine):
-                example = {"input": traj[0, :, :, m.t_in - 1].cpu().numpy(), "truth": ys[0, :, :, 0].cpu().numpy(),
-                           "prediction": pred[0, :, :, 0].cpu().numpy(), "mask": mask[0, :, :, 0].cpu().numpy()}
-            del out
-        _sum(stats), _sum(curve)
-        if image_load is not None:  # each expert-parallel group holds its own sum: add groups, count each once
-            image_load = _sum(image_load) / cfg.parallel.ep_size
-            token_load = _sum(token_load) / cfg.parallel.ep_size
-        n = max(stats[2].item(), 1.0)
+            for i, forecast in enumerate(forecasts):
+                one, roll, curve, pred = _score(forecast, traj, mask, feedback, m.t_in, m.t_out,
+                                                model if i == 0 else None)
+                stats[i, 0] += (one * weight).sum()
+                stats[i, 1] += (roll * weight).sum()
+                curves[i] += (curve * weight).sum(1)
+                if i == 0 and example is None and rank == 0 and len(mine):
+                    example = {"input": traj[0, :, :, m.t_in - 1].cpu().numpy(),
+                               "truth": traj[0, :, :, m.t_in].cpu().numpy(),
+                               "prediction": pred[0, :, :, 0].cpu().numpy(), "mask": mask[0, :, :, 0].cpu().numpy()}
+            weight_sum += weight.sum()
+        _sum(stats), _sum(curves), _sum(weight_sum)
+        image_load = token_load = None
+        if model.image_load is not None:  # each expert-parallel group holds its own sum: add groups, count each once
+            image_load = (_sum(model.image_load) / cfg.parallel.ep_size).cpu().numpy()
+            token_load = (_sum(model.token_load) / cfg.parallel.ep_size).cpu().numpy()
+        n = max(weight_sum.item(), 1.0)
+        scores = [Scores(stats[i, 0].item() / n, stats[i, 1].item() / n, (curves[i] / n).cpu().numpy())
+                  for i in range(len(names))]
         results.append(DatasetEval(
-            src.name, list(src.manifest["channels"]), int(stats[2].item()), stats[0].item() / n, stats[1].item() / n, (curve / n).cpu().numpy(),
-            image_load.cpu().numpy() if image_load is not None else None,
-            token_load.cpu().numpy() if token_load is not None else None, example,
-        ))
+            src.name, list(src.manifest["channels"]), int(weight_sum.item()), scores[0].one_step, scores[0].rollout,
+            scores[0].curve, image_load, token_load, example, persistence=scores[1],
+            linear=scores[2] if len(scores) > 2 else None))
     return EvalResult(results)
 
 
 def format_table(result: EvalResult) -> str:
-    lines = [f"{'data set':<34} {'traj':>5} {'L2RE 1-step':>12} {'L2RE rollout':>13}"]
+    """The results table: model, persistence (persist.), linear extrapolation and model / persistence, one step
+    and rollout; a model that does not beat persistence is named in words below it."""
+    head = (f"{'data set':<34} {'traj':>5} | {'1-step':>7} {'persist.':>8} {'linear':>7} {'ratio':>6} | "
+            f"{'rollout':>7} {'persist.':>8} {'linear':>7} {'ratio':>6}")
+    lines = ["L2RE (ratio = model / persistence; below 1 beats copying the last input frame)", head]
     for d in result.datasets:
-        lines.append(f"{d.name:<34} {d.trajectories:>5d} {d.one_step:>12.4f} {d.rollout:>13.4f}")
+        lin1 = f"{d.linear.one_step:>7.4f}" if d.linear else f"{'–':>7}"
+        linr = f"{d.linear.rollout:>7.4f}" if d.linear else f"{'–':>7}"
+        lines.append(f"{d.name:<34} {d.trajectories:>5d} | {d.one_step:>7.4f} {d.persistence.one_step:>8.4f} {lin1} "
+                     f"{d.ratio_one_step:>6.2f} | {d.rollout:>7.4f} {d.persistence.rollout:>8.4f} {linr} "
+                     f"{d.ratio_rollout:>6.2f}")
+    for which, words in (("one_step", "one step ahead"), ("rollout", "in rollout")):
+        losing = result.losing(which)
+        if losing:
+            lines.append(f"WORSE THAN PERSISTENCE {words} on {len(losing)} of {len(result.datasets)}: "
+                         + ", ".join(losing))
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Adam over DeepSpeed MoE parameter groups (expert and dense parameters reduce over different groups)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -42,3 +43,15 @@ def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: flo
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps, pct_start=fraction,
         cycle_momentum=False)
+
+
+def resize_one_cycle(scheduler: Any, steps: int, warmup_fraction: float, step: int) -> None:
+    """Give a running one-cycle schedule a new length, keeping its place: its phases become those ``one_cycle``
+    builds for ``steps`` and the lr that of the new schedule at ``step``."""
+    # the phases depend on the length alone; the lrs (initial, peak, final) stay in the optimizer's groups
+    fresh = one_cycle(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), steps, warmup_fraction)
+    scheduler.total_steps, scheduler._schedule_phases = fresh.total_steps, fresh._schedule_phases
+    scheduler.last_epoch = step - 1
+    with warnings.catch_warnings():  # "step() before optimizer.step()": intended, this only positions it
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()

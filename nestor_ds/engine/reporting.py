@@ -37,7 +37,8 @@ def write_eval_outputs(result: EvalResult, folder: Path, tracker: Any, step: int
                                                     f"{d.name}: one-step prediction", folder / f"sample_{d.name}.png")
     curves = {d.name: d.rollout_curve for d in result.datasets if d.rollout_curve.size}
     if curves:
-        paths["rollout"] = plot_rollout_errors(curves, folder / "rollout_errors.png")
+        paths["rollout"] = plot_rollout_errors(curves, folder / "rollout_errors.png",
+                                               {d.name: d.persistence.curve for d in result.datasets})
     loaded = [d for d in result.datasets if d.image_load is not None]
     if loaded:
         image = np.stack([d.image_load.sum(0) for d in loaded])

@@ -10,9 +10,11 @@ import time
 import torch
 
 from nestor_ds.engine import checkpointing
-from nestor_ds.engine.trainer import RunContext, _evaluate, add_noise, training_loss
+from nestor_ds.engine.step import SetFacts, unrolled_step
+from nestor_ds.engine.trainer import RunContext, _evaluate
 
 log = logging.getLogger("nestor_ds")
+CALIBRATION_STEPS = 20  # train.fit_steps_to_time measures the step time over these
 
 
 def train_loop(ctx: RunContext) -> str:
@@ -45,6 +47,7 @@ class _Loop:
         self.anneal = ctx.args.mode == "pretrain" and cfg.model.is_moe
         self.clip_here = engine_clips_itself(ctx.ds)
         self.loader = self._loader()
+        self.facts = SetFacts.of(ctx.train_sources, cfg.model.channels, self.device)
         self.metrics = IntervalMetrics(self.names, cfg.parallel.ep_size, self.device,
                                        drop_share=cfg.model.is_moe and cfg.model.moe.drop_tokens)
         # a bar only on a terminal: in batch logs the per-interval lines say the same without redraw debris
@@ -59,6 +62,7 @@ class _Loop:
         self.rollbacks = 0
         self.t_interval = time.perf_counter()
         self.started = time.monotonic()
+        self.first_step = ctx.step
 
     def _loader(self):
         from nestor_ds.data.loader import build_train_loader
@@ -108,6 +112,8 @@ class _Loop:
                     outcome = requeue_job()
                 log.info("preempted at step %d: checkpoint written, %s", step, outcome)
                 return "preempted"
+            if cfg.train.fit_steps_to_time and step == self.first_step + CALIBRATION_STEPS:
+                self.fit_steps_to_time(step)
             if ctx.preemption.out_of_time:
                 log.info("train.time_limit_s=%g reached at step %d of %d: the run ends here", cfg.train.time_limit_s,
                          step, ctx.steps)
@@ -116,31 +122,45 @@ class _Loop:
                 self.save_checkpoint()
         return "finished"
 
+    def fit_steps_to_time(self, step: int) -> None:
+        """train.fit_steps_to_time: the steps that fit in train.time_limit_s at the rate measured so far (the
+        slowest rank's), and the one-cycle schedule rebuilt for them."""
+        from nestor_ds.engine.checkpoint_integrity import gather
+        from nestor_ds.engine.optim import resize_one_cycle
+
+        ctx, cfg = self.ctx, self.cfg
+        elapsed = max(gather([time.monotonic() - self.started]))
+        per_step = elapsed / (step - self.first_step)
+        fit = step + int((cfg.train.time_limit_s - elapsed) / per_step)
+        if fit >= ctx.steps or ctx.scheduler is None:
+            return
+        ctx.steps = max(fit, step + 1)
+        resize_one_cycle(ctx.scheduler, ctx.steps, cfg.train.optimizer.warmup_fraction, step)
+        self.bar.total = ctx.steps
+        log.info("train.fit_steps_to_time: %.3f s per step, %d steps fit in train.time_limit_s=%g; the one-cycle "
+                 "schedule now spans them", per_step, ctx.steps, cfg.train.time_limit_s)
+
     def micro_step(self, step: int, micro: int) -> None:
         """Forward, the agreed finite check (the step's one device read), backward and, at the accumulation
         boundary, the optimizer step; a non-finite loss skips all of it on every rank, a non-finite gradient
         norm the update."""
         from nestor_ds.engine.grad_norm import clip_global_grad_norm_
-        from nestor_ds.engine.losses import l2re
         from nestor_ds.model.benchmark import count_host_syncs
 
         cfg, engine, guard = self.cfg, self.engine, self.guard
         batch = next(self.loader)
         skipped = int(batch.pop("skipped"))  # read on the host, before the copy
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}  # pinned: overlaps the step
-        mask = batch["mask"]
         gen = torch.Generator(self.device).manual_seed(hash((cfg.train.seed, self.ctx.rank, step, micro)) & 0x7FFFFFFF)
-        x = add_noise(batch["x"], mask, cfg.data.noise_scale if self.ctx.args.mode == "pretrain" else 0.0, gen,
-                      cfg.data.noise_norm)
+        noise = cfg.data.noise_scale if self.ctx.args.mode == "pretrain" else 0.0
         if self.anneal:
             engine.module.set_step(step * cfg.train.grad_accum + micro if cfg.model.moe.temperature_unit == "forward"
                                    else step)
         probe = (cfg.train.count_host_syncs and micro == cfg.train.grad_accum - 1
                  and (step + 1) % cfg.train.log_every == 0)
         with count_host_syncs() if probe else contextlib.nullcontext() as syncs:
-            out = engine(x.to(self.dtype))
-            per_sample = l2re(out.pred, batch["y"], mask)
-            loss = training_loss(cfg, out, per_sample, batch["dataset_id"])
+            result = unrolled_step(engine, cfg, batch, self.facts, gen, noise, self.dtype)
+            loss, per_sample, out = result.loss, result.per_sample, result.out
             bad_loss, bad_grad = guard.check(loss, self.grad_bad)  # agreed: all ranks skip together
             self.grad_bad = None
             if bad_grad:

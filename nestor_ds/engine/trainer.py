@@ -49,36 +49,6 @@ def total_steps(cfg: RunConfig, train_count: int, world: int) -> int:
     return max(1, cfg.train.epochs * math.ceil(train_count / per_step))
 
 
-def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Generator,
-              norm: str = "l2") -> torch.Tensor:
-    """Denoising pre-training noise on x [B, X, Y, T, C].
-
-    ``l2`` (DPOT): ``scale * ||x||`` with the L2 norm per sample and channel over X, Y, T,
-    added at every point and channel. ``rms``: ``scale * RMS(x)`` per sample, real points only.
-    """
-    if scale <= 0:
-        return x
-    noise = torch.randn(x.shape, generator=gen, dtype=torch.float32, device=x.device)  # made on the device
-    if norm == "l2":
-        l2 = x.float().square().sum(dim=(1, 2, 3), keepdim=True).sqrt()  # [B, 1, 1, 1, C]
-        return x + (scale * l2 * noise).to(x.dtype)
-    rms = x.float().square().flatten(1).mean(1).sqrt().view(-1, 1, 1, 1, 1)
-    return x + (scale * rms * noise * mask).to(x.dtype)
-
-
-def training_loss(cfg: RunConfig, out: Any, per_sample: torch.Tensor, dataset_id: torch.Tensor) -> torch.Tensor:
-    """Data term plus weighted aux terms, reduced as ``train.loss_reduction`` says (README: loss reduction)."""
-    t = cfg.train
-    aux_image, aux_token = out.aux_losses(t.loss_reduction)
-    data = per_sample.sum() if t.loss_reduction == "reference" else per_sample.mean()
-    loss = data + t.aux_weight_image * aux_image + t.aux_weight_token * aux_token
-    if t.cls_weight > 0 and "cls_logits" in out.extras:
-        ce = torch.nn.functional.cross_entropy(out.extras["cls_logits"].float(), dataset_id,
-                                               reduction="sum" if t.loss_reduction == "reference" else "mean")
-        loss = loss + t.cls_weight * ce
-    return loss
-
-
 def run(args: RunArgs) -> dict[str, Any]:
     """One run, with one exit path: setup, the training loop (or an evaluation), finish.
 

@@ -2,8 +2,9 @@
 
 The fields are resized (bilinear, ``align_corners=False``) to the model's resolution and their
 channels padded with the training pad value, exactly as the loader prepares a training window; the
-model predicts ``t_out`` frames at a time from the last ``t_in``; the predictions are resized back to
-the user's grid, the padded channels dropped and, given a geometry mask, zeroed outside the domain.
+model predicts ``t_out`` frames at a time from the last ``t_in``, fed back by the evaluator's rule
+(``data.feedback``: padded channels at the pad value, input-only ones from the given frames, else the last
+one held); the predictions are resized back to the user's grid, the padded channels dropped and, given a geometry mask, zeroed outside the domain.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from nestor_ds.config import ConfigError
+from nestor_ds.data.feedback import INPUT_ONLY, PADDED, PREDICTED, Feedback
 
 
 class Predictor:
@@ -70,6 +72,23 @@ class Predictor:
             raise ConfigError(f"data set {candidates[0]!r} has channels {names}, not {missing}")
         return [names.index(c) for c in channels]
 
+    def roles(self, order: list[int], dataset: str | None = None) -> torch.Tensor:
+        """``data.feedback`` roles of the model's channels for input channels placed at ``order``: channels not
+        given are padding; given ones are predicted, except those past the data set's predicted channels
+        (``dataset``, or the only training data set), which are input only (held from the given frames)."""
+        names = [d.name for d in self.cfg.data.datasets]
+        name = dataset if dataset is not None else names[0] if len(names) == 1 else None
+        predicted = None
+        if name is not None:
+            try:
+                predicted = self.cfg.data.info(name).predicted_channels
+            except ValueError:
+                predicted = None  # a data set the model was not trained on: everything given is predicted
+        roles = torch.full((self.cfg.model.channels,), PADDED, dtype=torch.int8)
+        for position in order:
+            roles[position] = INPUT_ONLY if predicted is not None and position >= predicted else PREDICTED
+        return roles
+
     @torch.no_grad()
     def rollout(self, fields: np.ndarray | torch.Tensor, steps: int, channels: Sequence[int | str] | None = None,
                 mask: np.ndarray | torch.Tensor | None = None, dataset: str | None = None) -> np.ndarray | torch.Tensor:
@@ -96,12 +115,16 @@ class Predictor:
             raise ConfigError(f"channels {order} must place the {c} input channels among the model's {m.channels}")
         placed = torch.full((b, nx, ny, t, max(order) + 1), float(self.cfg.data.pad_value))
         placed[..., order] = x
-        window = self._to_model_grid(placed[:, :, :, :m.t_in]).to(self.device, self.dtype)
-        preds = []
-        while sum(p.shape[3] for p in preds) < steps:
+        given = self._to_model_grid(placed).to(self.device, self.dtype)  # input-only channels' truth, where given
+        feedback = Feedback(self.roles(order, dataset).to(self.device), float(self.cfg.data.pad_value))
+        window = given[:, :, :, :m.t_in]
+        preds, done = [], 0
+        while done < steps:
             y = self.model(window).pred  # [B, R, R, t_out, C_model]
             preds.append(y.float())
-            window = torch.cat([window[:, :, :, y.shape[3]:], y.to(window.dtype)], dim=3)[:, :, :, -m.t_in:]
+            truth = given[:, :, :, m.t_in + done:m.t_in + done + y.shape[3]]
+            window = feedback.next_window(window, y.to(window.dtype), truth if truth.shape[3] == y.shape[3] else None)
+            done += y.shape[3]
         out = torch.cat(preds, dim=3)[:, :, :, :steps].cpu()
         out = self._to_user_grid(out, (nx, ny), max(order) + 1)[..., order]
         if mask is not None:

@@ -51,7 +51,7 @@ class SpatioTemporalEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         p, grid = cfg.patch_size, cfg.resolution // cfg.patch_size
-        self.patch_embed = PatchEmbed(cfg.channels + 3, cfg.channels * p + 3, cfg.width, p)
+        self.patch_embed = PatchEmbed(cfg.channels + 3, cfg.embed_width or cfg.channels * p + 3, cfg.width, p)
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, cfg.width, grid, grid), std=0.02))
         self.time_agg = TimeAggregator(cfg.t_in, cfg.width)
         self.normalize = cfg.normalize

@@ -19,6 +19,7 @@ from nestor_ds.studies import stats
 from nestor_ds.studies.spec import PlannedRun, StudySpec
 
 METRICS = {"l2re_one_step": "one-step L2RE", "l2re_rollout": "rollout L2RE"}
+BASELINES = {"persistence": "persistence", "linear": "linear extrapolation"}  # eval-table column prefixes
 
 
 @dataclass
@@ -29,6 +30,8 @@ class StudyResults:
     curves: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)  # arm -> one curve per run
     compute: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> columns
     missing: list[str] = field(default_factory=list)  # runs without results
+    # metric -> baseline -> set -> value (the same test windows for every arm and seed: the first run's)
+    baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def collect(spec: StudySpec, runs: list[PlannedRun], uri: str) -> StudyResults:
@@ -44,6 +47,10 @@ def collect(spec: StudySpec, runs: list[PlannedRun], uri: str) -> StudyResults:
         for row in json.loads(table.read_text())["datasets"]:
             for metric in METRICS:
                 res.metrics[metric].setdefault(run.arm, {}).setdefault(run.seed, {})[row["dataset"]] = row[metric]
+                for base in BASELINES:
+                    value = row.get(metric.replace("l2re", base))
+                    if value is not None and value == value:  # not NaN (linear needs t_in >= 2)
+                        res.baselines.setdefault(metric, {}).setdefault(base, {}).setdefault(row["dataset"], value)
         found = mlflow_runs.get(run.key)
         if found is not None and found["curve"]:
             res.curves.setdefault(run.arm, []).append(found["curve"])
@@ -108,11 +115,12 @@ def _forward_gflops(model_cfg: Any) -> float:
         return count_flops(lambda: model(x)) / 1e9
 
 
-def _cell(s: stats.Summary | None, bold: bool) -> str:
+def _cell(s: stats.Summary | None, bold: bool, persistence: float | None = None) -> str:
     if s is None:
         return "-"
     text = f"{s.mean:.4g} ± {s.std:.2g}" if s.n > 1 else f"{s.mean:.4g}"
-    return f"**{text}**" if bold else text
+    text = f"**{text}**" if bold else text
+    return text + (f" ({s.mean / persistence:.2f}×)" if persistence else "")
 
 
 def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
@@ -129,12 +137,26 @@ def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
         if not results:
             continue
         t, best = stats.table(results), stats.best_arms(results)
-        lines += [f"## {title} (mean ± std over seeds)", "", "| data set | " + " | ".join(arms) + " |",
-                  "|---|" + "---:|" * len(arms)]
+        bases = res.baselines.get(metric, {})
+        persist = bases.get("persistence", {})
+        lines += [f"## {title} (mean ± std over seeds; in brackets: ÷ persistence, below 1 beats it)", "",
+                  "| data set | " + " | ".join(arms + [BASELINES[b] for b in bases]) + " |",
+                  "|---|" + "---:|" * (len(arms) + len(bases))]
         for ds, row in t.items():
-            lines.append(f"| {ds} | " + " | ".join(_cell(row.get(a), best[ds] == a) for a in arms) + " |")
+            cells = [_cell(row.get(a), best[ds] == a, persist.get(ds)) for a in arms]
+            cells += [f"{bases[b][ds]:.4g}" if ds in bases[b] else "-" for b in bases]
+            lines.append(f"| {ds} | " + " | ".join(cells) + " |")
         w = stats.wins(results)
         lines.append("| **best on** | " + " | ".join(f"{w[a]} of {len(t)}" for a in arms) + " |")
+        if persist:
+            beats = {a: [ds for ds, row in t.items() if row.get(a) and ds in persist and row[a].mean < persist[ds]]
+                     for a in arms}
+            lines.append("| **beats persistence on** | " + " | ".join(f"{len(beats[a])} of {len(t)}" for a in arms)
+                         + " |")
+            worse = [a for a in arms if len(beats[a]) < len(t)]
+            if worse:
+                lines += ["", "Worse than persistence (the last input frame) on some data sets: " + "; ".join(
+                    f"`{a}` on {len(t) - len(beats[a])}" for a in worse) + "."]
         if base in results:
             over = stats.wins_over(results, base)
             lines.append(f"| **better than {base} on** | " + " | ".join(

@@ -151,7 +151,7 @@ def _steps(budget: Budget, config: str, sets: dict[str, Any], ranks: int) -> dic
     if budget.steps is not None:
         return {"train.steps": budget.steps}
     if budget.wall_time_s is not None:  # as many steps as fit: the time limit ends the run
-        return {"train.steps": 10**9, "train.time_limit_s": budget.wall_time_s}
+        return {"train.steps": 10**9, "train.time_limit_s": budget.wall_time_s, "train.fit_steps_to_time": True}
     cfg = load_config(config, sets)
     per_step = cfg.train.micro_batch_per_rank * cfg.train.grad_accum * ranks
     return {"train.steps": max(1, math.ceil(budget.samples / per_step))}

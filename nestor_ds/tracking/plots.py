@@ -130,9 +130,11 @@ def _finish_curves(fig: Figure, ax: Any, values: list[np.ndarray], xlabel: str, 
     return _save(fig, path)
 
 
-def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path) -> Path:
+def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path,
+                        baselines: dict[str, np.ndarray] | None = None) -> Path:
     """How the relative L2 error grows over autoregressive rollout steps, one line
-    per data set (log y, since errors span orders of magnitude)."""
+    per data set (log y, since errors span orders of magnitude); ``baselines`` (persistence, by data set)
+    are drawn dashed in the same colour beside each model curve."""
     if not curves:
         raise ValueError("plot_rollout_errors: no curves given")
     data = {}
@@ -143,11 +145,16 @@ def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path) -> Path:
         data[name] = a
     fig = _new_figure(*CURVES_SIZE_IN)
     ax = fig.subplots()
+    shown = list(data.values())
     for name, a in data.items():
         steps = np.arange(1, a.size + 1)
-        ax.plot(steps, a, marker="o" if a.size <= 30 else None, markersize=4, linewidth=1.8, label=name)
-    return _finish_curves(fig, ax, list(data.values()), "rollout step", "relative L2 error",
-                          "Rollout error growth", path)
+        (line,) = ax.plot(steps, a, marker="o" if a.size <= 30 else None, markersize=4, linewidth=1.8, label=name)
+        base = np.asarray((baselines or {}).get(name, []), dtype=np.float64)
+        if base.size == a.size:
+            ax.plot(steps, base, linestyle="--", linewidth=1.2, color=line.get_color(), label=f"{name} (persistence)")
+            shown.append(base)
+    title = "Rollout error growth" + (" (dashed: persistence)" if baselines else "")
+    return _finish_curves(fig, ax, shown, "rollout step", "relative L2 error", title, path)
 
 
 def plot_expert_heatmap(

@@ -24,10 +24,26 @@ def _load(run_dir: Path) -> dict[str, Any]:
     return {"table": json.loads(table.read_text()), "history": history, "summary": summary, "eval_dir": eval_dir}
 
 
+def _num(row: dict[str, Any], key: str, digits: int = 4) -> str:
+    value = row.get(key)
+    return "–" if value is None or value != value else f"{value:.{digits}f}"  # value != value: NaN
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| data set | test trajectories | L2RE one step | L2RE rollout |", "|---|---:|---:|---:|"]
+    """L2RE beside persistence, linear extrapolation and the ratio to persistence; losses named in words."""
+    lines = ["| data set | test traj. | one step | persistence | linear | ratio | rollout | persistence | linear "
+             "| ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['trajectories']} | {r['l2re_one_step']:.4f} | {r['l2re_rollout']:.4f} |")
+        cells = [_num(r, k) for k in ("l2re_one_step", "persistence_one_step", "linear_one_step")]
+        cells += [_num(r, "ratio_one_step", 2)]
+        cells += [_num(r, k) for k in ("l2re_rollout", "persistence_rollout", "linear_rollout")]
+        cells += [_num(r, "ratio_rollout", 2)]
+        lines.append(f"| {r['dataset']} | {r['trajectories']} | " + " | ".join(cells) + " |")
+    lines += ["", "ratio = model / persistence (the last input frame, scored the same way): below 1 beats it."]
+    for key, words in (("ratio_one_step", "one step ahead"), ("ratio_rollout", "in rollout")):
+        losing = [r["dataset"] for r in rows if key in r and not (r[key] is not None and r[key] < 1)]
+        if losing:
+            lines.append(f"**Worse than persistence {words}** on {len(losing)} of {len(rows)}: {', '.join(losing)}.")
     return "\n".join(lines)
 
 

@@ -164,7 +164,7 @@ def test_dpot_evaluation_mask_keeps_original_points_and_predicted_channels() -> 
 
 
 def test_denoising_noise_is_scaled_by_the_l2_norm_per_channel() -> None:
-    from nestor_ds.engine.trainer import add_noise
+    from nestor_ds.engine.step import add_noise
 
     x = torch.ones(2, 32, 32, 10, 2)
     x[..., 1] *= 100  # a channel 100x larger gets 100x the noise

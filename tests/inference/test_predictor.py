@@ -112,3 +112,27 @@ def test_channels_by_name_follow_a_training_data_set(model_dir: Path, tmp_path: 
         predictor.rollout(fields, steps=1, channels=["v", "w"], dataset="alpha")
     with pytest.raises(ValueError, match="no training data sets match"):
         predictor.rollout(fields, steps=1, channels=["x", "y"])
+
+
+def test_rollout_feeds_back_by_the_evaluators_rule(model_dir: Path) -> None:
+    """Padded channels stay at the pad value and input-only ones (CFDBench's mask) come from the given frames."""
+    model = load_model(model_dir)
+    model.run_config = load_config(REPO / "configs" / "tiny_cpu.yaml",
+                                   {"parallel.ep_size": 1, "data.datasets": [{"name": "cfdbench"}],
+                                    "data.pad_value": 2.5})
+    t_in = model.run_config.model.t_in
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    fields = torch.randn(32, 32, t_in + 3, 3)
+    fields[..., 2] = (torch.rand(32, 32) > 0.3).float()[:, :, None]  # a geometry mask, constant in time
+    fields[:5, :5, -1, 2] = 7.0  # the given truth differs in the last frame: it must be what is fed back
+    Predictor(model).rollout(fields, steps=3)
+    assert len(seen) == 3
+    for k, x in enumerate(seen):
+        assert (x[..., 3] == 2.5).all()
+        torch.testing.assert_close(x[0, :, :, :, 2], fields[:, :, k:k + t_in, 2])
+    assert not torch.allclose(seen[-1][0, :, :, -1, 0], fields[:, :, t_in + 1, 0])  # u, v: the model's own
+    # fewer frames than the rollout needs: the input-only channel holds its last given frame
+    seen.clear()
+    Predictor(model).rollout(fields[:, :, :t_in], steps=2)
+    torch.testing.assert_close(seen[-1][0, :, :, -1, 2], fields[:, :, t_in - 1, 2])

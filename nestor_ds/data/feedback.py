@@ -1,0 +1,57 @@
+"""The one rule by which a predicted frame becomes the next input, in training unrolls, evaluation and
+``Predictor`` alike.
+
+Every channel of the model's common channel layout has one role per sample:
+
+- ``PREDICTED``: the model's output is fed back;
+- ``INPUT_ONLY``: a channel the model reads but is not asked to predict (CFDBench's geometry mask, a
+  conditioning field): it comes from the truth (the data's own next frame, or the last known one);
+- ``PADDED``: a channel the data set does not have: set back to ``pad_value``, as the model saw it in training.
+
+The scoring mask (which points and channels count in a metric) never touches what is fed back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PREDICTED, INPUT_ONLY, PADDED = 0, 1, 2
+
+
+def channel_roles(real: int, predicted: int | None, channels: int) -> torch.Tensor:
+    """Roles [channels] (int8) of a data set with ``real`` channels of which the first ``predicted`` (None: all)
+    are predicted, padded to the model's ``channels``."""
+    if real > channels:
+        raise ValueError(f"{real} real channels do not fit the model's {channels}")
+    roles = torch.full((channels,), PADDED, dtype=torch.int8)
+    roles[:real] = INPUT_ONLY
+    roles[:min(real, predicted if predicted is not None else real)] = PREDICTED
+    return roles
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """How to build the next input window: roles [B, C] per sample (or [C] for all) and the pad value."""
+
+    roles: torch.Tensor
+    pad_value: float = 1.0
+
+    def _role(self, code: int, like: torch.Tensor) -> torch.Tensor:
+        r = self.roles.to(like.device)
+        r = r.view(1, -1) if r.dim() == 1 else r
+        return (r == code).view(r.shape[0], 1, 1, 1, r.shape[1])
+
+    def frames(self, pred: torch.Tensor, truth: torch.Tensor | None, window: torch.Tensor) -> torch.Tensor:
+        """The frames fed back for ``pred`` [B, X, Y, t, C]: predicted channels from ``pred``, input-only ones from
+        ``truth`` (the true frames at the same times; None: the window's last frame, held), padded ones at
+        ``pad_value``."""
+        if truth is None:
+            truth = window[:, :, :, -1:].expand_as(pred)
+        out = torch.where(self._role(PREDICTED, pred), pred, truth.to(pred.dtype))
+        return out.masked_fill(self._role(PADDED, pred), self.pad_value)
+
+    def next_window(self, window: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
+        """Slide ``window`` [B, X, Y, t_in, C] on by the predicted frames, keeping its length."""
+        fed = self.frames(pred, truth, window).to(window.dtype)
+        return torch.cat([window, fed], dim=3)[:, :, :, -window.shape[3]:]

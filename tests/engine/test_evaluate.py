@@ -1,0 +1,88 @@
+"""The evaluator: baselines scored as the model is, and rollouts fed back by the one rule."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nestor_ds.config import load_config
+from nestor_ds.data.loader import open_sources
+from nestor_ds.data.trajectories import iter_split, to_common_grid
+from nestor_ds.engine.evaluate import EvalResult, evaluate, format_table
+from nestor_ds.model import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory) -> Path:
+    from suite_data import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("eval"), ["ns2d_fno_1e-3", "cfdbench"], trajectories=4)
+
+
+def _cfg(shards: Path, name: str):
+    return load_config(REPO / "configs" / "tiny_cpu.yaml", {
+        "data.root": str(shards), "data.datasets": [{"name": name}], "parallel.ep_size": 1,
+        "train.micro_batch_per_rank": 2, "data.pad_value": 1.5})
+
+
+def _run(cfg, seen: list[torch.Tensor] | None = None) -> EvalResult:
+    model = build_model(cfg.model, seed=3).eval()
+
+    def forward(x: torch.Tensor):
+        if seen is not None:
+            seen.append(x.clone())
+        return model(x)
+
+    return evaluate(forward, cfg, open_sources(cfg, "test"), 0, 1, torch.device("cpu"))
+
+
+def test_persistence_equals_a_direct_numpy_computation(small_shards: Path) -> None:
+    cfg = _cfg(small_shards, "ns2d_fno_1e-3")
+    result = _run(cfg)
+    src = open_sources(cfg, "test")[0]
+    t_in, one, roll, lin = cfg.model.t_in, [], [], []
+    for traj in iter_split(src):
+        u = traj.data[:t_in + src.rollout, :, :, 0].astype(np.float64)  # [T, X, Y], native 32 = the model's grid
+        one.append(np.mean([np.linalg.norm(u[s] - u[s - 1]) / np.linalg.norm(u[s]) for s in range(t_in, len(u))]))
+        lin.append(np.mean([np.linalg.norm(u[s] - (2 * u[s - 1] - u[s - 2])) / np.linalg.norm(u[s])
+                            for s in range(t_in, len(u))]))
+        roll.append(np.linalg.norm(u[t_in:] - u[t_in - 1]) / np.linalg.norm(u[t_in:]))
+    d = result.datasets[0]
+    assert d.trajectories == len(one)
+    assert d.persistence.one_step == pytest.approx(np.mean(one), rel=1e-5)
+    assert d.linear.one_step == pytest.approx(np.mean(lin), rel=1e-5)
+    assert d.persistence.rollout == pytest.approx(np.mean(roll), rel=1e-5)
+    assert d.ratio_one_step == pytest.approx(d.one_step / d.persistence.one_step)
+    assert d.persistence.curve.shape == d.rollout_curve.shape
+    row = result.rows()[0]
+    assert {"persistence_one_step", "linear_one_step", "ratio_one_step", "persistence_rollout", "linear_rollout",
+            "ratio_rollout"} <= set(row)
+    metrics = result.metrics()
+    assert metrics["eval/ns2d_fno_1e-3/persistence_rollout"] == pytest.approx(d.persistence.rollout)
+    assert metrics["eval/mean/ratio_rollout"] == pytest.approx(d.ratio_rollout)
+    table = format_table(result)
+    assert "persist." in table and "ratio" in table
+    assert ("WORSE THAN PERSISTENCE" in table) == (not d.ratio_one_step < 1 or not d.ratio_rollout < 1)
+
+
+def test_rollout_inputs_keep_padding_and_input_only_channels_from_the_truth(small_shards: Path) -> None:
+    cfg = _cfg(small_shards, "cfdbench")  # u, v predicted; the geometry mask input only; the 4th channel padding
+    seen: list[torch.Tensor] = []
+    _run(cfg, seen)
+    src = open_sources(cfg, "test")[0]
+    truths = [to_common_grid(t, src, cfg.model.resolution, cfg.model.channels, 1.5)[0] for t in iter_split(src)]
+    masks = [t[:, :, 0, 2] for t in truths]  # the geometry mask: the same in every frame
+    rollout_inputs = [x for x in seen if x.shape[0] == cfg.train.micro_batch_per_rank][1:]
+    assert len(rollout_inputs) >= 3
+    for x in rollout_inputs:
+        assert (x[..., 3] == 1.5).all(), "a padded channel left its pad value"
+        for sample in x:
+            frames = sample[..., 2].permute(2, 0, 1)  # [t_in, X, Y]
+            assert any(torch.equal(f, m) for m in masks for f in frames[-1:]), "input-only channel not the truth's"
+    # the predicted channels do come from the model: the last rollout input is not a true frame
+    last = rollout_inputs[-1][0, :, :, -1, 0]
+    assert not any(torch.allclose(last, t[:, :, k, 0]) for t in truths for k in range(t.shape[2]))
