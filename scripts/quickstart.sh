@@ -15,7 +15,15 @@ config="${CONFIG:-configs/quickstart.yaml}"
 finetune_config="${FINETUNE_CONFIG:-configs/quickstart_finetune.yaml}"
 extra=(${EXTRA_ARGS:-})
 start=$(date +%s)
-say() { printf '\n=== %s (%ds)\n' "$*" "$(( $(date +%s) - start ))"; }
+phase_start=$start
+phase_name=""
+phases=()
+say() {  # a new phase begins: the one before it ends, with its time kept for the summary
+    local now; now=$(date +%s)
+    [ -n "$phase_name" ] && phases+=("$(printf '%-46s %4ds' "$phase_name" "$(( now - phase_start ))")")
+    phase_name="$*"; phase_start=$now
+    printf '\n=== %s (%ds)\n' "$*" "$(( now - start ))"
+}
 
 say "environment"
 bash scripts/bootstrap.sh
@@ -62,3 +70,7 @@ cat "$out/pretrain/eval/eval_table.txt"
 echo
 echo "fine-tuning (held-out data set):"
 cat "$out/finetune/eval/eval_table.txt"
+echo
+echo "time per phase:"
+printf '  %s\n' "${phases[@]}"
+printf '  %-46s %4ds\n' "total" "$(( $(date +%s) - start ))"

@@ -110,6 +110,8 @@ class ModelConfig(Strict):
     sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
     normalize: bool = Field(False, description="DPOT's per-sample input normalisation with AdaIN-style rescaling")
+    residual: bool = Field(False, description="predict the change from the last input frame (output = last frame + "
+                           "head, the head in normalised units when model.normalize); False: DPOT's absolute output")
     embed_width: int | None = Field(
         None, gt=0, description="hidden channels of the patch embedding; None: DPOT's C * patch + 3 (narrower than "
         "the C * patch^2 values of a patch; a wider one keeps more of each patch)")

@@ -52,7 +52,9 @@ class NeuralOperator(nn.Module):
         pred = self.head(z)
         if stats is not None:
             mu, sigma = stats
-            pred = pred * sigma + mu
+            pred = pred * sigma + (0 if c.residual else mu)
+        if c.residual:  # a change from the last input frame
+            pred = pred + x[:, :, :, -1:].to(pred.dtype)
         out = reduce_moe_stats(self.moe_layers, pred, c.ablation.load_balancing, c.moe.balance_loss)
         if self.cls_head is not None:
             out.extras["cls_logits"] = self.cls_head(z)

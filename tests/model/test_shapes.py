@@ -80,3 +80,21 @@ def test_backward_with_frozen_encoder(tiny_model_cfg, kind) -> None:
     out.pred.square().mean().backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.head.out_layer[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_residual_output_is_a_change_from_the_last_frame(tiny_model_cfg, normalize) -> None:
+    """With the head's last layer zeroed a residual model predicts the last input frame (every t_out frame), an
+    absolute one a constant (the normalised mean); a wider patch embedding changes only that layer's width."""
+    cfg = variant(tiny_model_cfg, residual=True, normalize=normalize, t_out=2, embed_width=40)
+    model = build_model(cfg)
+    assert model.encoder.patch_embed.proj[0].out_channels == 40
+    last = model.head.out_layer[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    x = torch.randn(2, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels)
+    pred = model(x).pred
+    torch.testing.assert_close(pred, x[:, :, :, -1:].expand_as(pred))
+    absolute = build_model(variant(cfg, residual=False))
+    absolute.load_state_dict(model.state_dict())
+    assert not torch.allclose(absolute(x).pred, pred)

@@ -38,3 +38,20 @@ def test_generated_data_is_marked_as_another_setup() -> None:
     spec = load_study(REPO / "studies" / "paper_table.yaml")
     spec.data = "generated"
     assert "**another setup**" in render(spec, _results(spec), None)
+
+
+def test_persistence_and_ratios_beside_every_arm() -> None:
+    spec = load_study(REPO / "studies" / "paper_table.yaml")
+    res = _results(spec)
+    persistence = {"ns2d_fno_1e-3": 0.02, "ns2d_pdb_M1_eta1e-1_zeta1e-1": 0.02, "ns2d_pdb_M1_eta1e-2_zeta1e-2": 0.02}
+    res.baselines = {m: {"persistence": persistence, "linear": {k: 0.03 for k in persistence}} for m in METRICS}
+    text = render(spec, res, None).splitlines()
+    header = next(line for line in text if line.startswith("| data set | dpot_ti"))
+    assert header.endswith("| persistence | linear extrapolation |")
+    fno = next(line for line in text if line.startswith("| ns2d_fno_1e-3 | ") and "×" in line)
+    # nestor: mean 0.00525 over seeds, persistence 0.02 -> 0.26x; dpot_ti 0.0105 -> 0.53x
+    assert "(0.53×)" in fno and "(0.26×)" in fno and fno.endswith("| 0.02 | 0.03 |")
+    beats = next(line for line in text if line.startswith("| **beats persistence on** |"))
+    # means over seeds: dpot_ti 0.0105, 0.021, 0.042; nestor 0.00525, 0.0105, 0.021: persistence is 0.02
+    assert beats == "| **beats persistence on** | 1 of 3 | 2 of 3 |"
+    assert any("Worse than persistence" in line and "`dpot_ti` on 2; `nestor` on 1" in line for line in text)
