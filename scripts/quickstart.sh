@@ -20,7 +20,7 @@ phase_name=""
 phases=()
 say() {  # a new phase begins: the one before it ends, with its time kept for the summary
     local now; now=$(date +%s)
-    [ -n "$phase_name" ] && phases+=("$(printf '%-46s %4ds' "$phase_name" "$(( now - phase_start ))")")
+    [ -n "$phase_name" ] && phases+=("$(printf '%5ds  %s' "$(( now - phase_start ))" "$phase_name")")
     phase_name="$*"; phase_start=$now
     printf '\n=== %s (%ds)\n' "$*" "$(( now - start ))"
 }
@@ -73,4 +73,4 @@ cat "$out/finetune/eval/eval_table.txt"
 echo
 echo "time per phase:"
 printf '  %s\n' "${phases[@]}"
-printf '  %-46s %4ds\n' "total" "$(( $(date +%s) - start ))"
+printf '  %5ds  %s\n' "$(( $(date +%s) - start ))" "total"

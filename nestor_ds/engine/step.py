@@ -53,9 +53,9 @@ def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Gene
     """Denoising pre-training noise on x [B, X, Y, T, C]; ``mask`` [B, X, Y, 1, C] marks scored points/channels.
 
     ``l2`` (DPOT): ``scale * ||x||`` with the L2 norm per sample and channel over X, Y, T, added at every point
-    and channel. ``rms``: ``scale * RMS(x)`` per sample (all channels), scored points and channels only. ``channel_rms``:
-    ``scale * RMS`` of each channel per sample over its scored points, there only. ``set_std``: ``scale *`` the
-    data set's channel std ``std`` [B, C], scored points and channels only."""
+    and channel. ``rms``: ``scale * RMS(x)`` per sample (all channels), scored points and channels only.
+    ``channel_rms``: ``scale * RMS`` of each channel per sample over its scored points, there only.
+    ``set_std``: ``scale *`` the data set's channel std ``std`` [B, C], scored points and channels only."""
     if scale <= 0:
         return x
     noise = torch.randn(x.shape, generator=gen, dtype=torch.float32, device=x.device)  # made on the device

@@ -4,7 +4,8 @@ The fields are resized (bilinear, ``align_corners=False``) to the model's resolu
 channels padded with the training pad value, exactly as the loader prepares a training window; the
 model predicts ``t_out`` frames at a time from the last ``t_in``, fed back by the evaluator's rule
 (``data.feedback``: padded channels at the pad value, input-only ones from the given frames, else the last
-one held); the predictions are resized back to the user's grid, the padded channels dropped and, given a geometry mask, zeroed outside the domain.
+one held); the predictions are resized back to the user's grid, the padded channels dropped and, given a
+geometry mask, zeroed outside the domain.
 """
 from __future__ import annotations
 

@@ -96,8 +96,9 @@ def _add_compute(acc: dict[str, Any], run: PlannedRun, found: dict[str, Any] | N
         acc["rank_s"] += state["wall_s"] * state.get("ranks", run.ranks)
     summary = json.loads((run.out / "summary.json").read_text())
     steps = float(summary.get("step", 0))  # the last step the run reached (a time budget ends it early)
+    unrolled = cfg.train.target_frames(cfg.model.t_out) // cfg.model.t_out  # forwards per sample (train.t_ar)
     acc["samples"] = acc.get("samples", 0.0) + steps * cfg.train.micro_batch_per_rank * cfg.train.grad_accum * \
-        run.ranks
+        run.ranks * unrolled
     acc["runs"] += 1
     acc["device"] = found["device"] if found else acc.get("device", "?")
 
@@ -195,8 +196,8 @@ def _paired(spec: StudySpec, res: StudyResults, arms: list[str], base: str) -> l
 
 def _compute(res: StudyResults, arms: list[str]) -> list[str]:
     lines = ["## Compute per arm (all its runs)", "",
-             "| arm | active params | total params | forward GFLOPs/sample | train TFLOPs (≈3×fwd×samples) "
-             "| wall h | rank-hours | device |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| arm | active params | total params | forward GFLOPs/sample "
+             "| train TFLOPs (≈3×fwd×samples×unrolled steps) | wall h | rank-hours | device |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for arm in arms:
         c = res.compute.get(arm)
         if not c or "active_params" not in c:

@@ -158,7 +158,7 @@ def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path,
     out = subprocess.run([sys.executable, "-m", "nestor_ds", "evaluate", "--weights", str(pretrained / "checkpoints")],
                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
-    assert "L2RE 1-step" in out.stdout
+    assert "1-step persist.  linear  ratio" in out.stdout  # the model beside its baselines
     assert _hashes(pretrained) == before
     mine = json.loads((pretrained / "evaluation" / "eval" / "eval_table.json").read_text())["datasets"]
     theirs = json.loads((pretrained / "eval" / "eval_table.json").read_text())["datasets"]
@@ -166,6 +166,7 @@ def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path,
     for a, b in zip(mine, theirs):
         assert a["l2re_one_step"] == pytest.approx(b["l2re_one_step"], rel=1e-4)
         assert a["l2re_rollout"] == pytest.approx(b["l2re_rollout"], rel=1e-4)
+        assert a["persistence_rollout"] == pytest.approx(b["persistence_rollout"], rel=1e-6)
 
 
 def test_run_killed_by_an_exception_is_failed_in_mlflow(shards: Path, tmp_path: Path) -> None:
