@@ -54,6 +54,8 @@ BAD = [
     ("parallel.ep_size", 3, ["ep_size=3", "does not divide", "experts=4"]),
     ("parallel.zero_stage", 3, ["zero_stage=3", "not supported with MoE"]),
     ("model.t_in", 60, ["ns2d_fno_1e-3", "window t_in+t_out=61", "50-frame"]),
+    ("train.t_ar", 47, ["ns2d_fno_1e-3", "window t_in+t_ar=51", "50-frame"]),  # the unroll's frames
+    ("data.noise_norm", "std", ["data.noise_norm", "channel_rms", "set_std"]),
     ("data.datasets", [{"name": "ns3d_unknown"}], ["datasets[0]", "unknown data set 'ns3d_unknown'"]),
     ("model.variant", "transformer", ["model.variant", "nestor", "dpot", "moepot"]),
     ("model.widht", 64, ["model.widht", "Extra inputs are not permitted"]),
@@ -66,6 +68,12 @@ BAD = [
     ("parallel.precision", "fp8", ["parallel.precision", "fp32", "bf16"]),
     ("data", _DELETE, ["data", "Field required"]),
 ]
+
+
+def test_unroll_length_must_be_whole_steps() -> None:
+    raw = _set(_set(_tiny(), "model.t_out", 2), "train.t_ar", 3)
+    with pytest.raises(ConfigError, match="train.t_ar=3 is not a multiple of model.t_out=2"):
+        parse_config(raw, "tiny_cpu.yaml")
 
 
 @pytest.mark.parametrize("field,value,words", BAD, ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD])

@@ -23,10 +23,10 @@ def small_shards(tmp_path_factory) -> Path:
     return make_shards(tmp_path_factory.mktemp("eval"), ["ns2d_fno_1e-3", "cfdbench"], trajectories=4)
 
 
-def _cfg(shards: Path, name: str):
+def _cfg(shards: Path, name: str, t_out: int = 1):
     return load_config(REPO / "configs" / "tiny_cpu.yaml", {
         "data.root": str(shards), "data.datasets": [{"name": name}], "parallel.ep_size": 1,
-        "train.micro_batch_per_rank": 2, "data.pad_value": 1.5})
+        "train.micro_batch_per_rank": 2, "data.pad_value": 1.5, "model.t_out": t_out})
 
 
 def _run(cfg, seen: list[torch.Tensor] | None = None) -> EvalResult:
@@ -86,3 +86,19 @@ def test_rollout_inputs_keep_padding_and_input_only_channels_from_the_truth(smal
     # the predicted channels do come from the model: the last rollout input is not a true frame
     last = rollout_inputs[-1][0, :, :, -1, 0]
     assert not any(torch.allclose(last, t[:, :, k, 0]) for t in truths for k in range(t.shape[2]))
+
+
+def test_bundled_steps_score_frames_jointly_and_baselines_roll_out_alike(small_shards: Path) -> None:
+    """Temporal bundling (t_out 2): one step scores both frames of a bundle together; a persistence or linear
+    rollout is the same line whatever the bundle size."""
+    one, two = (_run(_cfg(small_shards, "ns2d_fno_1e-3", t_out)).datasets[0] for t_out in (1, 2))
+    src = open_sources(_cfg(small_shards, "ns2d_fno_1e-3", 2), "test")[0]
+    t_in, ref = 4, []
+    for traj in iter_split(src):
+        u = traj.data[:t_in + src.rollout, :, :, 0].astype(np.float64)
+        ref.append(np.mean([np.linalg.norm(u[s:s + 2] - u[s - 1]) / np.linalg.norm(u[s:s + 2])
+                            for s in range(t_in, len(u) - 1)]))
+    assert two.persistence.one_step == pytest.approx(np.mean(ref), rel=1e-5)
+    assert two.persistence.rollout == pytest.approx(one.persistence.rollout, rel=1e-6)
+    assert two.linear.rollout == pytest.approx(one.linear.rollout, rel=1e-5)
+    assert two.rollout_curve.size == -(-one.rollout_curve.size // 2)

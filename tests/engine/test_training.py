@@ -136,6 +136,9 @@ def test_finetune_beats_scratch_and_compare(pretrained: Path, shards: Path, tmp_
     assert "finetune" in out.stdout and "scratch" in out.stdout
     assert f"eval/{HELD_OUT}/l2re_one_step" in out.stdout
     assert f"{score['tuned']['l2re_one_step']:.4g}" in out.stdout
+    for baseline in ("persistence_one_step", "linear_rollout", "ratio_rollout"):  # the baselines come along
+        assert f"eval/{HELD_OUT}/{baseline}" in out.stdout
+    assert f"{score['tuned']['persistence_one_step']:.4g}" in out.stdout
     assert "mode" in out.stdout and "config.train.freeze" in out.stdout  # the keys that differ
     assert "config.model.width" not in out.stdout  # ... and only those
     assert (tmp_path / "compare.md").read_text().count("|") > 10
