@@ -66,11 +66,14 @@ def test_quick_study_killed_then_finished_reports_every_arm(quick_shards: Path, 
     report = (out / "report.md").read_text()
     assert (out / "learning_curves.png").stat().st_size > 0
     header = next(line for line in report.splitlines() if line.startswith("| data set | nestor"))
-    assert header == "| data set | " + " | ".join(ARMS) + " |"
+    assert header == "| data set | " + " | ".join(ARMS) + " | persistence | linear extrapolation |"
     assert "Incomplete" not in report
     rows = [line for line in report.splitlines() if line.startswith("| ns2d_fno_1e-3 |")]
     assert len(rows) == 3  # one-step, rollout, paired difference
-    assert all(re.search(r"\d\.\d+ ± \d", cell) for cell in rows[0].split("|")[2:-1])  # mean ± std, 2 seeds
+    cells = rows[0].split("|")[2:-1]
+    assert all(re.search(r"\d\.\d+ ± \d.* \(\d\.\d\d×\)", cell) for cell in cells[:len(ARMS)])  # mean ± std (ratio)
+    assert all(re.fullmatch(r" \d\.\d+ ", cell) for cell in cells[len(ARMS):])  # persistence, linear
+    assert re.search(r"\| \*\*beats persistence on\*\* \|( \d of 2 \|){%d}" % len(ARMS), report)
     assert re.search(r"\| \*\*best on\*\* \|( \d of 2 \|){%d}" % len(ARMS), report)
     assert "## Compute per arm" in report and "| nestor | 0.38 M |" in report
 
