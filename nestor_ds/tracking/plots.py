@@ -151,7 +151,7 @@ def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path,
         (line,) = ax.plot(steps, a, marker="o" if a.size <= 30 else None, markersize=4, linewidth=1.8, label=name)
         base = np.asarray((baselines or {}).get(name, []), dtype=np.float64)
         if base.size == a.size:
-            ax.plot(steps, base, linestyle="--", linewidth=1.2, color=line.get_color(), label=f"{name} (persistence)")
+            ax.plot(steps, base, linestyle="--", linewidth=1.2, color=line.get_color(), label="_persistence")
             shown.append(base)
     title = "Rollout error growth" + (" (dashed: persistence)" if baselines else "")
     return _finish_curves(fig, ax, shown, "rollout step", "relative L2 error", title, path)
