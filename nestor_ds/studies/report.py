@@ -149,19 +149,20 @@ def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
             lines.append(f"| {ds} | " + " | ".join(cells) + " |")
         w = stats.wins(results)
         lines.append("| **best on** | " + " | ".join(f"{w[a]} of {len(t)}" for a in arms) + " |")
-        if persist:
-            beats = {a: [ds for ds, row in t.items() if row.get(a) and ds in persist and row[a].mean < persist[ds]]
-                     for a in arms}
-            lines.append("| **beats persistence on** | " + " | ".join(f"{len(beats[a])} of {len(t)}" for a in arms)
-                         + " |")
-            worse = [a for a in arms if len(beats[a]) < len(t)]
-            if worse:
-                lines += ["", "Worse than persistence (the last input frame) on some data sets: " + "; ".join(
-                    f"`{a}` on {len(t) - len(beats[a])}" for a in worse) + "."]
+        worse: list[str] = []
+        if persist:  # counted over the sets each arm has results on (fine-tuning arms: their own sets)
+            scored = {a: [ds for ds, row in t.items() if row.get(a) and ds in persist] for a in arms}
+            beats = {a: [ds for ds in scored[a] if t[ds][a].mean < persist[ds]] for a in arms}
+            lines.append("| **beats persistence on** | " + " | ".join(
+                f"{len(beats[a])} of {len(scored[a])}" for a in arms) + " |")
+            worse = [f"`{a}` on {', '.join(ds for ds in scored[a] if ds not in beats[a])}" for a in arms
+                     if len(beats[a]) < len(scored[a])]
         if base in results:
             over = stats.wins_over(results, base)
             lines.append(f"| **better than {base} on** | " + " | ".join(
                 "-" if a == base else f"{over[a][0]} of {over[a][1]}" for a in arms) + " |")
+        if worse:
+            lines += ["", "Worse than persistence (the last input frame): " + "; ".join(worse) + "."]
         lines.append("")
     lines += _paired(spec, res, arms, base)
     lines += _compute(res, arms)
