@@ -360,8 +360,8 @@ def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int =
     workers = loader_workers(cfg.data.workers)
     stream = MixedWindows(
         open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=cfg.train.target_frames(m.t_out),
-        resolution=m.resolution, channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=rank,
-        world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
+        resolution=m.resolution, channels=m.channels, batch_size=cfg.train.micro_batch_per_rank,
+        seed=cfg.train.seed, rank=rank, world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
         max_bad=cfg.data.max_bad_samples,
         pad_value=cfg.data.pad_value, windows_per_trajectory=cfg.data.windows_per_trajectory,
     )
