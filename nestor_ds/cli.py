@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from nestor_ds import __version__
 from nestor_ds.config import ConfigError, build_deepspeed_config, load_config
+from nestor_ds.errors import RunStopped, UserError
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -69,7 +70,8 @@ def _run(args: argparse.Namespace, mode: str, weights: str | None) -> int:
     from pathlib import Path
 
     from nestor_ds.config.shipped import resolve_shipped
-    from nestor_ds.engine.trainer import RunArgs, run
+    from nestor_ds.engine.context import RunArgs
+    from nestor_ds.engine.trainer import run
 
     run(RunArgs(resolve_shipped(args.config), resolve_shipped(args.ds_config), mode,
                 Path(weights) if weights else None, _parse_sets(args.set),
@@ -148,7 +150,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from nestor_ds.tracking.compare import compare_runs, format_markdown, format_terminal
+    from nestor_ds.tracking.compare import (
+        compare_runs,
+        format_markdown,
+        format_terminal,
+    )
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -173,13 +179,11 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
 
     size = Size(args.trajectories, args.resolution, args.frames)
     only = args.only.split(",") if args.only else None
-    written = generate_suite(args.suite, args.out, size, args.seed, only)
-    index = Path(args.out) / "sources.json"
-    index.write_text(json.dumps({k: {"format": f, "path": str(p), "test": t} for k, (f, p, t) in written.items()},
-                                indent=1))
-    for name, (fmt, path, _) in written.items():
-        print(f"{name:<34} {fmt:<18} {path}")
-    print(f"index: {index}")
+    from nestor_ds.data.suite_index import INDEX
+
+    for e in generate_suite(args.suite, args.out, size, args.seed, only):
+        print(f"{e.name:<34} {e.format:<18} {e.path}")
+    print(f"index: {Path(args.out) / INDEX}")
     return 0
 
 
@@ -191,10 +195,9 @@ def _cmd_data_shard(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.from_suite:
-        index = Path(args.from_suite) / "sources.json"
-        if not index.is_file():
-            raise ConfigError(f"{index} does not exist: run 'nestor-ds data generate' first")
-        jobs = [(name, e["path"], e["format"], e.get("test")) for name, e in json.loads(index.read_text()).items()]
+        from nestor_ds.data.suite_index import read_suite_index
+
+        jobs = [(e.name, e.path, e.format, e.test) for e in read_suite_index(args.from_suite)]
     elif args.dataset and args.source:
         jobs = [(args.dataset, args.source, args.format, None)]
     else:
@@ -224,15 +227,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         runs[label] = Path(path)
     report = build_report(runs, Path(args.out))
     if args.log_to_mlflow:
-        from nestor_ds.tracking.mlflow_run import Tracker
+        from nestor_ds.tracking.report import attach_report
 
-        for label, run_dir in runs.items():
-            summary = json.loads((run_dir / "summary.json").read_text())
-            if summary.get("mlflow_run_id"):
-                tracker = Tracker(summary["mlflow_uri"], "report", None, run_dir / "mlflow-artifacts", True,
-                                  run_id=summary["mlflow_run_id"])  # attaches to the existing run
-                tracker.log_artifact(report.parent, "report")
-                tracker.finish()
+        print(f"attached to MLflow runs: {', '.join(attach_report(report, runs)) or 'none (no run ids)'}")
     print(f"report: {report}")
     return 0
 
@@ -241,16 +238,20 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     """What launch/train.py runs (under deepspeed, torchrun or plain python)."""
     parser = argparse.ArgumentParser(prog="launch/train.py", description="Pre-train, fine-tune or evaluate NESTOR.")
     _add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    from nestor_ds.engine.stopped import RunStopped
+    return answer("train", _cmd_train, parser.parse_args(argv))
 
+
+def answer(prog: str, command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """The one error contract of every entry point: a user error (config, data, checkpoint, unsafe file) is one
+    line and exit 2; a run that stopped itself for a reason it names is one line and exit 1; anything else is
+    a bug and propagates with its traceback (exit 1)."""
     try:
-        return _cmd_train(args)
-    except ConfigError as err:
-        print(f"train: error: {err}", file=sys.stderr)
+        return command(args)
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except RunStopped as err:
-        print(f"train: stopped: {err}", file=sys.stderr)
+        print(f"{prog}: stopped: {err}", file=sys.stderr)
         return 1
 
 
@@ -261,13 +262,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in the checkpoint dir")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nestor-ds", description="NESTOR nested-MoE neural operators on DeepSpeed."
-    )
-    parser.add_argument("--version", action="version", version=f"nestor-ds {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _parser_config(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """config: validate a run config or print the derived DeepSpeed config."""
     p = sub.add_parser("config", help="validate a run config; with --ds-config print the derived DeepSpeed config")
     p.add_argument("--config", required=True, help="run config YAML")
     p.add_argument("--ds-config", "--ds_config", dest="ds_config", help="DeepSpeed JSON from ds_configs/")
@@ -276,11 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, as for train (list items by index: data.datasets.0.weight=2)")
     p.set_defaults(func=_cmd_config)
 
+
+def _parser_params(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """params: parameter counts of a model."""
     p = sub.add_parser("params", help="count total, active-per-sample and per-rank parameters of a model")
     p.add_argument("--config", required=True, help="run config YAML")
     p.add_argument("--ep-size", type=int, default=None, help="expert-parallel size (default: the config's)")
     p.set_defaults(func=_cmd_params)
 
+
+def _parser_import(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """import: a published DPOT or MoE-POT checkpoint."""
     p = sub.add_parser("import", help="convert a published DPOT or MoE-POT checkpoint into this project's format")
     p.add_argument("kind", choices=["dpot", "moepot"], help="which published model the checkpoint is")
     p.add_argument("checkpoint", help="the published .pth ({'model': state_dict})")
@@ -290,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AFNO modes the model was trained with (not stored in checkpoints; default 32)")
     p.set_defaults(func=_cmd_import)
 
+
+def _parser_data(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """data generate / data shard."""
     data = sub.add_parser("data", help="generate PDE data sets and convert them to WebDataset shards")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = dsub.add_parser("generate", help="run our solvers and write data sets in their original layouts")
@@ -319,10 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", default="cavity,cylinder,tube", help="CFDBench problems read (DPOT: all three)")
     p.set_defaults(func=_cmd_data_shard)
 
+
+def _parser_train(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """train: one process (launchers run launch/train.py)."""
     p = sub.add_parser("train", help="pre-train or fine-tune (single process; use deepspeed/torchrun for several)")
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
 
+
+def _parser_evaluate(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """evaluate: a checkpoint or model folder on its test sets."""
     p = sub.add_parser("evaluate", help="L2RE per data set (one step and rollout) of a checkpoint or model folder")
     _add_run_arguments(p, ds_required=False, config_required=False)
     p.add_argument("--weights", "--checkpoint", dest="weights", required=True,
@@ -330,16 +341,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation, beside the checkpoints)")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _parser_init(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """init: copy the shipped configs."""
     p = sub.add_parser("init", help="copy the shipped configs (configs/, ds_configs/, studies/) into DIR to edit")
     p.add_argument("dir", nargs="?", default=".", help="target folder (default: here)")
     p.set_defaults(func=_cmd_init)
 
+
+def _parser_export(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """export: a checkpoint as one model folder."""
     p = sub.add_parser("export", help="a checkpoint of any ep_size as one model folder: weights + resolved config")
     p.add_argument("checkpoint", help="DeepSpeed checkpoint dir (with 'latest')")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.yaml, export.json")
     p.add_argument("--tag", default=None, help="checkpoint tag (default: latest)")
     p.set_defaults(func=_cmd_export)
 
+
+def _parser_predict(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """predict: roll a model out on a user's fields."""
     p = sub.add_parser("predict", help="roll a trained model out on your own fields (.npy or HDF5)")
     p.add_argument("--model", required=True, help="model folder (nestor-ds export/import) or checkpoint dir")
     p.add_argument("--input", required=True, help="[X, Y, T, C] or [B, X, Y, T, C] array, .npy or .h5")
@@ -349,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_predict)
 
+
+def _parser_study(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """study run / study report."""
     study = sub.add_parser("study", help="run a study (arms x seeds of ordinary runs) and report it")
     ssub = study.add_subparsers(dest="study_command", metavar="STUDY_COMMAND", required=True)
     for name, helptext in (("run", "run every arm x seed (a re-run skips finished runs and resumes killed ones); "
@@ -365,12 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--parallel", type=int, default=1, help="local runs at once (torchrun/deepspeed)")
         p.set_defaults(func=_cmd_study)
 
+
+def _parser_report(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """report: markdown of finished runs."""
     p = sub.add_parser("report", help="markdown report with L2RE tables and figures of finished runs")
     p.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_DIR", help="repeatable")
     p.add_argument("--out", required=True, help="folder for REPORT.md and figures/")
     p.add_argument("--log-to-mlflow", action="store_true", help="attach the report to each run in MLflow")
     p.set_defaults(func=_cmd_report)
 
+
+def _parser_compare(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """compare: MLflow runs side by side."""
     p = sub.add_parser("compare", help="side-by-side table of MLflow runs: final metrics and differing config")
     p.add_argument("runs", nargs="*", help="run ids or names (default: the newest runs of --experiment)")
     p.add_argument("--experiment", default=None)
@@ -378,22 +407,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs", help="folder holding the sqlite store mlflow.db")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.set_defaults(func=_cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `nestor-ds` parser: one sub-command per job, each added by its own `_parser_*` function."""
+    parser = argparse.ArgumentParser(
+        prog="nestor-ds", description="NESTOR nested-MoE neural operators on DeepSpeed."
+    )
+    parser.add_argument("--version", action="version", version=f"nestor-ds {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _parser_config(sub)
+    _parser_params(sub)
+    _parser_import(sub)
+    _parser_data(sub)
+    _parser_train(sub)
+    _parser_evaluate(sub)
+    _parser_init(sub)
+    _parser_export(sub)
+    _parser_predict(sub)
+    _parser_study(sub)
+    _parser_report(sub)
+    _parser_compare(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``nestor-ds`` command."""
     args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    from nestor_ds.engine.stopped import RunStopped
-
-    try:
-        return func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"nestor-ds: error: {err}", file=sys.stderr)
-        return 2
-    except RunStopped as err:
-        print(f"nestor-ds: stopped: {err}", file=sys.stderr)
-        return 1
+    return answer("nestor-ds", args.func, args)
 
 
 if __name__ == "__main__":

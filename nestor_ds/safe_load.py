@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
+from nestor_ds.errors import CheckpointError, UserError
 
-class UnsafeCheckpoint(ValueError):
+
+class UnsafeCheckpoint(UserError):
     """A checkpoint file that could only be loaded by unpickling arbitrary objects."""
 
 
@@ -40,13 +42,15 @@ def torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
             f"{path}: refused to load: it asks to unpickle {what}, which could run code. nestor-ds loads "
             f"weights only (tensors, numbers, plain containers); a file it wrote never needs more") from None
     except (RuntimeError, EOFError) as err:
-        raise RuntimeError(f"{path}: damaged or truncated torch file ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: damaged or truncated torch file ({str(err).splitlines()[0]})") from None
 
 
 def weights_only_checkpoint_engine(config: Any) -> Any:
     """DeepSpeed's torch checkpoint engine with its ``load`` (which unpickles anything) replaced by
     :func:`torch_load`; installed on every engine before a checkpoint is read."""
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import (
+        TorchCheckpointEngine,
+    )
 
     class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
         def load(self, path: str, map_location: Any = None) -> Any:

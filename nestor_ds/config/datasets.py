@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nestor_ds.errors import UserError
+
 SourceFormat = Literal[
     "fno_mat", "pdebench_cfd", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"
 ]
@@ -75,7 +77,7 @@ REGISTRY: dict[str, DatasetInfo] = {
 }
 
 
-class UnknownDataset(ValueError):
+class UnknownDataset(UserError):
     """A data set name neither the registry nor the config's ``data.custom`` knows."""
 
 

@@ -9,9 +9,10 @@ import yaml
 from pydantic import ValidationError
 
 from nestor_ds.config.schema import RunConfig
+from nestor_ds.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A run or DeepSpeed configuration that cannot work, with the reason."""
 
 

@@ -156,8 +156,6 @@ class DataConfig(Strict):
     )
     train_split: str = Field("train", description="split folder trained on")
     test_split: str = Field("test", description="split folder evaluated on")
-    resolution: int | None = Field(None, gt=0, description="common resolution; default: model.resolution")
-    channels: int | None = Field(None, gt=0, description="common channel count; default: model.channels")
     noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
     noise_norm: Literal["l2", "rms", "channel_rms", "set_std"] = Field(
         "l2", description="l2: DPOT's noise, scale x per-channel L2 norm over X, Y, T, on every point; "
@@ -336,12 +334,6 @@ class RunConfig(Strict):
         if self.train.cls_weight > 0 and m.n_cls < len(self.data.datasets):
             raise ValueError(f"train.cls_weight={self.train.cls_weight} needs model.n_cls >= "
                              f"{len(self.data.datasets)} (one class per data set), got {m.n_cls}")
-        if self.data.resolution is not None and self.data.resolution != m.resolution:
-            raise ValueError(
-                f"data.resolution={self.data.resolution} differs from model.resolution={m.resolution}"
-            )
-        if self.data.channels is not None and self.data.channels != m.channels:
-            raise ValueError(f"data.channels={self.data.channels} differs from model.channels={m.channels}")
         for entry in self.data.datasets:
             c = self.data.info(entry.name).channels
             if c > m.channels:

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nestor_ds.config.datasets import DatasetInfo, lookup
-from nestor_ds.data.shards import ShardResult, StagedFolder, write_manifest, write_shard
+from nestor_ds.data.shards import (
+    DataError,
+    ShardResult,
+    StagedFolder,
+    write_manifest,
+    write_shard,
+)
 from nestor_ds.data.splits import Item, ValidChoice, plan_splits, read_items
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,7 @@ def shard_dataset(dataset: str, source: str | Path, out: str | Path, *, fmt: str
     PDEArena, dropped for CFDBench, as DPOT did).
     """
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise DataError(f"workers must be at least 1, got {workers}")
     info = lookup(dataset, extra)
     fmt = fmt or info.format
     options = reader_options(fmt, info, channel_order, problems)
@@ -150,7 +156,7 @@ def parse_size(text: str) -> int:
     try:
         value = float(number) * units[unit]
     except (KeyError, ValueError):
-        raise ValueError(f"shard size {text!r}: expected a number with an optional unit (kB, MB, MiB, GB)") from None
+        raise DataError(f"shard size {text!r}: expected a number with an optional unit (kB, MB, MiB, GB)") from None
     if value < 1:
-        raise ValueError(f"shard size {text!r} must be positive")
+        raise DataError(f"shard size {text!r} must be positive")
     return int(value)

@@ -13,6 +13,8 @@ import numpy as np
 
 from nestor_ds.data import formats as F
 from nestor_ds.data import solvers as S
+from nestor_ds.data.shards import DataError
+from nestor_ds.data.suite_index import SuiteEntry, write_suite_index
 
 
 @dataclass(frozen=True)
@@ -122,20 +124,21 @@ SUITES: dict[str, list[Job]] = {
 
 
 def generate_suite(suite: str, out: str | Path, size: Size = Size(), seed: int = 0, only: list[str] | None = None,
-                   progress: bool = True) -> dict[str, tuple[str, Path, float | None]]:
-    """Write each data set of the suite under ``out/<name>/``; return {name: (format, source path, test split)}.
+                   progress: bool = True) -> list[SuiteEntry]:
+    """Write each data set of the suite under ``out/<name>/`` and the index ``out/sources.json`` that
+    ``data shard --from-suite`` reads; returns the index's entries (name, format, source path, test split).
 
     The test split is None where the layout carries its own (PDEArena files, CFDBench
     cases), else the share of trailing trajectories to test (the published tails of
     200 need the real file sizes).
     """
     if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+        raise DataError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     jobs = [j for j in SUITES[suite] if only is None or j.name in only]
     unknown = set(only or []) - {j.name for j in SUITES[suite]}
     if unknown:
-        raise ValueError(f"suite {suite!r} has no data set {sorted(unknown)}")
-    written: dict[str, tuple[str, Path, float | None]] = {}
+        raise DataError(f"suite {suite!r} has no data set {sorted(unknown)}")
+    written: list[SuiteEntry] = []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -146,9 +149,11 @@ def generate_suite(suite: str, out: str | Path, size: Size = Size(), seed: int =
             bar.set_postfix_str(job.name)
         folder = Path(out) / job.name
         folder.mkdir(parents=True, exist_ok=True)
-        written[job.name] = (job.fmt, job.write(folder, size, np.random.default_rng([seed, i])), job.test)
+        path = job.write(folder, size, np.random.default_rng([seed, i]))
+        written.append(SuiteEntry(job.name, job.fmt, str(path), job.test))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    write_suite_index(out, written)
     return written

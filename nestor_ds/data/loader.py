@@ -36,7 +36,15 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from nestor_ds.config.schema import RunConfig
 from nestor_ds.data.feedback import channel_roles
-from nestor_ds.data.shards import DataError, decode_sample, is_remote, iter_raw_samples, locate, read_manifest, subfolder
+from nestor_ds.data.shards import (
+    DataError,
+    decode_sample,
+    is_remote,
+    iter_raw_samples,
+    locate,
+    read_manifest,
+    subfolder,
+)
 from nestor_ds.data.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -351,19 +359,36 @@ def loader_workers(configured: int | None) -> int:
     return max(0, min(4, (os.cpu_count() or 1) // max(local_ranks, 1) - 1))
 
 
-def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int = 0) -> DataLoader:
-    """Batches for ``train.micro_batch_per_rank``; ``start_batch`` = micro-batches already consumed.
+class TrainLoader:
+    """The train split's batches for one rank, from sources opened once by the caller.
 
+    :meth:`restart` starts the stream at any micro-batch (resume, rollback) without opening the data again.
     On a GPU the batches come from worker processes (``data.workers``) into pinned memory, several batches
     ahead, so that the host-to-device copy can overlap the step."""
-    m = cfg.model
-    workers = loader_workers(cfg.data.workers)
-    stream = MixedWindows(
-        open_sources(cfg, cfg.data.train_split), t_in=m.t_in, t_out=cfg.train.target_frames(m.t_out),
-        resolution=m.resolution, channels=m.channels, batch_size=cfg.train.micro_batch_per_rank,
-        seed=cfg.train.seed, rank=rank, world=world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
-        max_bad=cfg.data.max_bad_samples,
-        pad_value=cfg.data.pad_value, windows_per_trajectory=cfg.data.windows_per_trajectory,
-    )
-    return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
+
+    def __init__(self, cfg: RunConfig, sources: list[Source], rank: int, world: int) -> None:
+        self.cfg, self.sources, self.rank, self.world = cfg, sources, rank, world
+
+    def loader(self, start_batch: int = 0) -> DataLoader:
+        """A DataLoader whose first batch is micro-batch ``start_batch`` of this rank's stream."""
+        cfg, m = self.cfg, self.cfg.model
+        workers = loader_workers(cfg.data.workers)
+        stream = MixedWindows(
+            self.sources, t_in=m.t_in, t_out=cfg.train.target_frames(m.t_out), resolution=m.resolution,
+            channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=self.rank,
+            world=self.world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
+            max_bad=cfg.data.max_bad_samples, pad_value=cfg.data.pad_value,
+            windows_per_trajectory=cfg.data.windows_per_trajectory,
+        )
+        return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
+
+    def restart(self, start_batch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches from micro-batch ``start_batch`` on (``step * grad_accum`` after a resume or rollback)."""
+        return iter(self.loader(start_batch))
+
+
+def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int = 0) -> DataLoader:
+    """Batches for ``train.micro_batch_per_rank`` from freshly opened train sources; ``start_batch`` =
+    micro-batches already consumed (runs open the sources once and use :class:`TrainLoader`)."""
+    return TrainLoader(cfg, open_sources(cfg, cfg.data.train_split), rank, world).loader(start_batch)

@@ -7,7 +7,6 @@ last, the same way. A shard that the manifest does not list is never read.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -25,11 +24,13 @@ from webdataset.tariterators import group_by_keys
 from nestor_ds.atomic import fsync_dir, write_text_atomic
 from nestor_ds.config.loading import parse_json_object
 from nestor_ds.data.trajectory import Trajectory
+from nestor_ds.errors import UserError
+from nestor_ds.integrity import sha256_of
 
 MANIFEST = "manifest.json"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad shard or sample: the message names the shard and the sample."""
 
 
@@ -44,14 +45,6 @@ def decode_npy(raw: bytes, where: str) -> np.ndarray:
         return np.load(io.BytesIO(raw), allow_pickle=False)  # never unpickle
     except Exception as err:  # noqa: BLE001 - any decoding failure is bad data
         raise DataError(f"{where}: cannot decode .npy ({err})") from None
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ChannelStats:

@@ -18,6 +18,7 @@ from typing import Literal
 
 from nestor_ds.config.datasets import DatasetInfo
 from nestor_ds.data import formats as F
+from nestor_ds.data.shards import DataError
 from nestor_ds.data.trajectory import Trajectory
 
 ValidChoice = Literal["dpot", "train", "separate", "drop"]
@@ -41,15 +42,15 @@ def _cut(n: int, info: DatasetInfo, test: float | None, source: Path) -> int:
         rule, amount = ("tail", test) if test >= 1 else ("fraction", test)
     if rule == "tail":
         if amount >= n:
-            raise ValueError(f"{source}: holds {n} trajectories, but the published split puts the last "
+            raise DataError(f"{source}: holds {n} trajectories, but the published split puts the last "
                              f"{int(amount)} in test; give --test N or --test FRACTION for a smaller file")
         return n - int(amount)
     if rule == "fraction":
         n_train = int((1 - amount) * n)
         if not 0 < n_train < n:
-            raise ValueError(f"{source}: {n} trajectories cannot be split {1 - amount:.0%}/{amount:.0%}")
+            raise DataError(f"{source}: {n} trajectories cannot be split {1 - amount:.0%}/{amount:.0%}")
         return n_train
-    raise ValueError(f"{source}: split rule {rule!r} does not apply to a single file")
+    raise DataError(f"{source}: split rule {rule!r} does not apply to a single file")
 
 
 def _plan_pdearena(source: str | Path, valid: ValidChoice) -> dict[str, list[Item]]:
@@ -59,7 +60,7 @@ def _plan_pdearena(source: str | Path, valid: ValidChoice) -> dict[str, list[Ite
         named = F.pdearena_split_of(path)
         counts = F.count_pdearena_ns(path)
         if named not in counts:
-            raise ValueError(f"{path}: named a {named} file but holds groups {sorted(counts)} (pdearena_ns layout)")
+            raise DataError(f"{path}: named a {named} file but holds groups {sorted(counts)} (pdearena_ns layout)")
         target = valid_to if named == "valid" else named
         if target is not None:
             plan.setdefault(target, []).extend(Item(str(path), i, named) for i in range(counts[named]))
@@ -77,7 +78,7 @@ def _plan_cfdbench(source: str | Path, valid: ValidChoice, problems: Sequence[st
         if dev_to is not None:
             plan.setdefault(dev_to, []).extend(Item(str(p)) for p in parts["dev"])
     if not any(plan.values()):
-        raise ValueError(f"{source}: no CFDBench case found (expected <problem>/<subset>/caseNNNN/ with problem "
+        raise DataError(f"{source}: no CFDBench case found (expected <problem>/<subset>/caseNNNN/ with problem "
                          f"in {list(problems)})")
     return plan
 
@@ -90,7 +91,7 @@ def plan_splits(info: DatasetInfo, fmt: str, source: str | Path, *, test: float 
     if fmt == "cfdbench":
         return _plan_cfdbench(source, valid, problems)
     if fmt not in COUNTERS:
-        raise ValueError(f"{source}: no published split for format {fmt!r}")
+        raise DataError(f"{source}: no published split for format {fmt!r}")
     n = COUNTERS[fmt](source)
     n_train = _cut(n, info, test, Path(source))
     return {"train": [Item(str(source), i) for i in range(n_train)],

@@ -18,7 +18,13 @@ import torch
 import torch.distributed as dist
 
 from nestor_ds.atomic import write_text_atomic
-from nestor_ds.engine.checkpoint_integrity import gather, problems, read_manifest, write_manifest
+from nestor_ds.engine.checkpoint_integrity import (
+    gather,
+    problems,
+    read_manifest,
+    write_manifest,
+)
+from nestor_ds.errors import CheckpointError
 from nestor_ds.safe_load import weights_only_checkpoint_engine
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep:
     """Collective: every rank writes its part, the ranks hash it into the tag's manifest, and only then does
     rank 0 point ``latest`` at it and prune old ones. A failed write (a full disk) on any rank removes the
     partial tag, leaves ``latest`` on the previous whole checkpoint and stops the run naming the folder."""
-    from nestor_ds.engine.stopped import RunStopped
+    from nestor_ds.errors import RunStopped
 
     tag = tag_for(step)
     folder, rank = root / tag, dist.get_rank()
@@ -136,7 +142,7 @@ def intact_tag(root: Path) -> str | None:
     """Collective: the newest tag whose files all match their manifest (None: nothing to resume). A damaged
     tag is renamed ``<tag>.damaged`` (kept for inspection, never used again) and ``latest`` moved to the
     one used; with no intact tag left the run stops naming every fault."""
-    from nestor_ds.engine.stopped import RunStopped
+    from nestor_ds.errors import RunStopped
 
     faults: list[str] = []
     for tag in resume_candidates(root):
@@ -169,6 +175,6 @@ def load(engine: Any, root: Path, check_config: Callable[[dict[str, Any], str], 
     engine.checkpoint_engine = weights_only_checkpoint_engine(engine._config)
     path, client = engine.load_checkpoint(str(root), tag=tag, load_lr_scheduler_states=False)
     if path is None:
-        raise RuntimeError(f"{root}/{tag}: DeepSpeed could not load this checkpoint")
+        raise CheckpointError(f"{root}/{tag}: DeepSpeed could not load this checkpoint")
     set_rng_state(client["rng"])
     return {**client, "tag": tag}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from nestor_ds.errors import CheckpointError
 from nestor_ds.model.export import local_state_dict, read_weights
 from nestor_ds.model.routing import MoEPOTScorer
 
@@ -22,7 +23,7 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> list[str]:
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(fitting))
     if not fitting:
-        raise ValueError(f"{path}: no weight fits this model (is it a checkpoint of another variant?)")
+        raise CheckpointError(f"{path}: no weight fits this model (is it a checkpoint of another variant?)")
     model.load_state_dict(fitting, strict=False)
     if skipped:
         log.info("fine-tuning from %s: %d tensors start fresh (shape or name differs): %s", path, len(skipped),

@@ -7,7 +7,7 @@ import logging
 import torch
 import torch.distributed as dist
 
-from nestor_ds.engine.stopped import RunStopped
+from nestor_ds.errors import RunStopped
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,12 @@ from nestor_ds.engine.evaluate import EvalResult, format_table
 
 def write_eval_outputs(result: EvalResult, folder: Path, tracker: Any, step: int,
                        history: list[dict[str, float]] | None = None) -> dict[str, Path]:
-    from nestor_ds.tracking.plots import plot_expert_heatmap, plot_loss_curves, plot_rollout_errors, plot_sample
+    from nestor_ds.tracking.plots import (
+        plot_expert_heatmap,
+        plot_loss_curves,
+        plot_rollout_errors,
+        plot_sample,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = result.rows()

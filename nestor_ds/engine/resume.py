@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from nestor_ds.config.loading import ConfigError
+from nestor_ds.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def continue_schedule(scheduler: Any, snapshot: list[dict[str, float]], step: in
     optimizer state and move it to ``step``."""
     groups = scheduler.optimizer.param_groups
     if len(groups) != len(snapshot):
-        raise RuntimeError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this model {len(snapshot)}")
+        raise CheckpointError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this model {len(snapshot)}")
     if step > scheduler.total_steps:
         raise ConfigError(f"the checkpoint is at step {step}, past this config's {scheduler.total_steps} steps: "
                           f"raise train.steps (or train.epochs) to continue it")

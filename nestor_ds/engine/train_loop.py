@@ -1,5 +1,5 @@
-"""The training loop of a run built by ``trainer._setup``: steps, logging, evaluation, checkpoints,
-preemption, and the finite guard on losses and gradient norms (with optional rollback)."""
+"""The training loop of a run's context: steps, logging, evaluation, checkpoints, preemption, the time
+limit, and the finite guard on losses and gradient norms (with optional rollback)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,15 +11,16 @@ import torch
 
 from nestor_ds.engine import checkpointing
 from nestor_ds.engine.step import SetFacts, unrolled_step
-from nestor_ds.engine.trainer import RunContext, _evaluate
+from nestor_ds.engine.context import Outcome, RunContext, StopReason, evaluate_run
+from nestor_ds.profiling import count_host_syncs
 
 log = logging.getLogger("nestor_ds")
 CALIBRATION_STEPS = 20  # train.fit_steps_to_time measures the step time over these
 
 
-def train_loop(ctx: RunContext) -> str:
-    """Train from ``ctx.step`` to ``ctx.steps``; returns ``"finished"`` or ``"preempted"`` (a checkpoint was
-    written at the step boundary and the job requeued if Slurm asked for it)."""
+def train_loop(ctx: RunContext) -> Outcome:
+    """Train from ``ctx.step`` to ``ctx.steps``, or until ``train.time_limit_s`` or a preemption signal (then
+    a checkpoint is written at the step boundary and the job requeued if Slurm asked for it)."""
     loop = _Loop(ctx)
     try:
         return loop.run()
@@ -38,7 +39,10 @@ class _Loop:
         from nestor_ds.engine.finite_guard import FiniteGuard
         from nestor_ds.engine.metrics import IntervalMetrics
 
+        if ctx.preemption is None or ctx.optimizer is None or ctx.scheduler is None:
+            raise RuntimeError("train_loop needs a training context (optimizer, scheduler, preemption)")
         self.ctx, self.cfg, self.engine = ctx, ctx.cfg, ctx.engine
+        self.preemption, self.optimizer, self.scheduler = ctx.preemption, ctx.optimizer, ctx.scheduler
         engine, cfg = ctx.engine, ctx.cfg
         self.device = engine.device
         self.dtype = (torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled()
@@ -46,7 +50,7 @@ class _Loop:
         self.names = [s.name for s in ctx.train_sources]
         self.anneal = ctx.args.mode == "pretrain" and cfg.model.is_moe
         self.clip_here = engine_clips_itself(ctx.ds)
-        self.loader = self._loader()
+        self.loader = ctx.batches()
         self.facts = SetFacts.of(ctx.train_sources, cfg.model.channels, self.device)
         self.metrics = IntervalMetrics(self.names, cfg.parallel.ep_size, self.device,
                                        drop_share=cfg.model.is_moe and cfg.model.moe.drop_tokens)
@@ -64,12 +68,6 @@ class _Loop:
         self.started = time.monotonic()
         self.first_step = ctx.step
 
-    def _loader(self):
-        from nestor_ds.data.loader import build_train_loader
-
-        ctx = self.ctx
-        return iter(build_train_loader(self.cfg, ctx.rank, ctx.world, start_batch=ctx.step * self.cfg.train.grad_accum))
-
     def sets_of(self, ids: torch.Tensor) -> list[str]:
         return [self.ctx.train_sources[i].name for i in ids.tolist()]
 
@@ -82,12 +80,14 @@ class _Loop:
                         "mlflow_run_id": ctx.tracker.run_id, "lr_scale": ctx.lr_scale}
         checkpointing.save(self.engine, ctx.ckpt_dir, ctx.step, client_state, self.cfg.train.keep_checkpoints)
 
-    def run(self) -> str:
+    def run(self) -> Outcome:
+        """Steps until the plan, the time limit or a preemption ends the run."""
         from nestor_ds.engine.finite_guard import NonFiniteStop
         from nestor_ds.engine.preemption import requeue_job
 
         ctx, cfg = self.ctx, self.cfg
         self.heartbeat.beat(ctx.step)
+        ctx.progress.mark()
         self.engine.train()
         while ctx.step < ctx.steps:
             try:
@@ -99,28 +99,30 @@ class _Loop:
             ctx.step += 1
             step = ctx.step
             self.heartbeat.beat(step)
+            ctx.progress.mark()
             self.bar.update(1)
             if step % cfg.train.log_every == 0 or step == ctx.steps:
                 self.log_interval(step)
             if step % cfg.train.eval_every == 0 and step != ctx.steps:
                 self.evaluate(step)
             late = cfg.train.time_limit_s is not None and time.monotonic() - self.started > cfg.train.time_limit_s
-            if ctx.preemption.agreed(self.device, late):
+            if self.preemption.agreed(self.device, late):
                 self.save_checkpoint()
-                outcome = "stopping without requeue (SIGTERM)"
-                if ctx.rank == 0 and ctx.preemption.wants_requeue:
-                    outcome = requeue_job()
-                log.info("preempted at step %d: checkpoint written, %s", step, outcome)
-                return "preempted"
+                requeue = "stopping without requeue (SIGTERM)"
+                if ctx.rank == 0 and self.preemption.wants_requeue:
+                    requeue = requeue_job()
+                log.info("preempted at step %d: checkpoint written, %s", step, requeue)
+                return Outcome(StopReason.PREEMPTED, step)
             if cfg.train.fit_steps_to_time and step == self.first_step + CALIBRATION_STEPS:
                 self.fit_steps_to_time(step)
-            if ctx.preemption.out_of_time:
+            out_of_time = self.preemption.out_of_time
+            if step % cfg.train.checkpoint_every == 0 or step == ctx.steps or out_of_time:
+                self.save_checkpoint()
+            if out_of_time and step < ctx.steps:
                 log.info("train.time_limit_s=%g reached at step %d of %d: the run ends here", cfg.train.time_limit_s,
                          step, ctx.steps)
-                ctx.steps = step
-            if step % cfg.train.checkpoint_every == 0 or step == ctx.steps:
-                self.save_checkpoint()
-        return "finished"
+                return Outcome(StopReason.TIME_LIMIT, step)
+        return Outcome(StopReason.FINISHED, ctx.step)
 
     def fit_steps_to_time(self, step: int) -> None:
         """train.fit_steps_to_time: the steps that fit in train.time_limit_s at the rate measured so far (the
@@ -132,10 +134,10 @@ class _Loop:
         elapsed = max(gather([time.monotonic() - self.started]))
         per_step = elapsed / (step - self.first_step)
         fit = step + int((cfg.train.time_limit_s - elapsed) / per_step)
-        if fit >= ctx.steps or ctx.scheduler is None:
+        if fit >= ctx.steps:
             return
         ctx.steps = max(fit, step + 1)
-        resize_one_cycle(ctx.scheduler, ctx.steps, cfg.train.optimizer.warmup_fraction, step)
+        resize_one_cycle(self.scheduler, ctx.steps, cfg.train.optimizer.warmup_fraction, step)
         self.bar.total = ctx.steps
         log.info("train.fit_steps_to_time: %.3f s per step, %d steps fit in train.time_limit_s=%g; the one-cycle "
                  "schedule now spans them", per_step, ctx.steps, cfg.train.time_limit_s)
@@ -145,7 +147,6 @@ class _Loop:
         boundary, the optimizer step; a non-finite loss skips all of it on every rank, a non-finite gradient
         norm the update."""
         from nestor_ds.engine.grad_norm import clip_global_grad_norm_
-        from nestor_ds.model.benchmark import count_host_syncs
 
         cfg, engine, guard = self.cfg, self.engine, self.guard
         batch = next(self.loader)
@@ -174,7 +175,7 @@ class _Loop:
                 if boundary and self.clip_here:
                     norm = clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
                     # fused Adam skips its update on the device where found_inf is 1: nothing read here
-                    self.grad_bad = self.ctx.optimizer.found_inf = (~torch.isfinite(norm)).float()
+                    self.grad_bad = self.optimizer.found_inf = (~torch.isfinite(norm)).float()
                 engine.step()
                 if boundary and not self.clip_here and getattr(engine.optimizer, "overflow", False):
                     # ZeRO 1/2 found the gradient norm non-finite itself and skipped the update
@@ -202,8 +203,8 @@ class _Loop:
         client = checkpointing.load(self.engine, ctx.ckpt_dir, lambda saved, where: None)  # this run's own
         ctx.lr_scale *= cfg.train.rollback_lr_factor
         ctx.step = int(client["step"])
-        continue_schedule(ctx.scheduler, ctx.schedule, ctx.step, ctx.lr_scale)
-        self.loader = self._loader()
+        continue_schedule(self.scheduler, ctx.schedule, ctx.step, ctx.lr_scale)
+        self.loader = ctx.batches()  # the opened sources, restarted at the checkpoint's batch
         self.guard.good()
         self.grad_bad, self.verdict_pending = None, False
         self.metrics.reset()
@@ -246,7 +247,7 @@ class _Loop:
         from nestor_ds.engine.evaluate import format_table
 
         ctx = self.ctx
-        result = _evaluate(self.engine, self.cfg, ctx.test_sources, ctx.rank, ctx.world)
+        result = evaluate_run(ctx)
         self.engine.train()
         if ctx.rank == 0:
             ctx.tracker.log_metrics(result.metrics(), step)

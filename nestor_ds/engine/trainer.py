@@ -1,4 +1,8 @@
-"""Pre-training, fine-tuning and evaluation of one run on DeepSpeed (any launcher, any world size)."""
+"""Pre-training, fine-tuning and evaluation of one run on DeepSpeed (any launcher, any world size).
+
+:func:`run` builds a :class:`~nestor_ds.engine.context.RunContext`, hands it to the training loop (or
+evaluates), and finishes: one exit path, the MLflow record closed in every case."""
+
 from __future__ import annotations
 
 import json
@@ -7,28 +11,33 @@ import math
 import os
 import random
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import yaml
 
 from nestor_ds.config import RunConfig, build_deepspeed_config, load_config
+from nestor_ds.engine.context import (
+    Outcome,
+    Progress,
+    RunArgs,
+    RunContext,
+    StopReason,
+    evaluate_run,
+    total_steps,
+)
+from nestor_ds.engine.train_loop import train_loop
+from nestor_ds.errors import CheckpointError, RunStopped
+
+if TYPE_CHECKING:
+    from deepspeed.runtime.engine import DeepSpeedEngine
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    from nestor_ds.tracking.mlflow_run import Tracker
 
 log = logging.getLogger("nestor_ds")
-Mode = Literal["pretrain", "finetune", "evaluate"]
-
-
-@dataclass
-class RunArgs:
-    config: Path
-    ds_config: Path
-    mode: Mode = "pretrain"
-    weights: Path | None = None  # evaluate / finetune: checkpoint dir or .safetensors (default train.init_from)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    resume: bool = True
+__all__ = ["RunArgs", "run", "total_steps"]
 
 
 def _setup_logging(rank: int) -> None:
@@ -42,112 +51,60 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def total_steps(cfg: RunConfig, train_count: int, world: int) -> int:
-    if cfg.train.steps is not None:
-        return cfg.train.steps
-    per_step = cfg.train.micro_batch_per_rank * cfg.train.grad_accum * world
-    return max(1, cfg.train.epochs * math.ceil(train_count / per_step))
-
-
 def run(args: RunArgs) -> dict[str, Any]:
     """One run, with one exit path: setup, the training loop (or an evaluation), finish.
 
     The run holds its output directory (one run per directory); its MLflow record ends FAILED when it
     dies of an exception (KILLED on preemption); a collective that timed out names the silent ranks."""
+    from nestor_ds.engine.distributed import shutdown
     from nestor_ds.engine.run_lock import RunLock
 
-    trackers: list[Any] = []
     cfg = load_config(args.config, args.overrides)  # a bad config fails before any process group starts
     lock = RunLock(cfg.train.output_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         lock.acquire()  # before any process group: a refused run ends at once, and its launcher stops the others
+    progress = Progress()
     try:
-        ctx = _setup(args, cfg, trackers)
-        if args.mode == "evaluate":
-            summary = _evaluate_only(ctx)
-        else:
-            from nestor_ds.engine.train_loop import train_loop
-
-            summary = _finish(ctx, train_loop(ctx))
-        from nestor_ds.engine.distributed import shutdown
-
+        ctx = build_context(args, cfg, progress)
+        try:
+            summary = _evaluate_only(ctx) if args.mode == "evaluate" else _finish(ctx, train_loop(ctx))
+        except BaseException:
+            ctx.tracker.finish("FAILED")  # no-op for one already finished
+            raise
         shutdown()
         return summary
     except BaseException as err:
-        for tracker in trackers:
-            tracker.finish("FAILED")  # no-op for one already finished
-        raise _explained(err, cfg) from err
+        raise _explained(err, cfg, progress) from err
     finally:
         lock.release()
 
 
-def _explained(err: BaseException, cfg: RunConfig) -> BaseException:
+def _explained(err: BaseException, cfg: RunConfig, progress: Progress) -> BaseException:
     """A collective timeout becomes a RunStopped naming the ranks that went silent; anything else as is.
 
-    gloo words it by where the wait was: "Timed out waiting 15000ms for recv", or (inside all_gather_object)
-    "Application timeout caused pair closure"; NCCL's watchdog says "timed out" too."""
-    message = str(err).lower()
-    if not (isinstance(err, RuntimeError) and ("timed out" in message or "timeout" in message)):
+    A timeout is told by its type and its timing, not its wording: torch's ``DistError`` family (NCCL), or
+    the plain ``RuntimeError`` gloo raises, after the run stood still for ``parallel.collective_timeout_s``."""
+    import torch.distributed as dist
+
+    distributed_error = isinstance(err, dist.DistError) or type(err) is RuntimeError
+    if not distributed_error or progress.idle_s() < cfg.parallel.collective_timeout_s:
         return err
     from nestor_ds.engine.distributed import Heartbeat
-    from nestor_ds.engine.stopped import RunStopped
 
     beats = Heartbeat(cfg.train.output_dir / "heartbeat", 0, int(os.environ.get("WORLD_SIZE", "1")))
     return RunStopped(f"a collective timed out after {cfg.parallel.collective_timeout_s:g} s "
                       f"(parallel.collective_timeout_s): {beats.laggards()}")
 
 
-@dataclass
-class RunContext:
-    """Everything the loop and the finish need, built once by ``_setup``."""
-
-    args: RunArgs
-    cfg: RunConfig
-    rank: int
-    world: int
-    ds: dict[str, Any]
-    engine: Any
-    tracker: Any
-    test_sources: list
-    train_sources: list = field(default_factory=list)
-    optimizer: Any = None
-    scheduler: Any = None
-    steps: int = 0
-    step: int = 0
-    preemption: Any = None
-    history: list[dict[str, float]] = field(default_factory=list)
-    schedule: list[dict[str, float]] = field(default_factory=list)  # the config's one-cycle lrs per group
-    lr_scale: float = 1.0  # lowered by each rollback (train.on_nonfinite), kept in checkpoints
-
-    @property
-    def out_dir(self) -> Path:
-        return self.cfg.train.output_dir
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.cfg.checkpoint_dir
-
-    def log_config(self) -> None:
-        """The config as run (overrides applied) beside the files it came from."""
-        resolved = self.out_dir / "config.resolved.yaml"
-        resolved.write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
-        for f in (resolved, self.args.config, self.args.ds_config):
-            self.tracker.log_artifact(Path(f), "config")
-
-
-def _setup(args: RunArgs, cfg: RunConfig, trackers: list[Any]) -> RunContext:
+def build_context(args: RunArgs, cfg: RunConfig, progress: Progress) -> RunContext:
     """Process group, model, DeepSpeed engine, data sources, resume, MLflow run: nothing trained yet."""
     from nestor_ds.engine.preemption import Preemption
 
     preemption = Preemption()  # first: a signal that arrives before the handler would kill the task
-    import deepspeed
     import torch.distributed as dist
 
     from nestor_ds.data.loader import open_sources
     from nestor_ds.engine.distributed import init_distributed
-    from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
-    from nestor_ds.engine.optim import build_optimizer, one_cycle
-    from nestor_ds.engine.resume import schedule_snapshot
     from nestor_ds.model import build_model
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline clusters: no 1 s timeouts per call
@@ -166,29 +123,57 @@ def _setup(args: RunArgs, cfg: RunConfig, trackers: list[Any]) -> RunContext:
     if cfg.model.compile:
         log.info("model.compile: %d blocks compiled by torch.compile; the first steps include compilation",
                  len(model.blocks))
+    weights = _load_weights(args, cfg, model)
+    test_sources = open_sources(cfg, cfg.data.test_split)
+    if args.mode == "evaluate":
+        return _evaluate_context(args, cfg, rank, world, ds, model, weights, test_sources, progress)
+    return _train_context(args, cfg, rank, world, ds, model, test_sources, preemption, progress)
+
+
+def _load_weights(args: RunArgs, cfg: RunConfig, model: torch.nn.Module) -> Path | None:
+    """Fine-tuning and evaluation start from weights (frozen parts, final routing temperature); pre-training
+    from the seed."""
+    from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
+
     weights = args.weights or cfg.train.init_from
     if args.mode in ("finetune", "evaluate"):
         if weights is None:
-            raise ValueError(f"{args.mode} needs weights: pass --weights or set train.init_from")
+            raise CheckpointError(f"{args.mode} needs weights: pass --weights or set train.init_from")
         fresh = load_pretrained(model, weights)
         if args.mode == "evaluate" and fresh:
-            raise ValueError(f"{weights} does not fit the model of {args.config}: {fresh[:4]} ...")
+            raise CheckpointError(f"{weights} does not fit the model of {args.config}: {fresh[:4]} ...")
     frozen_parts = default_freeze(cfg.model.variant, cfg.train.freeze) if args.mode == "finetune" else []
     if frozen_parts:
         log.info("frozen: %s (%d parameters)", ", ".join(frozen_parts), freeze(model, frozen_parts))
     if args.mode != "pretrain" and cfg.model.is_moe:
         # fine-tuning and evaluation route at the schedule's final temperature, as MoE-POT does
         model.set_temperature(cfg.model.moe.final_temperature)
-    test_sources = open_sources(cfg, cfg.data.test_split)
+    return weights
 
-    if args.mode == "evaluate":
-        engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
-        ctx = RunContext(args, cfg, rank, world, ds, engine, _tracker(args, cfg, rank, world, trackers), test_sources)
-        if rank == 0:
+
+def _evaluate_context(args: RunArgs, cfg: RunConfig, rank: int, world: int, ds: dict[str, Any],
+                      model: torch.nn.Module, weights: Path | None, test_sources: list[Any],
+                      progress: Progress) -> RunContext:
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
+    ctx = RunContext(args, cfg, rank, world, ds, engine, _tracker(args, cfg, rank, world), test_sources, progress)
+    if rank == 0:
+        with _closed_on_error(ctx.tracker):
             ctx.tracker.log_params({"config": cfg.model_dump(mode="json"), "world_size": world,
                                     "ep_size": cfg.parallel.ep_size, "weights": str(weights)})
             ctx.log_config()
-        return ctx
+    return ctx
+
+
+def _train_context(args: RunArgs, cfg: RunConfig, rank: int, world: int, ds: dict[str, Any],
+                   model: torch.nn.Module, test_sources: list[Any], preemption: Any,
+                   progress: Progress) -> RunContext:
+    import deepspeed
+
+    from nestor_ds.data.loader import TrainLoader, open_sources
+    from nestor_ds.engine.optim import build_optimizer, one_cycle
+    from nestor_ds.engine.resume import schedule_snapshot
 
     train_sources = open_sources(cfg, cfg.data.train_split)
     steps = total_steps(cfg, sum(s.manifest["count"] for s in train_sources), world)
@@ -197,30 +182,50 @@ def _setup(args: RunArgs, cfg: RunConfig, trackers: list[Any]) -> RunContext:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
     schedule = schedule_snapshot(optimizer)  # this config's, before a checkpoint's optimizer state replaces it
     client, changes = _resume(cfg, engine, scheduler, schedule) if args.resume else (None, {})
-    ctx = RunContext(args, cfg, rank, world, ds, engine,
-                     _tracker(args, cfg, rank, world, trackers, client.get("mlflow_run_id") if client else None),
-                     test_sources, train_sources, optimizer, scheduler, steps, preemption=preemption,
-                     schedule=schedule)
+    tracker = _tracker(args, cfg, rank, world, client.get("mlflow_run_id") if client else None)
+    ctx = RunContext(args, cfg, rank, world, ds, engine, tracker, test_sources, progress,
+                     train_sources=train_sources, train_loader=TrainLoader(cfg, train_sources, rank, world),
+                     optimizer=optimizer, scheduler=scheduler, preemption=preemption, steps=steps, schedule=schedule)
     if client is not None:
         ctx.step = int(client["step"])
         ctx.lr_scale = float(client.get("lr_scale", 1.0))
         log.info("resumed from %s at step %d of %d", cfg.checkpoint_dir / client["tag"], ctx.step, steps)
     if rank == 0:
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        if client is None:
-            ctx.tracker.log_params({"config": cfg.model_dump(mode="json"), "ds_config": ds, "world_size": world,
-                                    "ep_size": cfg.parallel.ep_size, "mode": args.mode, "total_steps": steps})
-            ctx.log_config()
-        elif changes:
-            prefix = f"resumed_at_step_{ctx.step}"
-            ctx.tracker.log_params({f"{prefix}/{k}": f"{a} -> {b}" for k, (a, b) in changes.items()}
-                                   | {f"{prefix}/total_steps": steps})
-            ctx.log_config()
+        with _closed_on_error(tracker):
+            _log_start(ctx, client is None, changes)
     return ctx
 
 
-def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, trackers: list[Any],
-             run_id: str | None = None) -> Any:
+def _log_start(ctx: RunContext, fresh: bool, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Parameters of a fresh run, or the config changes a resume applied."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    cfg, world = ctx.cfg, ctx.world
+    if fresh:
+        ctx.tracker.log_params({"config": cfg.model_dump(mode="json"), "ds_config": ctx.ds, "world_size": world,
+                                "ep_size": cfg.parallel.ep_size, "mode": ctx.args.mode, "total_steps": ctx.steps})
+        ctx.log_config()
+    elif changes:
+        prefix = f"resumed_at_step_{ctx.step}"
+        ctx.tracker.log_params({f"{prefix}/{k}": f"{a} -> {b}" for k, (a, b) in changes.items()}
+                               | {f"{prefix}/total_steps": ctx.steps})
+        ctx.log_config()
+
+
+class _closed_on_error:
+    """Within: an exception ends the tracker's run FAILED before it propagates (the context is not built yet)."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None:
+            self.tracker.finish("FAILED")
+
+
+def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, run_id: str | None = None) -> Tracker:
     from nestor_ds.tracking import Tracker, resolve_uri
     from nestor_ds.tracking.provenance import provenance
 
@@ -229,14 +234,13 @@ def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, trackers: lis
     tags = {"mode": args.mode, **provenance(world, cfg.parallel.ep_size, device_name)} if enabled else {}
     if enabled and cfg.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id  # shown nested under it in the MLflow UI
-    tracker = Tracker(resolve_uri(cfg.tracking.uri, cfg.train.output_dir), cfg.tracking.experiment,
-                      cfg.tracking.run_name, cfg.train.output_dir / "mlflow-artifacts", enabled=enabled, tags=tags,
-                      run_id=run_id)
-    trackers.append(tracker)
-    return tracker
+    return Tracker(resolve_uri(cfg.tracking.uri, cfg.train.output_dir), cfg.tracking.experiment,
+                   cfg.tracking.run_name, cfg.train.output_dir / "mlflow-artifacts", enabled=enabled, tags=tags,
+                   run_id=run_id)
 
 
-def _resume(cfg: RunConfig, engine: Any, scheduler: Any, schedule: list[dict[str, float]]) -> tuple[dict | None, dict]:
+def _resume(cfg: RunConfig, engine: DeepSpeedEngine, scheduler: OneCycleLR,
+            schedule: list[dict[str, float]]) -> tuple[dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
     """Load the newest intact checkpoint, if any, after checking its config against this one; the current
     config's schedule (times the lr scale of earlier rollbacks) continues from the step reached."""
     from nestor_ds.engine import checkpointing
@@ -259,7 +263,7 @@ def _evaluate_only(ctx: RunContext) -> dict[str, Any]:
     from nestor_ds.engine.evaluate import format_table
     from nestor_ds.engine.reporting import write_eval_outputs
 
-    result = _evaluate(ctx.engine, ctx.cfg, ctx.test_sources, ctx.rank, ctx.world)
+    result = evaluate_run(ctx)
     summary = result.metrics()
     if ctx.rank == 0:
         print(format_table(result), flush=True)
@@ -269,25 +273,26 @@ def _evaluate_only(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def _finish(ctx: RunContext, outcome: str) -> dict[str, Any]:
+def _finish(ctx: RunContext, outcome: Outcome) -> dict[str, Any]:
     """After the loop: on preemption only the MLflow status; otherwise the final evaluation, summary and the
     exported model."""
-    if outcome == "preempted":
+    if outcome.reason is StopReason.PREEMPTED:
         ctx.tracker.finish("KILLED")
-        return {"preempted_at": ctx.step}
+        return {"preempted_at": outcome.step}
     from nestor_ds.engine.evaluate import format_table
     from nestor_ds.engine.reporting import write_eval_outputs
     from nestor_ds.tracking import resolve_uri
 
-    result = _evaluate(ctx.engine, ctx.cfg, ctx.test_sources, ctx.rank, ctx.world)
+    result = evaluate_run(ctx)
     summary = {**(ctx.history[-1] if ctx.history else {}), **result.metrics()}
     if ctx.rank == 0:
         uri = resolve_uri(ctx.cfg.tracking.uri, ctx.out_dir)
         print(format_table(result), flush=True)
-        write_eval_outputs(result, ctx.out_dir / "eval", ctx.tracker, ctx.step, history=ctx.history)
-        ctx.tracker.log_metrics(result.metrics(), ctx.step)
+        write_eval_outputs(result, ctx.out_dir / "eval", ctx.tracker, outcome.step, history=ctx.history)
+        ctx.tracker.log_metrics(result.metrics(), outcome.step)
         (ctx.out_dir / "summary.json").write_text(json.dumps(
             {**summary, "mlflow_uri": uri, "mlflow_run_id": ctx.tracker.run_id, "mode": ctx.args.mode,
+             "stop_reason": outcome.reason.value, "steps_planned": ctx.steps,
              "datasets": [s.name for s in ctx.test_sources]}, indent=1))
         print(f"outputs: {ctx.out_dir.resolve()}  (mlflow: {uri}, run {ctx.tracker.run_id})", flush=True)
         from nestor_ds.inference.model_io import export_model
@@ -297,11 +302,3 @@ def _finish(ctx: RunContext, outcome: str) -> dict[str, Any]:
         print(f"model: {model_dir.resolve()}  (nestor_ds.load_model / nestor-ds predict --model)", flush=True)
     ctx.tracker.finish()
     return summary
-
-
-def _evaluate(engine: Any, cfg: RunConfig, sources: list, rank: int, world: int) -> Any:
-    from nestor_ds.engine.evaluate import evaluate
-
-    engine.eval()
-    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
-    return evaluate(engine, cfg, sources, rank, world, engine.device, dtype)

@@ -9,8 +9,20 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from nestor_ds.model.grouped import RowGroups, grouped_layer_norm, grouped_linear, one_group, stacked
-from nestor_ds.model.sub_moe import SubMoE, SwiGLU, grouped_swiglu, loop_sub_moe, run_sub_moes
+from nestor_ds.model.grouped import (
+    RowGroups,
+    grouped_layer_norm,
+    grouped_linear,
+    one_group,
+    stacked,
+)
+from nestor_ds.model.sub_moe import (
+    SubMoE,
+    SwiGLU,
+    grouped_swiglu,
+    loop_sub_moe,
+    run_sub_moes,
+)
 
 Backend = Literal["auto", "sdpa", "flash"]
 HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None

@@ -61,8 +61,8 @@ class NestedMoEBlock(nn.Module):
                                    cfg.attention)
 
         m = cfg.moe
-        self.moe = SampleMoE(make_expert, nn.Linear(cfg.width, m.experts), cfg.width, m.experts, m.top_k,
-                             m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank, m.expert_compute)
+        self.moe = SampleMoE(make_expert, nn.Linear(cfg.width, m.experts), moe=m, out_width=cfg.width,
+                             ep_size=ep_size, seed=seed, layer=layer, ep_rank=ep_rank)
         self.afno = None
         if cfg.ablation.shared_afno:
             self.afno = nn.Sequential(*(AFNOBlock(cfg.width, cfg.afno_blocks, cfg.afno_modes, cfg.width, True)
@@ -119,9 +119,8 @@ class MoEPOTBlock(nn.Module):
         self.norm1, self.norm2 = group_norm(cfg.width), group_norm(cfg.width)
         self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, cfg.afno_modes)
         self.features = nn.Sequential(nn.Conv2d(cfg.width, hidden, 1), nn.GELU())
-        self.moe = SampleMoE(lambda: MoEPOTExpert(hidden, cfg.width), MoEPOTScorer(hidden, m.experts), cfg.width,
-                             m.experts, m.top_k, m.capacity_factor, m.drop_tokens, ep_size, seed, layer, ep_rank,
-                             m.expert_compute)
+        self.moe = SampleMoE(lambda: MoEPOTExpert(hidden, cfg.width), MoEPOTScorer(hidden, m.experts), moe=m,
+                             out_width=cfg.width, ep_size=ep_size, seed=seed, layer=layer, ep_rank=ep_rank)
         # named without "expert": dense parameters, not DeepSpeed expert shards
         self.shared = nn.ModuleList(nn.Sequential(nn.Conv2d(hidden, cfg.width, 1), nn.GELU())
                                     for _ in range(m.shared_experts))

@@ -9,6 +9,7 @@ samples with DeepSpeed's differentiable ``_AllToAll``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,6 +19,7 @@ from deepspeed.moe.layer import MoE
 from deepspeed.moe.sharded_moe import _AllToAll
 from torch import nn
 
+from nestor_ds.config.schema import ImageMoEConfig
 from nestor_ds.model.grouped import row_groups
 from nestor_ds.model.routing import Routes, SampleGate
 
@@ -25,6 +27,20 @@ from nestor_ds.model.routing import Routes, SampleGate
 def expert_seed(base_seed: int, layer: int, global_expert: int) -> int:
     """Initial-weight seed of one expert: the same whatever ep_size the model is built with."""
     return (base_seed * 1_000_003 + layer * 10_007 + global_expert * 101 + 17) % (2**63 - 1)
+
+
+@dataclass
+class DispatchStats:
+    """What one forward of a :class:`SampleDispatcher` routed, for the aux losses and the load statistics."""
+
+    prob_sum: torch.Tensor  # [E] router probabilities summed over the local batch
+    counts: torch.Tensor  # [E] routes each expert received from this rank
+    experts: torch.Tensor  # [k, B] the expert of each route
+    weights: torch.Tensor  # [k, B] the combine weight of each route
+    batch: torch.Tensor  # () local batch size, as a float tensor (all-reduced with the rest)
+    dropped: torch.Tensor  # () routes dropped by capacity
+    token_aux: torch.Tensor  # () Sub-MoE balance loss summed over the local experts (0 for an expert with no row)
+    sub_counts: torch.Tensor  # [E_local, E'] tokens each Sub-MoE expert of each local expert received
 
 
 def default_ep_rank(ep_size: int) -> int:
@@ -44,7 +60,7 @@ class SampleDispatcher(nn.Module):
     (masked out of their statistics): the price of a dropless step that never stalls on the host.
     """
 
-    def __init__(self, gate: SampleGate, experts: Experts, ep_size: int, num_local: int, out_width: int,
+    def __init__(self, gate: SampleGate, experts: Experts, *, ep_size: int, num_local: int, out_width: int,
                  expert_compute: str = "grouped") -> None:
         super().__init__()
         self.gate = gate
@@ -54,7 +70,7 @@ class SampleDispatcher(nn.Module):
         self.expert_compute = expert_compute
         self.ep_group: dist.ProcessGroup | None = None
         self.expected_ep_rank = 0
-        self.last: dict[str, torch.Tensor] = {}
+        self.last: DispatchStats | None = None  # the latest forward's routing
 
     def _set_ep_group(self, group: dist.ProcessGroup) -> None:
         size, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -149,16 +165,11 @@ class SampleDispatcher(nn.Module):
         weights = (routes.weights if routes.kept is None else routes.weights * routes.kept).to(routed.dtype)
         combined = (routed * weights.unsqueeze(-1)).sum(dim=0)  # [B, S]
 
-        self.last = {
-            "prob_sum": routes.probs.sum(dim=0),
-            "counts": routes.counts,
-            "experts": routes.experts,
-            "weights": routes.weights,
-            "batch": torch.tensor(float(b), device=x.device),
-            "dropped": routes.dropped,
-            "token_aux": aux.float().sum(),  # experts with no real row give 0
-            "sub_counts": sub_counts,  # [E_local, E']
-        }
+        self.last = DispatchStats(
+            prob_sum=routes.probs.sum(dim=0), counts=routes.counts, experts=routes.experts, weights=routes.weights,
+            batch=torch.tensor(float(b), device=x.device), dropped=routes.dropped, token_aux=aux.float().sum(),
+            sub_counts=sub_counts,
+        )
         return combined.view(b, *out_shape)
 
 
@@ -169,13 +180,13 @@ class SampleMoE(MoE):
     (y [n, N, out_width], aux [E_local], counts [E_local, ...])`` that runs all local experts on rows sorted by
     expert, padding rows left out of aux and counts, and ``reference(x)``, the same for one expert, unbatched;
     each expert is initialised from ``expert_seed(seed, layer, global_id)``. ``scorer`` turns the pooled
-    sample into router logits.
+    sample into router logits; ``moe`` gives the expert count, top-k, capacity, dropping and expert compute.
     """
 
-    def __init__(self, make_expert: Callable[[], nn.Module], scorer: nn.Module, out_width: int, experts: int,
-                 top_k: int, capacity_factor: float, drop_tokens: bool, ep_size: int, seed: int, layer: int,
-                 ep_rank: int | None = None, expert_compute: str = "grouped") -> None:
+    def __init__(self, make_expert: Callable[[], nn.Module], scorer: nn.Module, *, moe: ImageMoEConfig,
+                 out_width: int, ep_size: int, seed: int, layer: int, ep_rank: int | None = None) -> None:
         nn.Module.__init__(self)  # MoE.__init__ builds DeepSpeed's token-routing layer, which we replace
+        experts = moe.experts
         if experts % ep_size:
             raise ValueError(f"experts={experts} is not divisible by ep_size={ep_size}")
         self.use_residual = False
@@ -192,9 +203,9 @@ class SampleMoE(MoE):
             for j, expert in enumerate(container.deepspeed_experts):
                 torch.manual_seed(expert_seed(seed, layer, ep_rank * self.num_local_experts + j))
                 expert.load_state_dict(make_expert().state_dict())
-        gate = SampleGate(scorer, experts, top_k, capacity_factor, drop_tokens)
-        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size, self.num_local_experts, out_width,
-                                             expert_compute)
+        gate = SampleGate(scorer, experts, moe.top_k, moe.capacity_factor, moe.drop_tokens)
+        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size=ep_size, num_local=self.num_local_experts,
+                                             out_width=out_width, expert_compute=moe.expert_compute)
         self.deepspeed_moe.expected_ep_rank = ep_rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

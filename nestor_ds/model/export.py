@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from nestor_ds.errors import CheckpointError
+from nestor_ds.integrity import MANIFEST, folder_problems
 from nestor_ds.model.expert_parallel import SampleMoE
 from nestor_ds.safe_load import torch_load
 
@@ -81,11 +83,11 @@ def save_consolidated(state: dict[str, torch.Tensor], path: str | Path, metadata
 def load_consolidated(model: torch.nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"consolidated weights {path} do not exist")
+        raise CheckpointError(f"consolidated weights {path} do not exist")
     state = local_state_dict(model, load_file(str(path)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
 
@@ -102,12 +104,12 @@ def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None,
     if tag is None:
         latest = root / "latest"
         if not latest.is_file():
-            raise FileNotFoundError(f"{root} has no 'latest' file; pass the checkpoint tag")
+            raise CheckpointError(f"{root} has no 'latest' file; pass the checkpoint tag")
         tag = latest.read_text().strip()
     folder = root / tag
     dense_files = sorted(folder.glob("mp_rank_*_model_states.pt"))
     if not dense_files:
-        raise FileNotFoundError(f"{folder} holds no mp_rank_*_model_states.pt: not a DeepSpeed checkpoint")
+        raise CheckpointError(f"{folder} holds no mp_rank_*_model_states.pt: not a DeepSpeed checkpoint")
     if verify:
         verify_if_manifest(folder)
     state = dict(torch_load(dense_files[0])["module"])
@@ -119,10 +121,8 @@ def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None,
 def verify_if_manifest(folder: Path) -> None:
     """A tag written by nestor-ds carries a checksum manifest: check it before use (published or hand-made
     folders have none and are read as they are)."""
-    from nestor_ds.engine.checkpoint_integrity import MANIFEST, problems
-
-    if (folder / MANIFEST).is_file() and (found := problems(folder, shared=False)):
-        raise ValueError(f"checkpoint {folder} is damaged: {'; '.join(found)}")
+    if (folder / MANIFEST).is_file() and (found := folder_problems(folder)):
+        raise CheckpointError(f"checkpoint {folder} is damaged: {'; '.join(found)}")
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out: str | Path, tag: str | None = None) -> Path:
@@ -139,5 +139,5 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         return read_checkpoint_state(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights {path} do not exist")
+        raise CheckpointError(f"weights {path} do not exist")
     return load_file(str(path))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from nestor_ds.model.collectives import sum_together
 from nestor_ds.model.expert_parallel import SampleMoE
 from nestor_ds.model.output import ModelOutput
 
@@ -35,22 +36,24 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
     if not layers:
         return ModelOutput(pred, zero, zero)
     group = _group(layers)
-    last = [layer.deepspeed_moe.last for layer in layers]
+    last = [s for layer in layers if (s := layer.deepspeed_moe.last) is not None]
+    if len(last) != len(layers):
+        raise RuntimeError("reduce_moe_stats runs after a forward of every MoE layer")
     top_k = layers[0].deepspeed_moe.gate.top_k
     e, e_local = layers[0].num_experts, layers[0].num_local_experts
 
-    prob_sum = torch.stack([s["prob_sum"] for s in last])  # [L, E]
+    prob_sum = torch.stack([s.prob_sum for s in last])  # [L, E]
     if balance == "moepot":  # the routing weight each expert received
-        experts = torch.stack([s["experts"].reshape(-1) for s in last])  # [L, k * B]
-        weights = torch.stack([s["weights"].reshape(-1) for s in last])
+        experts = torch.stack([s.experts.reshape(-1) for s in last])  # [L, k * B]
+        weights = torch.stack([s.weights.reshape(-1) for s in last])
         importance = prob_sum.new_zeros(prob_sum.shape).scatter_add_(1, experts, weights)  # [L, E]
     else:
         importance = prob_sum.new_zeros(prob_sum.shape[0], 0)
-    token_aux = torch.stack([s["token_aux"].float() for s in last])  # [L] local experts only
-    counts = torch.stack([s["counts"] for s in last]).float()  # [L, E]
-    dropped = torch.stack([s["dropped"] for s in last]).float()  # [L]
-    batch = last[0]["batch"].reshape(1)
-    sub = torch.stack([s["sub_counts"] for s in last]).float()  # [L, E_local, E']
+    token_aux = torch.stack([s.token_aux.float() for s in last])  # [L] local experts only
+    counts = torch.stack([s.counts for s in last]).float()  # [L, E]
+    dropped = torch.stack([s.dropped for s in last]).float()  # [L]
+    batch = last[0].batch.reshape(1)
+    sub = torch.stack([s.sub_counts for s in last]).float()  # [L, E_local, E']
     sub_global = sub.new_zeros(sub.shape[0], e, sub.shape[2])
     rank = dist.get_rank(group) if group is not None else 0
     sub_global[:, rank * e_local:(rank + 1) * e_local] = sub
@@ -58,11 +61,9 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
     local_prob_sum, local_importance, local_token_aux, size = prob_sum, importance, token_aux, 1
     if group is not None:
         size = dist.get_world_size(group)
-        parts = [prob_sum.detach(), importance.detach(), token_aux.detach(), counts, dropped, batch, sub_global]
-        flat = torch.cat([t.reshape(-1) for t in parts])
-        dist.all_reduce(flat, group=group)  # one collective, forward only
-        prob_sum, importance, token_aux, counts, dropped, batch, sub_global = (
-            chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in parts]), parts))
+        prob_sum, importance, token_aux, counts, dropped, batch, sub_global = sum_together(
+            [prob_sum.detach(), importance.detach(), token_aux.detach(), counts, dropped, batch, sub_global],
+            group)  # one collective, forward only
 
     b = batch.squeeze()
     if balance == "moepot":

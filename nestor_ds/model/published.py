@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import torch
 
+from nestor_ds.errors import CheckpointError
+
 Kind = Literal["dpot", "moepot"]
 log = logging.getLogger(__name__)
 
@@ -74,23 +76,23 @@ def read_published(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a published checkpoint, loaded with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         # MoE-POT's own trainer also pickles its argparse Namespace: a plain attribute holder, safe to allow
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise ValueError(f"{path}: not a loadable PyTorch checkpoint with weights_only=True ({err})") from None
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint with weights_only=True ({err})") from None
     state = raw.get("model", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected {{'model': state_dict}} or a state dict of tensors")
+        raise CheckpointError(f"{path}: expected {{'model': state_dict}} or a state dict of tensors")
     prefix = re.compile(r"^(module\.|_orig_mod\.)+")  # DDP / torch.compile wrappers
     return {prefix.sub("", k): v for k, v in state.items()}
 
 
 def _shape(state: dict[str, torch.Tensor], key: str, path: str) -> torch.Size:
     if key not in state:
-        raise ValueError(f"{path}: tensor {key!r} missing: not a DPOTNet/MoEPOTNet checkpoint")
+        raise CheckpointError(f"{path}: tensor {key!r} missing: not a DPOTNet/MoEPOTNet checkpoint")
     return state[key].shape
 
 
@@ -112,13 +114,13 @@ def infer_model_config(kind: Kind, state: dict[str, torch.Tensor], modes: int | 
     patch, c_in, embed_hidden = embed[-1], embed[1] - 3, embed[0]
     c_out, rest = divmod(embed_hidden - 3, patch)
     if rest or c_in != c_out:
-        raise ValueError(f"{path}: {c_in} input and {(embed_hidden - 3) / patch:g} output channels; this project's "
+        raise CheckpointError(f"{path}: {c_in} input and {(embed_hidden - 3) / patch:g} output channels; this project's "
                          f"models map C channels to C channels")
     if "time_agg_layer.gamma" not in state:
-        raise ValueError(f"{path}: time aggregator without 'gamma' ('mlp' type); only DPOT's 'exp_mlp' is supported")
+        raise CheckpointError(f"{path}: time aggregator without 'gamma' ('mlp' type); only DPOT's 'exp_mlp' is supported")
     out = _shape(state, "out_layer.4.weight", path)[0]
     if out % c_out:
-        raise ValueError(f"{path}: out_layer produces {out} channels, not a multiple of {c_out}")
+        raise CheckpointError(f"{path}: out_layer produces {out} channels, not a multiple of {c_out}")
     blocks = _count(state, r"^blocks\.(\d+)\.")
     cfg: dict[str, Any] = {
         "variant": kind, "resolution": grid * patch, "patch_size": patch, "width": width,
@@ -145,11 +147,11 @@ def check_size(kind: Kind, size: str, cfg: dict[str, Any], path: str) -> None:
     """``--size``: the checkpoint must have the published size's shape."""
     sizes = PUBLISHED[kind]
     if size not in sizes:
-        raise ValueError(f"--size {size!r}: published {kind} sizes are {', '.join(sizes)}")
+        raise CheckpointError(f"--size {size!r}: published {kind} sizes are {', '.join(sizes)}")
     wrong = {k: (cfg[k], v) for k, v in sizes[size].items() if k != "params" and cfg[k] != v}
     if wrong:
         detail = ", ".join(f"{k} {got} (published {want})" for k, (got, want) in wrong.items())
-        raise ValueError(f"{path} is not {kind} {size}: {detail}")
+        raise CheckpointError(f"{path} is not {kind} {size}: {detail}")
 
 
 def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str) -> dict[str, torch.Tensor]:
@@ -159,7 +161,7 @@ def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str)
     unknown, mismatched = [], []
     broken = [n for n, v in state.items() if v.is_floating_point() and not v.is_meta and not torch.isfinite(v).all()]
     if broken:
-        raise ValueError(f"{path}: non-finite values (NaN/inf) in {broken[:5]}: a diverged or corrupt checkpoint")
+        raise CheckpointError(f"{path}: non-finite values (NaN/inf) in {broken[:5]}: a diverged or corrupt checkpoint")
     for name, value in state.items():
         target = our_name(name)
         if target not in own:
@@ -174,7 +176,7 @@ def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str)
         mapped[target] = value.to(own[target].dtype)
     missing = sorted(set(own) - set(mapped))
     if unknown or mismatched or missing:
-        raise ValueError(f"{path} does not map onto the model read from its shapes: unknown {unknown[:5]}, "
+        raise CheckpointError(f"{path} does not map onto the model read from its shapes: unknown {unknown[:5]}, "
                          f"shape mismatch {mismatched[:5]}, missing {missing[:5]}")
     return mapped
 
@@ -194,7 +196,7 @@ def finetune_config(model_cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     sets = [{"name": n} for n, info in REGISTRY.items()
             if info.channels <= model_cfg["channels"] and info.frames >= window]
     if not sets:
-        raise ValueError(f"no registered data set fits {model_cfg['channels']} channels and {window}-frame windows")
+        raise CheckpointError(f"no registered data set fits {model_cfg['channels']} channels and {window}-frame windows")
     return {
         "model": model_cfg,
         "data": {"datasets": sets, "noise_scale": 0.0},
@@ -217,7 +219,7 @@ def import_checkpoint(kind: Kind, checkpoint: str | Path, out_dir: str | Path, s
     state = read_published(checkpoint)
     found: Kind = "moepot" if any(".MoE." in k for k in state) else "dpot"
     if found != kind:
-        raise ValueError(f"{path} holds a {found} model, not {kind}: run 'nestor-ds import {found} ...'")
+        raise CheckpointError(f"{path} holds a {found} model, not {kind}: run 'nestor-ds import {found} ...'")
     model_cfg = infer_model_config(kind, state, modes, path)
     latent = model_cfg["resolution"] // model_cfg["patch_size"]
     if modes is None and latent > DEFAULT_MODES:

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nestor_ds.model.grouped import RowGroups, group_mm, grouped_linear, one_group, stacked
+from nestor_ds.model.grouped import (
+    RowGroups,
+    group_mm,
+    grouped_linear,
+    one_group,
+    stacked,
+)
 
 
 class SwiGLU(nn.Module):

@@ -108,7 +108,7 @@ def _forward_gflops(model_cfg: Any) -> float:
     import torch
 
     from nestor_ds.model import build_model
-    from nestor_ds.model.benchmark import count_flops
+    from nestor_ds.profiling import count_flops
 
     model = build_model(model_cfg, 1, seed=0).eval()
     x = torch.randn(1, model_cfg.resolution, model_cfg.resolution, model_cfg.t_in, model_cfg.channels)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from nestor_ds.atomic import write_text_atomic
 from nestor_ds.config.shipped import SHIPPED_ROOT, resolve_shipped
+from nestor_ds.errors import UserError
 from nestor_ds.studies.spec import PlannedRun, StudySpec, plan
 
 log = logging.getLogger("nestor_ds.study")
@@ -33,7 +34,7 @@ class StudyRunner:
     def __init__(self, spec: StudySpec, out: Path, launcher: Launcher = "torchrun", parallel: int = 1,
                  poll_s: float = 1.0) -> None:
         if parallel < 1:
-            raise ValueError(f"--parallel must be at least 1, got {parallel}")
+            raise UserError(f"--parallel must be at least 1, got {parallel}")
         self.spec, self.out, self.launcher, self.parallel, self.poll_s = spec, Path(out), launcher, parallel, poll_s
         self.uri = f"sqlite:///{self.out.resolve() / 'mlflow.db'}"
 

@@ -30,7 +30,7 @@ class Budget(Strict):
     def _one(self) -> "Budget":
         given = [k for k in ("steps", "samples", "wall_time_s") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"a budget gives exactly one of steps, samples, wall_time_s (got {given or 'none'})")
+            raise ConfigError(f"a budget gives exactly one of steps, samples, wall_time_s (got {given or 'none'})")
         return self
 
 
@@ -71,23 +71,23 @@ class StudySpec(Strict):
     def _consistent(self) -> "StudySpec":
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
-            raise ValueError(f"arm names repeat: {names}")
+            raise ConfigError(f"arm names repeat: {names}")
         if self.baseline is not None and self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not an arm ({names})")
+            raise ConfigError(f"baseline {self.baseline!r} is not an arm ({names})")
         for arm in self.arms:
             if arm.init_from and arm.init_from.startswith("arm:"):
                 up = arm.init_from[4:]
                 if up not in names or names.index(up) >= names.index(arm.name):
-                    raise ValueError(f"arm {arm.name!r}: init_from {arm.init_from!r} must name an earlier arm")
+                    raise ConfigError(f"arm {arm.name!r}: init_from {arm.init_from!r} must name an earlier arm")
                 if next(a for a in self.arms if a.name == up).each_dataset:
-                    raise ValueError(f"arm {arm.name!r}: {up!r} runs per data set; start from a single run")
+                    raise ConfigError(f"arm {arm.name!r}: {up!r} runs per data set; start from a single run")
             if arm.mode == "finetune" and not arm.init_from:
-                raise ValueError(f"arm {arm.name!r}: finetune needs init_from")
+                raise ConfigError(f"arm {arm.name!r}: finetune needs init_from")
         from nestor_ds.studies.published import COLUMNS
 
         for arm, column in self.published.items():
             if arm not in names or column not in COLUMNS:
-                raise ValueError(f"published: {arm!r} -> {column!r}: needs an arm and one of {COLUMNS}")
+                raise ConfigError(f"published: {arm!r} -> {column!r}: needs an arm and one of {COLUMNS}")
         return self
 
     @property

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nestor_ds.errors import UserError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -50,7 +52,7 @@ def _search(uri: str, experiment: str | None) -> "pd.DataFrame":
     mlflow.set_tracking_uri(uri)
     try:
         if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
-            raise ValueError(f"no MLflow experiment named {experiment!r} at {uri}")
+            raise UserError(f"no MLflow experiment named {experiment!r} at {uri}")
         return mlflow.search_runs(experiment_names=[experiment] if experiment is not None else None,
                                   search_all_experiments=experiment is None, order_by=["attributes.start_time DESC"],
                                   output_format="pandas")
@@ -66,7 +68,7 @@ def _pick(table: "pd.DataFrame", refs: list[str], experiment: str | None, uri: s
         hits = table.index[(table["run_id"] == ref) | (names == ref)]
         if len(hits) == 0:
             where = f"experiment {experiment!r}" if experiment is not None else "any experiment"
-            raise ValueError(f"no MLflow run with id or name {ref!r} in {where} at {uri}")
+            raise UserError(f"no MLflow run with id or name {ref!r} in {where} at {uri}")
         if hits[0] not in rows:  # the same run named twice (id and name) shows once
             rows.append(hits[0])
     return table.loc[rows]
@@ -89,11 +91,11 @@ def compare_runs(uri: str, runs: list[str], experiment: str | None = None) -> Co
 
     refs = [str(r) for r in runs]
     if not refs and experiment is None:
-        raise ValueError("compare_runs needs run ids/names or an experiment to take runs from")
+        raise UserError("compare_runs needs run ids/names or an experiment to take runs from")
     table = _search(uri, experiment).reset_index(drop=True)
     if not refs:
         if table.empty:
-            raise ValueError(f"MLflow experiment {experiment!r} has no runs at {uri}")
+            raise UserError(f"MLflow experiment {experiment!r} has no runs at {uri}")
         found = table.head(DEFAULT_MAX_RUNS)
     else:
         found = _pick(table, refs, experiment, uri)

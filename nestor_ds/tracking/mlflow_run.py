@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import os
 import posixpath
+import random
 import re
 import time
 import warnings

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nestor_ds.errors import UserError
 from nestor_ds.tracking.plots import plot_loss_curves
 
 FIGURES = [("sample_", "Truth vs prediction vs error (one test sample, one step)"),
@@ -18,7 +19,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
     eval_dir = run_dir / "eval"
     table = eval_dir / "eval_table.json"
     if not table.is_file():
-        raise FileNotFoundError(f"{run_dir}: no eval/eval_table.json (did the run finish?)")
+        raise UserError(f"{run_dir}: no eval/eval_table.json (did the run finish?)")
     history = json.loads((eval_dir / "history.json").read_text()) if (eval_dir / "history.json").is_file() else []
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     return {"table": json.loads(table.read_text()), "history": history, "summary": summary, "eval_dir": eval_dir}
@@ -84,3 +85,19 @@ def build_report(runs: dict[str, Path], out: Path, title: str = "NESTOR-DS run r
     report = out / "REPORT.md"
     report.write_text("\n".join(parts))
     return report
+
+
+def attach_report(report: Path, run_dirs: dict[str, Path]) -> list[str]:
+    """Log the report folder as an artifact of each run's MLflow record (found through its ``summary.json``);
+    returns the run ids it was attached to."""
+    from nestor_ds.tracking.mlflow_run import Tracker
+
+    attached = []
+    for run_dir in run_dirs.values():
+        summary = _load(run_dir)["summary"]
+        if summary.get("mlflow_run_id"):
+            with Tracker(summary["mlflow_uri"], "report", None, run_dir / "mlflow-artifacts", True,
+                         run_id=summary["mlflow_run_id"]) as tracker:  # attaches to the existing run
+                tracker.log_artifact(report.parent, "report")
+            attached.append(summary["mlflow_run_id"])
+    return attached

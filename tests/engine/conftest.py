@@ -22,8 +22,8 @@ def shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("suite")
     written = generate_suite("small", root / "raw", Size(trajectories=16, resolution=32, frames=12), seed=0,
                              only=PRETRAIN_SETS + [HELD_OUT], progress=False)
-    for name, (fmt, path, test) in written.items():
-        shard_dataset(name, path, root / "shards", fmt=fmt, per_shard=2, test=test, progress=False)
+    for e in written:
+        shard_dataset(e.name, e.path, root / "shards", fmt=e.format, per_shard=2, test=e.test, progress=False)
     return root / "shards"
 
 

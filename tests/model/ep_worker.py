@@ -20,7 +20,7 @@ from nestor_ds.engine.grad_norm import clip_global_grad_norm_, global_grad_norm
 from nestor_ds.engine.losses import l2re
 from nestor_ds.engine.optim import build_optimizer
 from nestor_ds.model import build_model
-from nestor_ds.model.benchmark import count_host_syncs
+from nestor_ds.profiling import count_host_syncs
 from nestor_ds.model.export import gather_consolidated
 
 REPO = Path(__file__).resolve().parents[2]

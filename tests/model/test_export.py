@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nestor_ds.errors import CheckpointError
 from nestor_ds.model import build_model
 from nestor_ds.model.export import global_state_dict, load_consolidated, save_consolidated
 
@@ -44,5 +45,5 @@ def test_loading_into_a_different_model_is_refused(tiny_model_cfg, tmp_path) -> 
     other = build_model(tiny_model_cfg.model_copy(update={"variant": "dpot"}))
     with pytest.raises(ValueError, match="w.safetensors does not fit this model"):
         load_consolidated(other, path)
-    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+    with pytest.raises(CheckpointError, match="missing.safetensors"):
         load_consolidated(other, tmp_path / "missing.safetensors")

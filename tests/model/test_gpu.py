@@ -71,7 +71,7 @@ def _train_step(model: torch.nn.Module, x: torch.Tensor):
 
 def test_grouped_experts_on_cuda_bf16_match_the_loop_and_never_sync(tiny_model_cfg) -> None:
     """On a Hopper GPU in bf16 the experts run as F.grouped_mm: the loop's outputs, and no device read."""
-    from nestor_ds.model.benchmark import count_host_syncs
+    from nestor_ds.profiling import count_host_syncs
     from nestor_ds.model.grouped import grouped_mm_applies
 
     x = torch.randn(8, 32, 32, tiny_model_cfg.t_in, tiny_model_cfg.channels, device="cuda", dtype=torch.bfloat16)

@@ -7,7 +7,7 @@ import torch
 
 from nestor_ds.config import load_config
 from nestor_ds.model import build_model
-from nestor_ds.model.benchmark import count_host_syncs, count_ops
+from nestor_ds.profiling import count_host_syncs, count_ops
 from nestor_ds.model.sub_moe import SubMoE, loop_sub_moe
 
 from conftest import REPO, variant

@@ -14,14 +14,38 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from nestor_ds.data.shards import DataError
+
 from ..trajectory import Trajectory
 from ._common import PathLike
-from .cfdbench import case_features, case_split, dpot_segments, find_cases, read_cfdbench, write_cfdbench_case
+from .cfdbench import (
+    case_features,
+    case_split,
+    dpot_segments,
+    find_cases,
+    read_cfdbench,
+    write_cfdbench_case,
+)
 from .fno_mat import count_fno_mat, read_fno_mat, write_fno_mat
-from .pdearena_ns import (count_pdearena_ns, pdearena_file_name, pdearena_files, pdearena_split_of, read_pdearena_ns,
-                          write_pdearena_ns)
-from .pdebench_cfd import count_pdebench_cfd, parse_conditioning, read_pdebench_cfd, write_pdebench_cfd
-from .pdebench_grouped import count_pdebench_grouped, read_pdebench_grouped, write_pdebench_grouped
+from .pdearena_ns import (
+    count_pdearena_ns,
+    pdearena_file_name,
+    pdearena_files,
+    pdearena_split_of,
+    read_pdearena_ns,
+    write_pdearena_ns,
+)
+from .pdebench_cfd import (
+    count_pdebench_cfd,
+    parse_conditioning,
+    read_pdebench_cfd,
+    write_pdebench_cfd,
+)
+from .pdebench_grouped import (
+    count_pdebench_grouped,
+    read_pdebench_grouped,
+    write_pdebench_grouped,
+)
 
 Reader = Callable[..., Iterator[Trajectory]]
 
@@ -53,13 +77,13 @@ def open_source(
     reader = READERS.get(fmt)
     if reader is None:
         known = ", ".join(sorted(READERS))
-        raise ValueError(f"{path}: unknown source format {fmt!r}; readers exist for {known}")
+        raise DataError(f"{path}: unknown source format {fmt!r}; readers exist for {known}")
     try:
         return reader(path, dataset, split=split, indices=indices, **options)
     except ValueError as exc:
         if str(Path(path)) in str(exc) and fmt in str(exc):
             raise
-        raise ValueError(f"{path} (format {fmt!r}): {exc}") from exc
+        raise DataError(f"{path} (format {fmt!r}): {exc}") from exc
 
 
 __all__ = [

@@ -12,6 +12,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from nestor_ds.data.shards import DataError
+
 PathLike = str | Path
 
 
@@ -22,7 +24,7 @@ def select(indices: Sequence[int] | range | None, n: int, path: PathLike, what: 
     chosen = [int(i) for i in indices]
     bad = [i for i in chosen if not 0 <= i < n]
     if bad:
-        raise ValueError(f"{path}: index {bad[0]} out of range, the file holds {n} {what}")
+        raise DataError(f"{path}: index {bad[0]} out of range, the file holds {n} {what}")
     return chosen
 
 
@@ -30,11 +32,11 @@ def open_h5(path: PathLike, layout: str) -> h5py.File:
     """Open read-only, turning 'not HDF5' into an error that names the file and the layout expected."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file ({layout} layout expected)")
+        raise DataError(f"{p}: no such file ({layout} layout expected)")
     if p.is_dir():
-        raise ValueError(f"{p}: is a directory, expected a {layout} HDF5 file")
+        raise DataError(f"{p}: is a directory, expected a {layout} HDF5 file")
     if not h5py.is_hdf5(p):
-        raise ValueError(f"{p}: not an HDF5 file, so not in the {layout} layout")
+        raise DataError(f"{p}: not an HDF5 file, so not in the {layout} layout")
     return h5py.File(p, "r")
 
 
@@ -44,7 +46,7 @@ def require(group: h5py.Group, key: str, path: PathLike, layout: str) -> Any:
         where = group.name.strip("/")
         full = f"{where}/{key}" if where else key
         have = ", ".join(sorted(group.keys())) or "nothing"
-        raise ValueError(f"{path}: missing key {full!r} of the {layout} layout (found: {have})")
+        raise DataError(f"{path}: missing key {full!r} of the {layout} layout (found: {have})")
     return group[key]
 
 
@@ -53,9 +55,9 @@ def require_dataset(group: h5py.Group, key: str, path: PathLike, layout: str, nd
     obj = require(group, key, path, layout)
     name = obj.name.lstrip("/")
     if not isinstance(obj, h5py.Dataset):
-        raise ValueError(f"{path}: key {name!r} is a group, expected a dataset ({layout} layout)")
+        raise DataError(f"{path}: key {name!r} is a group, expected a dataset ({layout} layout)")
     if ndim is not None and obj.ndim != ndim:
-        raise ValueError(f"{path}: key {name!r} has shape {obj.shape}, expected {ndim} axes ({layout} layout)")
+        raise DataError(f"{path}: key {name!r} has shape {obj.shape}, expected {ndim} axes ({layout} layout)")
     return obj
 
 

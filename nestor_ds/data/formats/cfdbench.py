@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from nestor_ds.data.shards import DataError
+
 from ...config.loading import parse_json_object
 from ..trajectory import Trajectory
 from ._common import PathLike, select
@@ -44,7 +46,7 @@ def write_cfdbench_case(case_dir: PathLike, u: np.ndarray, v: np.ndarray, case: 
     case_dir = Path(case_dir)
     u, v = np.asarray(u, dtype=np.float32), np.asarray(v, dtype=np.float32)
     if u.ndim != 3 or u.shape != v.shape:
-        raise ValueError(f"{case_dir}: u and v must both be [T, H, W], got {u.shape} and {v.shape}")
+        raise DataError(f"{case_dir}: u and v must both be [T, H, W], got {u.shape} and {v.shape}")
     case_dir.mkdir(parents=True, exist_ok=True)
     np.save(case_dir / "u.npy", u)
     np.save(case_dir / "v.npy", v)
@@ -56,7 +58,7 @@ def _case_number(path: Path) -> int:
     try:
         return int(path.name[4:])
     except ValueError:
-        raise ValueError(f"{path}: case folders are named caseNNNN ({LAYOUT} layout)") from None
+        raise DataError(f"{path}: case folders are named caseNNNN ({LAYOUT} layout)") from None
 
 
 def problem_cases(problem_dir: Path) -> list[Path]:
@@ -73,12 +75,12 @@ def problem_dirs(root: PathLike, problems: Sequence[str] = PROBLEMS) -> list[tup
     """The problem folders present under a release root (or the root itself when it is one)."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: no such directory ({LAYOUT} layout expected)")
+        raise DataError(f"{root}: no such directory ({LAYOUT} layout expected)")
     if not root.is_dir():
-        raise ValueError(f"{root}: not a directory, the {LAYOUT} layout is a tree of case directories")
+        raise DataError(f"{root}: not a directory, the {LAYOUT} layout is a tree of case directories")
     unknown = sorted(set(problems) - set(PROBLEMS))
     if unknown:
-        raise ValueError(f"{root}: unknown CFDBench problem(s) {unknown}; this reader knows {list(PROBLEMS)}")
+        raise DataError(f"{root}: unknown CFDBench problem(s) {unknown}; this reader knows {list(PROBLEMS)}")
     if root.name in PROBLEMS:
         return [(root.name, root)] if root.name in problems else []
     return [(p, root / p) for p in problems if (root / p).is_dir()]
@@ -101,7 +103,7 @@ def find_cases(root: PathLike, problems: Sequence[str] = PROBLEMS) -> list[tuple
         return [(_problem_of(root, _load_json(root)), root)]
     found = [(name, case) for name, folder in problem_dirs(root, problems) for case in problem_cases(folder)]
     if not found:
-        raise ValueError(
+        raise DataError(
             f"{root}: no CFDBench case found (expected <problem>/<subset>/caseNNNN/ with problem in "
             f"{list(problems)} and subset in {list(SUBSETS)})"
         )
@@ -111,8 +113,8 @@ def find_cases(root: PathLike, problems: Sequence[str] = PROBLEMS) -> list[tuple
 def _load_json(case_dir: Path) -> dict[str, Any]:
     path = case_dir / "case.json"
     if not path.is_file():
-        raise ValueError(f"{case_dir}: missing file 'case.json' of the {LAYOUT} layout")
-    return parse_json_object(path.read_text(), path, ValueError)
+        raise DataError(f"{case_dir}: missing file 'case.json' of the {LAYOUT} layout")
+    return parse_json_object(path.read_text(), path, DataError)
 
 
 def _problem_of(case_dir: Path, case: Mapping[str, Any]) -> str:
@@ -125,7 +127,7 @@ def _problem_of(case_dir: Path, case: Mapping[str, Any]) -> str:
         return "cavity"
     if "vel_in" in case:
         return "tube"
-    raise ValueError(f"{case_dir}: cannot tell the CFDBench problem (not under cavity/cylinder/tube, "
+    raise DataError(f"{case_dir}: cannot tell the CFDBench problem (not under cavity/cylinder/tube, "
                      f"and case.json has none of radius, vel_top, vel_in)")
 
 
@@ -134,7 +136,7 @@ def case_features(u: np.ndarray, v: np.ndarray, case: Mapping[str, Any], problem
     """``[T, h', w', 3]`` (u, v, mask) exactly as CFDBench's ``load_case_data`` derives them for ``problem``."""
     for key in _KEYS[problem]:
         if not isinstance(case.get(key), (int, float)):
-            raise ValueError(f"{where}: case.json needs a number {key!r} for the {problem} problem ({LAYOUT})")
+            raise DataError(f"{where}: case.json needs a number {key!r} for the {problem} problem ({LAYOUT})")
     mask = np.ones_like(u)
     if problem == "cavity":
         return np.stack([u, v, mask], axis=-1)
@@ -175,15 +177,15 @@ def dpot_segments(features: np.ndarray, frames: int, size: int) -> np.ndarray:
 def _load_case(problem: str, case_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
     for name in REQUIRED:
         if not (case_dir / name).is_file():
-            raise ValueError(f"{case_dir}: missing file {name!r} of the {LAYOUT} layout")
+            raise DataError(f"{case_dir}: missing file {name!r} of the {LAYOUT} layout")
     case = _load_json(case_dir)
     try:
         u = np.load(case_dir / "u.npy", allow_pickle=False)
         v = np.load(case_dir / "v.npy", allow_pickle=False)
     except ValueError as exc:
-        raise ValueError(f"{case_dir}: u.npy/v.npy not plain .npy arrays: {exc}") from exc
+        raise DataError(f"{case_dir}: u.npy/v.npy not plain .npy arrays: {exc}") from exc
     if u.ndim != 3 or u.shape != v.shape:
-        raise ValueError(f"{case_dir}: u.npy {u.shape} and v.npy {v.shape} must both be [T, H, W]")
+        raise DataError(f"{case_dir}: u.npy {u.shape} and v.npy {v.shape} must both be [T, H, W]")
     return case_features(u, v, case, problem, case_dir), case
 
 
@@ -211,13 +213,13 @@ def read_cfdbench(
     """
     root = Path(root)
     if split is not None:
-        raise ValueError(f"{root}: the {LAYOUT} layout keeps no split folders; the split is CFDBench's seeded case split")
+        raise DataError(f"{root}: the {LAYOUT} layout keeps no split folders; the split is CFDBench's seeded case split")
     cases = find_cases(root, problems)
     chosen = select(indices, len(cases), root, what="cases")
     for i in chosen:  # cheap stat calls now, so a broken tree fails before training starts
         for name in REQUIRED:
             if not (cases[i][1] / name).is_file():
-                raise ValueError(f"{cases[i][1]}: missing file {name!r} of the {LAYOUT} layout")
+                raise DataError(f"{cases[i][1]}: missing file {name!r} of the {LAYOUT} layout")
     return _stream(dataset, [(i, *cases[i]) for i in chosen], segment_frames, resize)
 
 

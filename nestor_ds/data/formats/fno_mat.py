@@ -17,6 +17,8 @@ import h5py
 import numpy as np
 import scipy.io
 
+from nestor_ds.data.shards import DataError
+
 from ..trajectory import Trajectory
 from ._common import PathLike, open_h5, require_dataset, select
 
@@ -27,7 +29,7 @@ CHANNELS = ["vorticity"]
 def _dt(t: np.ndarray, path: PathLike, frames: int) -> float:
     t = np.asarray(t, dtype=np.float64).ravel()
     if t.size != frames:
-        raise ValueError(f"{path}: key 't' has {t.size} entries but 'u' has {frames} frames ({LAYOUT} layout)")
+        raise DataError(f"{path}: key 't' has {t.size} entries but 'u' has {frames} frames ({LAYOUT} layout)")
     if t.size >= 2:
         return float(t[1] - t[0])
     return float(t[0]) if t.size == 1 and t[0] > 0 else 1.0
@@ -60,11 +62,11 @@ def write_fno_mat(
     path = Path(path)
     u = np.asarray(u)
     if u.ndim != 4:
-        raise ValueError(f"{path}: u must be [N, X, Y, T], got shape {u.shape}")
+        raise DataError(f"{path}: u must be [N, X, Y, T], got shape {u.shape}")
     frames = u.shape[-1]
     t = np.arange(1, frames + 1, dtype=np.float64) if t is None else np.asarray(t, dtype=np.float64).ravel()
     if t.size != frames:
-        raise ValueError(f"{path}: t has {t.size} entries, u has {frames} frames")
+        raise DataError(f"{path}: t has {t.size} entries, u has {frames} frames")
     a = u[..., 0] if a is None else np.asarray(a)
     arrays = {"a": a, "u": u, "t": t.reshape(1, -1)}  # MATLAB keeps t as a 1 x T row
     if version == "5":
@@ -77,7 +79,7 @@ def write_fno_mat(
         with open(path, "r+b") as fh:
             fh.write(_matlab_header())
     else:
-        raise ValueError(f"{path}: unknown MATLAB version {version!r}, use '5' or '7.3'")
+        raise DataError(f"{path}: unknown MATLAB version {version!r}, use '5' or '7.3'")
     return path
 
 
@@ -90,7 +92,7 @@ def _read_v73(path: Path, dataset: str, indices: Sequence[int] | range | None) -
         elif u.ndim == 4:
             shape = u.shape
         else:
-            raise ValueError(f"{path}: key 'u' has shape {u.shape}, expected [T, Y, X, N] in HDF5 ({LAYOUT} v7.3)")
+            raise DataError(f"{path}: key 'u' has shape {u.shape}, expected [T, Y, X, N] in HDF5 ({LAYOUT} v7.3)")
         frames, ny, nx, n = shape
         dt = _dt(t, path, frames)
         chosen = select(indices, n, path)
@@ -152,18 +154,18 @@ def _read_v5(path: Path, dataset: str, indices: Sequence[int] | range | None) ->
     try:
         mat = scipy.io.loadmat(path, variable_names=["u", "t"])
     except NotImplementedError as exc:  # v7.3 header on a file h5py could not open
-        raise ValueError(f"{path}: MATLAB v7.3 header but not a readable HDF5 file ({LAYOUT})") from exc
+        raise DataError(f"{path}: MATLAB v7.3 header but not a readable HDF5 file ({LAYOUT})") from exc
     except Exception as exc:  # scipy raises several types for 'not a MAT file'
-        raise ValueError(f"{path}: not a MATLAB .mat file ({LAYOUT} layout expected): {exc}") from exc
+        raise DataError(f"{path}: not a MATLAB .mat file ({LAYOUT} layout expected): {exc}") from exc
     for key in ("u", "t"):
         if key not in mat:
             have = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
-            raise ValueError(f"{path}: missing key {key!r} of the {LAYOUT} layout (found: {have})")
+            raise DataError(f"{path}: missing key {key!r} of the {LAYOUT} layout (found: {have})")
     u = mat["u"]
     if u.ndim == 3:  # MATLAB drops a trailing singleton T
         u = u[..., None]
     if u.ndim != 4:
-        raise ValueError(f"{path}: key 'u' has shape {u.shape}, expected [N, X, Y, T] ({LAYOUT} v5)")
+        raise DataError(f"{path}: key 'u' has shape {u.shape}, expected [N, X, Y, T] ({LAYOUT} v5)")
     n, nx, ny, frames = u.shape
     dt = _dt(mat["t"], path, frames)
     chosen = select(indices, n, path)
@@ -192,11 +194,11 @@ def read_fno_mat(
     """
     path = Path(path)
     if split is not None:
-        raise ValueError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
+        raise DataError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file ({LAYOUT} layout expected)")
+        raise DataError(f"{path}: no such file ({LAYOUT} layout expected)")
     if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected a {LAYOUT} .mat file")
+        raise DataError(f"{path}: is a directory, expected a {LAYOUT} .mat file")
     if h5py.is_hdf5(path):
         return _read_v73(path, dataset, indices)
     return _read_v5(path, dataset, indices)
@@ -206,14 +208,14 @@ def count_fno_mat(path: PathLike) -> int:
     """Trajectories in an FNO file without reading its data (v5: scipy's header scan; v7.3: the HDF5 shape)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file ({LAYOUT} layout expected)")
+        raise DataError(f"{path}: no such file ({LAYOUT} layout expected)")
     if h5py.is_hdf5(path):
         with open_h5(path, LAYOUT) as f:
             return int(require_dataset(f, "u", path, LAYOUT).shape[-1])
     try:
         shapes = {name: shape for name, shape, _ in scipy.io.whosmat(path)}
     except Exception as exc:  # noqa: BLE001 - scipy raises several types for 'not a MAT file'
-        raise ValueError(f"{path}: not a MATLAB .mat file ({LAYOUT} layout expected): {exc}") from exc
+        raise DataError(f"{path}: not a MATLAB .mat file ({LAYOUT} layout expected): {exc}") from exc
     if "u" not in shapes:
-        raise ValueError(f"{path}: missing key 'u' of the {LAYOUT} layout (found: {', '.join(shapes) or 'nothing'})")
+        raise DataError(f"{path}: missing key 'u' of the {LAYOUT} layout (found: {', '.join(shapes) or 'nothing'})")
     return int(shapes["u"][0])

@@ -17,8 +17,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nestor_ds.data.shards import DataError
+
 from ..trajectory import Trajectory
-from ._common import PathLike, cell_centres, open_h5, require, require_dataset, select, step
+from ._common import (
+    PathLike,
+    cell_centres,
+    open_h5,
+    require,
+    require_dataset,
+    select,
+    step,
+)
 
 LAYOUT = "pdearena_ns"
 FIELDS = ["u", "vx", "vy"]
@@ -55,7 +65,7 @@ def write_pdearena_ns(
     shape = np.shape(u)
     for name, arr in zip(FIELDS, (u, vx, vy)):
         if np.ndim(arr) != 4 or np.shape(arr) != shape:
-            raise ValueError(f"{path}: {name} must be [N, T, X, Y] like u {shape}, got {np.shape(arr)}")
+            raise DataError(f"{path}: {name} must be [N, T, X, Y] like u {shape}, got {np.shape(arr)}")
     n, frames, nx, ny = shape
     t = np.linspace(0.0, 1.0, frames) if t is None else np.asarray(t, dtype=np.float64)
     x = cell_centres(nx) if x is None else np.asarray(x, dtype=np.float64)
@@ -63,7 +73,7 @@ def write_pdearena_ns(
     buo = np.broadcast_to(np.asarray(buo_y, dtype=np.float64), (n,))
     with h5py.File(path, "a") as f:
         if split in f:
-            raise ValueError(f"{path}: split group {split!r} already exists")
+            raise DataError(f"{path}: split group {split!r} already exists")
         g = f.create_group(split)
         for name, arr in zip(FIELDS, (u, vx, vy)):
             g.create_dataset(name, data=np.asarray(arr, dtype=np.float64))
@@ -84,10 +94,10 @@ def pdearena_files(source: PathLike) -> list[Path]:
     elif Path(text).exists():
         files = [Path(text)]
     else:
-        raise FileNotFoundError(f"{text}: no such file or folder ({LAYOUT} layout expected)")
+        raise DataError(f"{text}: no such file or folder ({LAYOUT} layout expected)")
     files = sorted(p for p in files if p.is_file())
     if not files:
-        raise ValueError(f"{text}: no PDEArena files found (expected NavierStokes2D_{{train,valid,test}}_*.h5)")
+        raise DataError(f"{text}: no PDEArena files found (expected NavierStokes2D_{{train,valid,test}}_*.h5)")
     return files
 
 
@@ -97,7 +107,7 @@ def pdearena_split_of(path: PathLike) -> str:
     for split in ("test", "train", "valid"):
         if split in name:
             return split
-    raise ValueError(f"{path}: file name names no split (train, valid or test), as PDEArena's files do")
+    raise DataError(f"{path}: file name names no split (train, valid or test), as PDEArena's files do")
 
 
 def count_pdearena_ns(path: PathLike) -> dict[str, int]:
@@ -109,7 +119,7 @@ def count_pdearena_ns(path: PathLike) -> dict[str, int]:
                 out[split] = int(require_dataset(f[split], "u", path, LAYOUT, ndim=4).shape[0])
         if not out:
             found = ", ".join(f.keys()) or "nothing"
-            raise ValueError(f"{path}: no split group {SPLITS} found, not the {LAYOUT} layout (found: {found})")
+            raise DataError(f"{path}: no split group {SPLITS} found, not the {LAYOUT} layout (found: {found})")
         return out
 
 
@@ -144,22 +154,22 @@ def read_pdearena_ns(
         if split is None:
             if not present:
                 found = ", ".join(f.keys()) or "nothing"
-                raise ValueError(f"{path}: no split group {SPLITS} found, not the {LAYOUT} layout (found: {found})")
+                raise DataError(f"{path}: no split group {SPLITS} found, not the {LAYOUT} layout (found: {found})")
             if len(present) > 1:
-                raise ValueError(f"{path}: pass split=, the file holds splits {present} ({LAYOUT} layout)")
+                raise DataError(f"{path}: pass split=, the file holds splits {present} ({LAYOUT} layout)")
             split = present[0]
         g = require(f, split, path, LAYOUT)
         if not isinstance(g, h5py.Group):
-            raise ValueError(f"{path}: key {split!r} is not a group ({LAYOUT} layout)")
+            raise DataError(f"{path}: key {split!r} is not a group ({LAYOUT} layout)")
         shape = None
         for name in FIELDS:
             ds = require_dataset(g, name, path, LAYOUT, ndim=4)
             if shape is not None and ds.shape != shape:
-                raise ValueError(f"{path}: key '{split}/{name}' has shape {ds.shape}, u has {shape} ({LAYOUT} layout)")
+                raise DataError(f"{path}: key '{split}/{name}' has shape {ds.shape}, u has {shape} ({LAYOUT} layout)")
             shape = ds.shape
         for a, b in (("dt", "t"), ("dx", "x"), ("dy", "y")):
             if a not in g and b not in g:
-                raise ValueError(f"{path}: missing key '{split}/{a}' (and '{split}/{b}') of the {LAYOUT} layout")
+                raise DataError(f"{path}: missing key '{split}/{a}' (and '{split}/{b}') of the {LAYOUT} layout")
         n = shape[0]
         chosen = select(indices, n, path)
     return _stream(path, dataset, split, chosen, shape)
@@ -169,7 +179,7 @@ def _read_many(source: PathLike, dataset: str, split: str | None,
                indices: Sequence[int] | range | None) -> Iterator[Trajectory]:
     files = [f for f in pdearena_files(source) if split is None or pdearena_split_of(f) == split]
     if not files:
-        raise ValueError(f"{source}: no PDEArena file of split {split!r} found (names NavierStokes2D_{split}_*.h5)")
+        raise DataError(f"{source}: no PDEArena file of split {split!r} found (names NavierStokes2D_{split}_*.h5)")
     spans = [(f, pdearena_split_of(f), count_pdearena_ns(f)[pdearena_split_of(f)]) for f in files]
     offsets = np.cumsum([0] + [n for _, _, n in spans])
     chosen = select(indices, int(offsets[-1]), source)

@@ -18,6 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nestor_ds.data.shards import DataError
+
 from ..trajectory import Trajectory
 from ._common import PathLike, cell_centres, open_h5, require_dataset, select, step
 
@@ -65,7 +67,7 @@ def write_pdebench_cfd(
     shape = np.shape(density)
     for name, arr in fields.items():
         if np.ndim(arr) != 4 or np.shape(arr) != shape:
-            raise ValueError(f"{path}: {name} must be [N, T, X, Y] like density {shape}, got {np.shape(arr)}")
+            raise DataError(f"{path}: {name} must be [N, T, X, Y] like density {shape}, got {np.shape(arr)}")
     _, frames, nx, ny = shape
     t = np.linspace(0.0, 1.0, frames + 1) if t is None else np.asarray(t)
     x = cell_centres(nx) if x is None else np.asarray(x)
@@ -112,23 +114,23 @@ def read_pdebench_cfd(
     """
     path = Path(path)
     if split is not None:
-        raise ValueError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
+        raise DataError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
     if channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"{path}: channel_order {channel_order!r} is not one of {sorted(CHANNEL_ORDERS)}")
+        raise DataError(f"{path}: channel_order {channel_order!r} is not one of {sorted(CHANNEL_ORDERS)}")
     with open_h5(path, LAYOUT) as f:
         cond = {**parse_conditioning(path), **_attrs_conditioning(f)}
         shape = None
         for name in FIELDS:
             ds = require_dataset(f, name, path, LAYOUT, ndim=4)
             if shape is not None and ds.shape != shape:
-                raise ValueError(f"{path}: key {name!r} has shape {ds.shape}, density has {shape} ({LAYOUT} layout)")
+                raise DataError(f"{path}: key {name!r} has shape {ds.shape}, density has {shape} ({LAYOUT} layout)")
             shape = ds.shape
         n, frames, nx, ny = shape
         t = require_dataset(f, "t-coordinate", path, LAYOUT)[()]
         x = require_dataset(f, "x-coordinate", path, LAYOUT)[()]
         y = require_dataset(f, "y-coordinate", path, LAYOUT)[()]
     if np.size(t) not in (frames, frames + 1):
-        raise ValueError(f"{path}: key 't-coordinate' has {np.size(t)} entries for {frames} frames ({LAYOUT} layout)")
+        raise DataError(f"{path}: key 't-coordinate' has {np.size(t)} entries for {frames} frames ({LAYOUT} layout)")
     dt, dx, dy = step(t, 1.0), step(x, 1.0 / nx), step(y, 1.0 / ny)
     chosen = select(indices, n, path)
     return _stream(path, dataset, chosen, dt, dx, dy, cond, CHANNEL_ORDERS[channel_order])

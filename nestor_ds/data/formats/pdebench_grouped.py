@@ -11,8 +11,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nestor_ds.data.shards import DataError
+
 from ..trajectory import Trajectory
-from ._common import PathLike, cell_centres, open_h5, require, require_dataset, select, step
+from ._common import (
+    PathLike,
+    cell_centres,
+    open_h5,
+    require,
+    require_dataset,
+    select,
+    step,
+)
 
 LAYOUT = "pdebench_grouped"
 DEFAULT_CHANNELS = {1: ["h"], 2: ["u", "v"]}  # SWE (water height), DR (activator, inhibitor)
@@ -42,7 +52,7 @@ def write_pdebench_grouped(
             k = order[pos] if order is not None else pos
             arr = np.asarray(arr, dtype=np.float32)
             if arr.ndim != 4:
-                raise ValueError(f"{path}: trajectory {k} must be [T, X, Y, C], got shape {arr.shape}")
+                raise DataError(f"{path}: trajectory {k} must be [T, X, Y, C], got shape {arr.shape}")
             frames, nx, ny, _ = arr.shape
             g = f.create_group(f"{k:04d}")
             g.create_dataset("data", data=arr, **opts)
@@ -80,21 +90,21 @@ def read_pdebench_grouped(
     """
     path = Path(path)
     if split is not None:
-        raise ValueError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
+        raise DataError(f"{path}: the {LAYOUT} layout keeps no splits inside the file; select with indices")
     with open_h5(path, LAYOUT) as f:
         names = _names(f)
         if not names:
-            raise ValueError(f"{path}: no trajectory groups ('0000', ...) found, not the {LAYOUT} layout")
+            raise DataError(f"{path}: no trajectory groups ('0000', ...) found, not the {LAYOUT} layout")
         chosen = select(indices, len(names), path)
         n_ch = _check_group(f, names[chosen[0]] if chosen else names[0], path).shape[-1]
     if channels is None:
         if n_ch not in DEFAULT_CHANNELS:
-            raise ValueError(f"{path}: {n_ch} channels in 'data' and no default names; pass channels=")
+            raise DataError(f"{path}: {n_ch} channels in 'data' and no default names; pass channels=")
         names_ch = list(DEFAULT_CHANNELS[n_ch])
     else:
         names_ch = list(channels)
         if len(names_ch) != n_ch:
-            raise ValueError(f"{path}: {n_ch} channels in 'data' but {len(names_ch)} names given: {names_ch}")
+            raise DataError(f"{path}: {n_ch} channels in 'data' but {len(names_ch)} names given: {names_ch}")
     return _stream(path, dataset, [(i, names[i]) for i in chosen], names_ch)
 
 
@@ -112,7 +122,7 @@ def _stream(path: Path, dataset: str, chosen: list[tuple[int, str]], channels: l
         for i, name in chosen:
             ds = _check_group(f, name, path)
             if ds.shape[-1] != len(channels):
-                raise ValueError(f"{path}: key '{name}/data' has {ds.shape[-1]} channels, expected {len(channels)}")
+                raise DataError(f"{path}: key '{name}/data' has {ds.shape[-1]} channels, expected {len(channels)}")
             grid = f[name]["grid"]
             frames, nx, ny, _ = ds.shape
             dt = step(grid["t"][()], 1.0)

@@ -10,6 +10,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from nestor_ds.errors import UserError
+
 RngLike = np.random.Generator | int
 
 
@@ -19,16 +21,16 @@ def as_generator(rng: RngLike) -> np.random.Generator:
         return rng
     if isinstance(rng, Integral) and not isinstance(rng, bool):
         if rng < 0:
-            raise ValueError(f"rng seed must be non-negative, got {rng}")
+            raise UserError(f"rng seed must be non-negative, got {rng}")
         return np.random.default_rng(int(rng))
-    raise ValueError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    raise UserError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
 
 
 def check_int(name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise UserError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -36,13 +38,13 @@ def check_real(name: str, value: object, *, low: float | None = None, high: floa
                strict_low: bool = True) -> float:
     """A finite real number in (low, high] (or [low, high] when ``strict_low`` is False)."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+        raise UserError(f"{name} must be a finite real number, got {value!r}")
     value = float(value)
     if low is not None and (value <= low if strict_low else value < low):
         bound = ">" if strict_low else ">="
-        raise ValueError(f"{name} must be {bound} {low}, got {value}")
+        raise UserError(f"{name} must be {bound} {low}, got {value}")
     if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
+        raise UserError(f"{name} must be <= {high}, got {value}")
     return value
 
 
@@ -50,9 +52,9 @@ def check_field(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
     """A finite float64 copy of a user-supplied field of the expected shape."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        raise UserError(f"{name} must have shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite everywhere")
+        raise UserError(f"{name} must be finite everywhere")
     return arr.copy()
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import factorized
 
+from nestor_ds.errors import UserError
+
 from ._common import RngLike, as_generator, check_int, check_real, inclusive_frame_times
 
 
@@ -145,7 +147,7 @@ def run_cavity(
 
     if isinstance(obstacle, np.ndarray):  # a given fluid mask [n, n] (1 fluid, 0 solid)
         if obstacle.shape != (n, n):
-            raise ValueError(f"obstacle mask must be [{n}, {n}], got {obstacle.shape}")
+            raise UserError(f"obstacle mask must be [{n}, {n}], got {obstacle.shape}")
         mask = obstacle.astype(np.float32)
     else:
         mask = random_obstacle(n, gen) if obstacle else np.ones((n, n), dtype=np.float32)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nestor_ds.errors import UserError
+
 from ._common import (
     RngLike,
     as_generator,
@@ -171,7 +173,7 @@ def simulate_compressible_ns(
     else:
         rho, p, u, v = np.moveaxis(check_field("state0", state0, (n, n, 4)), -1, 0)
         if np.min(rho) <= 0.0 or np.min(p) <= 0.0:
-            raise ValueError("state0 must have positive density and pressure")
+            raise UserError("state0 must have positive density and pressure")
         w = np.stack([rho, u, v, p])
     q = conserved(w)
     times = inclusive_frame_times(t_final, n_frames)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nestor_ds.errors import UserError
+
 from ._common import (
     RngLike,
     as_generator,
@@ -75,7 +77,7 @@ def simulate_diffusion_reaction(
     else:
         dt = check_real("dt", dt, low=0.0)
         if dt > limit:
-            raise ValueError(f"dt={dt} exceeds the RK4 stability limit {limit:.3g} for n={n}")
+            raise UserError(f"dt={dt} exceeds the RK4 stability limit {limit:.3g} for n={n}")
     times = inclusive_frame_times(t_final, n_frames)
     steps, h = steps_between(times[1] - times[0], dt)
     dx = 2.0 / n

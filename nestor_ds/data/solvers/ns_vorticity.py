@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import RngLike, as_generator, check_field, check_int, check_real, periodic_grf, steps_between
+from nestor_ds.errors import UserError
+
+from ._common import (
+    RngLike,
+    as_generator,
+    check_field,
+    check_int,
+    check_real,
+    periodic_grf,
+    steps_between,
+)
 
 
 def fno_forcing(n: int) -> np.ndarray:
@@ -43,7 +53,7 @@ def simulate_ns_vorticity(
     """
     n = check_int("n", n, minimum=4)
     if n % 2:
-        raise ValueError(f"n must be even for the 2/3-rule dealiasing, got {n}")
+        raise UserError(f"n must be even for the 2/3-rule dealiasing, got {n}")
     nu = check_real("nu", nu, low=0.0, strict_low=False)
     t_final = check_real("t_final", t_final, low=0.0)
     n_frames = check_int("n_frames", n_frames, minimum=1)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nestor_ds.errors import UserError
+
 from ._common import RngLike, as_generator, check_int, check_real, inclusive_frame_times
 
 GRAVITY = 1.0
@@ -111,7 +113,7 @@ def run_shallow_water(
     n_frames = check_int("n_frames", n_frames, minimum=2)
     cfl = check_real("cfl", cfl, low=0.0, high=0.5)
     if boundary not in _BOUNDARIES:
-        raise ValueError(f"boundary must be one of {_BOUNDARIES}, got {boundary!r}")
+        raise UserError(f"boundary must be one of {_BOUNDARIES}, got {boundary!r}")
     gen = as_generator(rng)
     radius = float(gen.uniform(0.3, 0.7))
 
