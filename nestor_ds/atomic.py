@@ -1,4 +1,5 @@
 """Small files that are either whole or absent, and survive a power cut once written."""
+
 from __future__ import annotations
 
 import os

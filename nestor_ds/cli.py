@@ -1,4 +1,5 @@
 """The ``nestor-ds`` command. Heavy imports (torch, deepspeed) stay inside the commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     r = import_checkpoint(args.kind, args.checkpoint, args.out, args.size, args.modes)
     m = r.model
-    print(f"{args.kind} from {args.checkpoint}: width {m['width']}, {m['blocks']} blocks, afno_blocks "
-          f"{m['afno_blocks']}, mlp_ratio {m['mlp_ratio']:g}, patch {m['patch_size']}, resolution {m['resolution']}, "
-          f"channels {m['channels']}, t_in {m['t_in']}, t_out {m['t_out']}, normalize {m['normalize']}"
-          + (f", {m['moe']['experts']} experts + {m['moe']['shared_experts']} shared" if "moe" in m else ""))
+    print(
+        f"{args.kind} from {args.checkpoint}: width {m['width']}, {m['blocks']} blocks, afno_blocks "
+        f"{m['afno_blocks']}, mlp_ratio {m['mlp_ratio']:g}, patch {m['patch_size']}, resolution {m['resolution']}, "
+        f"channels {m['channels']}, t_in {m['t_in']}, t_out {m['t_out']}, normalize {m['normalize']}"
+        + (f", {m['moe']['experts']} experts + {m['moe']['shared_experts']} shared" if "moe" in m else "")
+    )
     print(f"{r.params:,d} parameters -> {r.out_dir}/model.safetensors, {r.out_dir}/config.yaml")
-    print(f"fine-tune: deepspeed launch/train.py --config {r.out_dir}/config.yaml --ds_config ds_configs/cpu_fp32.json "
-          f"--mode finetune --weights {r.out_dir}")
+    print(
+        f"fine-tune: deepspeed launch/train.py --config {r.out_dir}/config.yaml --ds_config ds_configs/cpu_fp32.json "
+        f"--mode finetune --weights {r.out_dir}"
+    )
     return 0
 
 
@@ -59,10 +64,21 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 
 def _add_run_arguments(p: argparse.ArgumentParser, ds_required: bool = True, config_required: bool = True) -> None:
     p.add_argument("--config", required=config_required, default=None, help="run config YAML")
-    p.add_argument("--ds_config", "--ds-config", dest="ds_config", required=ds_required,
-                   default="ds_configs/cpu_fp32.json", help="DeepSpeed JSON from ds_configs/")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=20 (repeatable)")
+    p.add_argument(
+        "--ds_config",
+        "--ds-config",
+        dest="ds_config",
+        required=ds_required,
+        default="ds_configs/cpu_fp32.json",
+        help="DeepSpeed JSON from ds_configs/",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=20 (repeatable)",
+    )
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -73,9 +89,16 @@ def _run(args: argparse.Namespace, mode: str, weights: str | None) -> int:
     from nestor_ds.engine.context import RunArgs
     from nestor_ds.engine.trainer import run
 
-    run(RunArgs(resolve_shipped(args.config), resolve_shipped(args.ds_config), mode,
-                Path(weights) if weights else None, _parse_sets(args.set),
-                resume=not getattr(args, "no_resume", False)))
+    run(
+        RunArgs(
+            resolve_shipped(args.config),
+            resolve_shipped(args.ds_config),
+            mode,
+            Path(weights) if weights else None,
+            _parse_sets(args.set),
+            resume=not getattr(args, "no_resume", False),
+        )
+    )
     return 0
 
 
@@ -115,9 +138,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from nestor_ds.inference.model_io import export_model
 
     out = export_model(args.checkpoint, args.out, args.tag)
-    print(f"{args.checkpoint} -> {out}/model.safetensors, {out}/config.yaml\n"
-          f"load it: nestor_ds.load_model({str(out)!r}); predict: nestor-ds predict --model {out} --input FILE --steps N "
-          f"--out DIR")
+    print(
+        f"{args.checkpoint} -> {out}/model.safetensors, {out}/config.yaml\n"
+        f"load it: nestor_ds.load_model({str(out)!r}); predict: nestor-ds predict --model {out} --input FILE --steps N "
+        f"--out DIR"
+    )
     return 0
 
 
@@ -205,9 +230,17 @@ def _cmd_data_shard(args: argparse.Namespace) -> int:
     problems = [p for p in args.problems.split(",") if p]
     for name, source, fmt, suite_test in jobs:
         manifests = shard_dataset(
-            name, source, args.out, fmt=fmt, shard_bytes=parse_size(args.shard_size), per_shard=args.per_shard,
-            workers=args.workers, test=args.test if args.test is not None else suite_test, valid=args.valid,
-            channel_order=args.channel_order, problems=problems,
+            name,
+            source,
+            args.out,
+            fmt=fmt,
+            shard_bytes=parse_size(args.shard_size),
+            per_shard=args.per_shard,
+            workers=args.workers,
+            test=args.test if args.test is not None else suite_test,
+            valid=args.valid,
+            channel_order=args.channel_order,
+            problems=problems,
         )
         counts = ", ".join(f"{split} {m['count']} in {len(m['shards'])} shards" for split, m in manifests.items())
         print(f"{name}: {counts} -> {Path(args.out) / name}")
@@ -268,8 +301,13 @@ def _parser_config(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     p.add_argument("--config", required=True, help="run config YAML")
     p.add_argument("--ds-config", "--ds_config", dest="ds_config", help="DeepSpeed JSON from ds_configs/")
     p.add_argument("--world-size", type=int, default=1, help="number of ranks the run will use")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, as for train (list items by index: data.datasets.0.weight=2)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, as for train (list items by index: data.datasets.0.weight=2)",
+    )
     p.set_defaults(func=_cmd_config)
 
 
@@ -288,8 +326,12 @@ def _parser_import(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     p.add_argument("checkpoint", help="the published .pth ({'model': state_dict})")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.yaml and import.json")
     p.add_argument("--size", default=None, help="cross-check a published size (dpot: Ti S M L H; moepot: Ti S M)")
-    p.add_argument("--modes", type=int, default=None,
-                   help="AFNO modes the model was trained with (not stored in checkpoints; default 32)")
+    p.add_argument(
+        "--modes",
+        type=int,
+        default=None,
+        help="AFNO modes the model was trained with (not stored in checkpoints; default 32)",
+    )
     p.set_defaults(func=_cmd_import)
 
 
@@ -315,12 +357,24 @@ def _parser_data(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     p.add_argument("--shard-size", default="256MB", help="target bytes of arrays per shard, e.g. 256MB, 1GiB")
     p.add_argument("--per-shard", type=int, default=None, help="fixed trajectories (CFDBench: cases) per shard")
     p.add_argument("--workers", type=int, default=1, help="conversion processes (shards are identical for any N)")
-    p.add_argument("--test", type=float, default=None,
-                   help="override the published split: trailing test trajectories (N >= 1) or test share (< 1)")
-    p.add_argument("--valid", choices=["dpot", "train", "separate", "drop"], default="dpot",
-                   help="PDEArena valid files / CFDBench dev cases (dpot: into train / dropped, as DPOT)")
-    p.add_argument("--channel-order", choices=["dpot", "file"], default="dpot",
-                   help="PDEBench CFD channels: dpot = Vx, Vy, density, pressure; file = density, pressure, Vx, Vy")
+    p.add_argument(
+        "--test",
+        type=float,
+        default=None,
+        help="override the published split: trailing test trajectories (N >= 1) or test share (< 1)",
+    )
+    p.add_argument(
+        "--valid",
+        choices=["dpot", "train", "separate", "drop"],
+        default="dpot",
+        help="PDEArena valid files / CFDBench dev cases (dpot: into train / dropped, as DPOT)",
+    )
+    p.add_argument(
+        "--channel-order",
+        choices=["dpot", "file"],
+        default="dpot",
+        help="PDEBench CFD channels: dpot = Vx, Vy, density, pressure; file = density, pressure, Vx, Vy",
+    )
     p.add_argument("--problems", default="cavity,cylinder,tube", help="CFDBench problems read (DPOT: all three)")
     p.set_defaults(func=_cmd_data_shard)
 
@@ -336,8 +390,13 @@ def _parser_evaluate(sub: "argparse._SubParsersAction[argparse.ArgumentParser]")
     """evaluate: a checkpoint or model folder on its test sets."""
     p = sub.add_parser("evaluate", help="L2RE per data set (one step and rollout) of a checkpoint or model folder")
     _add_run_arguments(p, ds_required=False, config_required=False)
-    p.add_argument("--weights", "--checkpoint", dest="weights", required=True,
-                   help="DeepSpeed checkpoint dir or model folder (nestor-ds export/import); its config is used")
+    p.add_argument(
+        "--weights",
+        "--checkpoint",
+        dest="weights",
+        required=True,
+        help="DeepSpeed checkpoint dir or model folder (nestor-ds export/import); its config is used",
+    )
     p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation, beside the checkpoints)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -374,15 +433,26 @@ def _parser_study(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     """study run / study report."""
     study = sub.add_parser("study", help="run a study (arms x seeds of ordinary runs) and report it")
     ssub = study.add_subparsers(dest="study_command", metavar="STUDY_COMMAND", required=True)
-    for name, helptext in (("run", "run every arm x seed (a re-run skips finished runs and resumes killed ones); "
-                                   "writes the report at the end"),
-                           ("report", "markdown report of a study's runs: L2RE per data set, wins, paired "
-                                      "differences, compute, learning curves")):
+    for name, helptext in (
+        (
+            "run",
+            "run every arm x seed (a re-run skips finished runs and resumes killed ones); writes the report at the end",
+        ),
+        (
+            "report",
+            "markdown report of a study's runs: L2RE per data set, wins, paired differences, compute, learning curves",
+        ),
+    ):
         p = ssub.add_parser(name, help=helptext)
         p.add_argument("file", help="study YAML (studies/...)")
         p.add_argument("--out", default=None, help="study folder (default: runs/studies/<name>)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a value of the base run config for every arm (e.g. data.root=...)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a value of the base run config for every arm (e.g. data.root=...)",
+        )
         if name == "run":
             p.add_argument("--launcher", choices=["torchrun", "deepspeed", "slurm"], default="torchrun")
             p.add_argument("--parallel", type=int, default=1, help="local runs at once (torchrun/deepspeed)")
@@ -411,9 +481,7 @@ def _parser_compare(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `nestor-ds` parser: one sub-command per job, each added by its own `_parser_*` function."""
-    parser = argparse.ArgumentParser(
-        prog="nestor-ds", description="NESTOR nested-MoE neural operators on DeepSpeed."
-    )
+    parser = argparse.ArgumentParser(prog="nestor-ds", description="NESTOR nested-MoE neural operators on DeepSpeed.")
     parser.add_argument("--version", action="version", version=f"nestor-ds {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _parser_config(sub)

@@ -37,8 +37,9 @@ def _register_missing_flop_formulas() -> None:
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
     @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
-    def cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                               **kwargs) -> int:  # noqa: ANN001
+    def cpu_sdpa_backward_flop(
+        grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+    ) -> int:  # noqa: ANN001
         return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -58,8 +59,16 @@ def count_flops(fn: Callable[[], object]) -> int:
 HOST_READ_METHODS = ("tolist", "numpy", "cpu")
 # ATen ops that wait for the device: a scalar read (``.item()``, ``bool(t)``, ``int(t)``, and the checks inside
 # ops such as ``one_hot``), or an output whose size depends on the data
-HOST_SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
-                 "unique_consecutive", "bincount")
+HOST_SYNC_OPS = (
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "_unique",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "bincount",
+)
 
 
 class _SyncOps(TorchDispatchMode):
@@ -85,6 +94,7 @@ def count_host_syncs() -> Iterator[Counter]:
         def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
             counts[name] += 1
             return fn(self, *args, **kwargs)
+
         return wrapper
 
     for name, fn in originals.items():
@@ -99,13 +109,56 @@ def count_host_syncs() -> Iterator[Counter]:
 
 # ATen ops that only make a new view of a tensor's memory (or return it as it is): no kernel runs,
 # unless the op had to copy, which shows as a nested op that is not itself one of these
-METADATA_OPS = frozenset(f"aten::{name}" for name in (
-    "view", "_unsafe_view", "reshape", "_reshape_alias", "view_as", "flatten", "unflatten", "transpose", "t",
-    "permute", "unsqueeze", "squeeze", "expand", "expand_as", "select", "slice", "narrow", "chunk", "split",
-    "split_with_sizes", "unbind", "as_strided", "alias", "detach", "detach_", "lift_fresh", "to", "contiguous",
-    "numpy_T", "movedim", "diagonal", "unfold", "real", "view_as_real", "view_as_complex", "empty", "empty_like",
-    "empty_strided", "resolve_conj", "resolve_neg", "result_type", "imag", "conj", "_conj", "_neg_view",
-))
+METADATA_OPS = frozenset(
+    f"aten::{name}"
+    for name in (
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "_reshape_alias",
+        "view_as",
+        "flatten",
+        "unflatten",
+        "transpose",
+        "t",
+        "permute",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "expand_as",
+        "select",
+        "slice",
+        "narrow",
+        "chunk",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "as_strided",
+        "alias",
+        "detach",
+        "detach_",
+        "lift_fresh",
+        "to",
+        "contiguous",
+        "numpy_T",
+        "movedim",
+        "diagonal",
+        "unfold",
+        "real",
+        "view_as_real",
+        "view_as_complex",
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "resolve_conj",
+        "resolve_neg",
+        "result_type",
+        "imag",
+        "conj",
+        "_conj",
+        "_neg_view",
+    )
+)
 
 
 def count_ops(fn: Callable[[], object]) -> int:

@@ -7,6 +7,7 @@ scaler, a plain record its ZeRO optimizer files hold. A file that asks for any
 other global (the way a pickle payload runs code) is refused, naming the file
 and the global.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -40,7 +41,8 @@ def torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         what = f"the global {found.group(1)}" if found else "an object that is not a tensor or plain container"
         raise UnsafeCheckpoint(
             f"{path}: refused to load: it asks to unpickle {what}, which could run code. nestor-ds loads "
-            f"weights only (tensors, numbers, plain containers); a file it wrote never needs more") from None
+            f"weights only (tensors, numbers, plain containers); a file it wrote never needs more"
+        ) from None
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path}: damaged or truncated torch file ({str(err).splitlines()[0]})") from None
 

@@ -9,6 +9,7 @@ real ns_V1e-4 file), then prints trajectories/s of:
   timed on the first ``--baseline`` trajectories;
 - the whole ``data shard`` (read, encode, hash, write) with 1 and ``--workers`` processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,15 @@ def main() -> None:
 
         for workers in sorted({1, args.workers}):
             start = time.perf_counter()
-            shard_dataset("ns2d_fno_1e-4", path, Path(tmp) / f"shards{workers}", shard_bytes=64 * 2**20,
-                          workers=workers, test=0.1, progress=False)
+            shard_dataset(
+                "ns2d_fno_1e-4",
+                path,
+                Path(tmp) / f"shards{workers}",
+                shard_bytes=64 * 2**20,
+                workers=workers,
+                test=0.1,
+                progress=False,
+            )
             print(f"data shard, {workers} worker(s): {rate(n, time.perf_counter() - start):.1f} traj/s end to end")
 
 

@@ -5,6 +5,7 @@ common grid, channels padded); the figures are measured in one run on this machi
 one thread, for the shard loader at several ``data.windows_per_trajectory``.
 --step-rate S prints how many loader cores a GPU step of S samples/s needs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,18 @@ def main() -> None:
     t_in, t_out = 10, 1
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        trajs = [Trajectory("bench", i, rng.standard_normal((args.frames, args.native, args.native,
-                                                              args.channels)).astype(np.float32),
-                            [f"c{c}" for c in range(args.channels)], 0.1, 1.0, 1.0)
-                 for i in range(args.trajectories)]
+        trajs = [
+            Trajectory(
+                "bench",
+                i,
+                rng.standard_normal((args.frames, args.native, args.native, args.channels)).astype(np.float32),
+                [f"c{c}" for c in range(args.channels)],
+                0.1,
+                1.0,
+                1.0,
+            )
+            for i in range(args.trajectories)
+        ]
         write_shards(trajs, root / "bench", "bench", "train", per_shard=8)
         h5_dir = root / "h5"
         h5_dir.mkdir()
@@ -54,8 +63,19 @@ def main() -> None:
         source = Source("bench", 0, str(root / "bench" / "train"), manifest, 1.0, manifest["count"])
         shard_rates = {}
         for k in args.windows:
-            stream = MixedWindows([source], t_in=t_in, t_out=t_out, resolution=args.resolution, channels=4,
-                                  batch_size=args.batch, seed=0, rank=0, world=1, workers=0, windows_per_trajectory=k)
+            stream = MixedWindows(
+                [source],
+                t_in=t_in,
+                t_out=t_out,
+                resolution=args.resolution,
+                channels=4,
+                batch_size=args.batch,
+                seed=0,
+                rank=0,
+                world=1,
+                workers=0,
+                windows_per_trajectory=k,
+            )
             it = iter(stream)
             start = time.perf_counter()
             for _ in range(args.samples // args.batch):
@@ -71,21 +91,25 @@ def main() -> None:
                 with h5py.File(files[i], "r") as f:
                     wrng = np.random.default_rng([b, k])
                     t0 = int(wrng.integers(0, args.frames - t_in - t_out + 1))
-                    data = f["data"][t0:t0 + t_in + t_out]  # reads only the window
+                    data = f["data"][t0 : t0 + t_in + t_out]  # reads only the window
                 traj = Trajectory("bench", i, data, [f"c{c}" for c in range(args.channels)], 0.1, 1.0, 1.0)
                 windows.append(to_window(traj, np.random.default_rng(0), t_in, t_out, args.resolution, 4))
             torch.stack([w[0] for w in windows])
         h5_rate = args.samples / (time.perf_counter() - start)
 
-    print(f"{args.trajectories} trajectories [{args.frames}, {args.native}, {args.native}, {args.channels}] "
-          f"({size_mb:.0f} MiB), windows {t_in}+{t_out} frames at {args.resolution}^2, batch {args.batch}")
+    print(
+        f"{args.trajectories} trajectories [{args.frames}, {args.native}, {args.native}, {args.channels}] "
+        f"({size_mb:.0f} MiB), windows {t_in}+{t_out} frames at {args.resolution}^2, batch {args.batch}"
+    )
     print(f"{'path (one core)':<40} {'samples/s':>10} {'vs HDF5':>8}")
     print(f"{'per-trajectory HDF5 files, window reads':<40} {h5_rate:>10.1f} {1.0:>8.2f}")
     for k, rate in shard_rates.items():
         print(f"{f'WebDataset shards, {k} windows/trajectory':<40} {rate:>10.1f} {rate / h5_rate:>8.2f}")
     if args.step_rate:
         for k, rate in shard_rates.items():
-            print(f"{k} windows/trajectory: {args.step_rate / rate:.2f} loader cores feed {args.step_rate:.0f} samples/s")
+            print(
+                f"{k} windows/trajectory: {args.step_rate / rate:.2f} loader cores feed {args.step_rate:.0f} samples/s"
+            )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 Prints samples/s, tokens/s, TFLOP/s (FLOPs counted by torch.utils.flop_counter, active experts only),
 MFU against the device's bf16 peak where known, peak memory, host syncs and kernel-running ATen ops per
 step, and NESTOR's ratios to its loop reference.
-CPU default: resolution 32, batch 8, Tiny only. GPU: --device cuda --dtype bf16 --resolution 128 --batch 32 --sizes tiny s
+CPU default: resolution 32, batch 8, Tiny only.
+GPU: --device cuda --dtype bf16 --resolution 128 --batch 32 --sizes tiny s
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,23 +19,31 @@ from nestor_ds.config import load_config
 from nestor_ds.model.benchmark import BenchResult, bench_forward_backward, device_peak_tflops
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = {("nestor", "tiny"): "nestor_tiny.yaml", ("dpot", "tiny"): "dpot_ti.yaml",
-           ("nestor", "s"): "nestor_s.yaml", ("dpot", "s"): "dpot_s.yaml"}
+CONFIGS = {
+    ("nestor", "tiny"): "nestor_tiny.yaml",
+    ("dpot", "tiny"): "dpot_ti.yaml",
+    ("nestor", "s"): "nestor_s.yaml",
+    ("dpot", "s"): "dpot_s.yaml",
+}
 
 
 def print_table(results: list[BenchResult], title: str, peak: float | None) -> None:
     """One row per result; NESTOR rows also as ratios to their loop reference (the row named '... loop')."""
     print(title)
-    print(f"{'model':<18} {'samples/s':>10} {'tokens/s':>11} {'TFLOP/s':>8} {'MFU':>7} {'peak MiB':>9} "
-          f"{'syncs':>6} {'ATen ops':>9} {'speed vs loop':>14} {'ops vs loop':>12}")
+    print(
+        f"{'model':<18} {'samples/s':>10} {'tokens/s':>11} {'TFLOP/s':>8} {'MFU':>7} {'peak MiB':>9} "
+        f"{'syncs':>6} {'ATen ops':>9} {'speed vs loop':>14} {'ops vs loop':>12}"
+    )
     by_name = {r.name: r for r in results}
     for r in results:
         mfu = f"{100 * r.tflops / peak:6.2f}%" if peak else "     -"
         ref = by_name.get(f"{r.name} loop") if not r.name.endswith("loop") else None
         speed = f"{r.samples_per_s / ref.samples_per_s:13.2f}x" if ref else f"{'-':>14}"
         ops = f"{ref.ops / r.ops:11.2f}x" if ref else f"{'-':>12}"
-        print(f"{r.name:<18} {r.samples_per_s:>10.1f} {r.tokens_per_s:>11.0f} {r.tflops:>8.3f} {mfu:>7} "
-              f"{r.peak_mem_mb:>9.0f} {r.host_syncs:>6d} {r.ops:>9d} {speed} {ops}")
+        print(
+            f"{r.name:<18} {r.samples_per_s:>10.1f} {r.tokens_per_s:>11.0f} {r.tflops:>8.3f} {mfu:>7} "
+            f"{r.peak_mem_mb:>9.0f} {r.host_syncs:>6d} {r.ops:>9d} {speed} {ops}"
+        )
 
 
 def main() -> None:
@@ -53,17 +63,31 @@ def main() -> None:
     for size in args.sizes:
         for variant in ("nestor", "dpot"):
             base = load_config(REPO / "configs" / CONFIGS[variant, size]).model
-            runs = [("grouped", f"{variant} {size}")] + ([("loop", f"{variant} {size} loop")] if variant == "nestor" else [])
+            runs = [("grouped", f"{variant} {size}")] + (
+                [("loop", f"{variant} {size} loop")] if variant == "nestor" else []
+            )
             for compute, name in runs:
-                cfg = type(base).model_validate({**base.model_dump(), "resolution": args.resolution,
-                                                 "compile": args.compile and compute == "grouped",
-                                                 "moe": {**base.moe.model_dump(), "expert_compute": compute}})
-                results.append(bench_forward_backward(name, cfg, args.batch, args.steps, args.warmup, args.device,
-                                                      dtype))
+                cfg = type(base).model_validate(
+                    {
+                        **base.model_dump(),
+                        "resolution": args.resolution,
+                        "compile": args.compile and compute == "grouped",
+                        "moe": {**base.moe.model_dump(), "expert_compute": compute},
+                    }
+                )
+                results.append(
+                    bench_forward_backward(name, cfg, args.batch, args.steps, args.warmup, args.device, dtype)
+                )
     peak = args.peak_tflops or device_peak_tflops(args.device, dtype)
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    print_table(results, f"forward+backward, resolution {args.resolution}, batch {args.batch}, {args.dtype}, {where}"
-                         f"{', compiled' if args.compile else ''}; MFU against {peak or 'an unknown'} TFLOP/s", peak)
+    where = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print_table(
+        results,
+        f"forward+backward, resolution {args.resolution}, batch {args.batch}, {args.dtype}, {where}"
+        f"{', compiled' if args.compile else ''}; MFU against {peak or 'an unknown'} TFLOP/s",
+        peak,
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ forward+backward alone, and NESTOR's speed against its one-expert-at-a-time loop
 CPU default: 1 rank, resolution 32, batch 4, 6 steps, Tiny only.
 GPU: --device cuda --gpus 1 --resolution 128 --batch 32 --steps 40 --sizes tiny s
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,12 @@ from nestor_ds.config import load_config
 from nestor_ds.engine.bench_train import REPO, run_training, write_bench_shards
 from nestor_ds.model.benchmark import bench_forward_backward, device_peak_tflops
 
-CONFIGS = {("nestor", "tiny"): "nestor_tiny.yaml", ("dpot", "tiny"): "dpot_ti.yaml",
-           ("nestor", "s"): "nestor_s.yaml", ("dpot", "s"): "dpot_s.yaml"}
+CONFIGS = {
+    ("nestor", "tiny"): "nestor_tiny.yaml",
+    ("dpot", "tiny"): "dpot_ti.yaml",
+    ("nestor", "s"): "nestor_s.yaml",
+    ("dpot", "s"): "dpot_s.yaml",
+}
 
 
 def main() -> None:
@@ -55,28 +60,45 @@ def main() -> None:
                     if variant == "nestor":
                         base = load_config(config).model.moe.model_dump()
                         model_over["moe"] = {**base, "expert_compute": compute}
-                    run = run_training(name, config, {"model": model_over}, ds_config, root / "shards", custom,
-                                       root / "runs" / name.replace(" ", "_"), args.gpus, args.steps, args.batch,
-                                       args.resolution, args.device)
+                    run = run_training(
+                        name,
+                        config,
+                        {"model": model_over},
+                        ds_config,
+                        root / "shards",
+                        custom,
+                        root / "runs" / name.replace(" ", "_"),
+                        args.gpus,
+                        args.steps,
+                        args.batch,
+                        args.resolution,
+                        args.device,
+                    )
                     cfg = load_config(config).model
                     cfg = type(cfg).model_validate({**cfg.model_dump(), "resolution": args.resolution, **model_over})
                     fb = bench_forward_backward(name, cfg, args.batch, max(2, args.steps // 2), 1, device, dtype)
                     rows.append((run, fb))
     peak = args.peak_tflops or device_peak_tflops(device, dtype)
     where = torch.cuda.get_device_name() if not cpu else "CPU, 1 thread per rank"
-    print(f"training step ({ds_config.name}, {args.gpus} rank(s), micro-batch {args.batch}, resolution "
-          f"{args.resolution}, {where}); forward+backward of the same model in this process")
-    print(f"{'model':<18} {'samples/s':>10} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>7} {'peak MiB':>9} {'syncs':>6} "
-          f"{'fwd+bwd/s':>10} {'step cost':>10} {'vs loop':>8}")
+    print(
+        f"training step ({ds_config.name}, {args.gpus} rank(s), micro-batch {args.batch}, resolution "
+        f"{args.resolution}, {where}); forward+backward of the same model in this process"
+    )
+    print(
+        f"{'model':<18} {'samples/s':>10} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>7} {'peak MiB':>9} {'syncs':>6} "
+        f"{'fwd+bwd/s':>10} {'step cost':>10} {'vs loop':>8}"
+    )
     by_name = {run.name: run for run, _ in rows}
     for run, fb in rows:
         tflops = run.samples_per_s * fb.flops_per_sample / 1e12
         mfu = f"{100 * tflops / peak:6.2f}%" if peak else "     -"
         ref = by_name.get(f"{run.name} loop")
         vs = f"{run.samples_per_s / ref.samples_per_s:7.2f}x" if ref else f"{'-':>8}"
-        print(f"{run.name:<18} {run.samples_per_s:>10.1f} {run.samples_per_s * fb.tokens:>10.0f} {tflops:>8.3f} "
-              f"{mfu:>7} {run.peak_mem_mib:>9.0f} {run.host_syncs:>6.0f} {fb.samples_per_s:>10.1f} "
-              f"{fb.samples_per_s / run.samples_per_s:>9.2f}x {vs}")
+        print(
+            f"{run.name:<18} {run.samples_per_s:>10.1f} {run.samples_per_s * fb.tokens:>10.0f} {tflops:>8.3f} "
+            f"{mfu:>7} {run.peak_mem_mib:>9.0f} {run.host_syncs:>6.0f} {fb.samples_per_s:>10.1f} "
+            f"{fb.samples_per_s / run.samples_per_s:>9.2f}x {vs}"
+        )
     print("step cost: forward+backward samples/s over the full step's (1.00x: the step adds nothing)")
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures and marker handling: GPU tests skip cleanly on CPU machines."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Small sharded data sets made with the CLI as a user would (``data generate`` then ``data shard``)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,9 +12,24 @@ REPO = Path(__file__).resolve().parents[1]
 def make_shards(root: Path, sets: list[str], trajectories: int = 8) -> Path:
     """``root/shards`` holding ``sets`` at 32x32, 12 frames, 2 trajectories per shard."""
     cli = [sys.executable, "-m", "nestor_ds", "data"]
-    for cmd in (["generate", "--suite", "small", "--out", str(root / "raw"), "--trajectories", str(trajectories),
-                 "--resolution", "32", "--frames", "12", "--only", ",".join(sets)],
-                ["shard", "--from-suite", str(root / "raw"), "--out", str(root / "shards"), "--per-shard", "2"]):
+    for cmd in (
+        [
+            "generate",
+            "--suite",
+            "small",
+            "--out",
+            str(root / "raw"),
+            "--trajectories",
+            str(trajectories),
+            "--resolution",
+            "32",
+            "--frames",
+            "12",
+            "--only",
+            ",".join(sets),
+        ],
+        ["shard", "--from-suite", str(root / "raw"), "--out", str(root / "shards"), "--per-shard", "2"],
+    ):
         out = subprocess.run(cli + cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     return root / "shards"

@@ -1,4 +1,5 @@
 """The console script, run as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def test_help_lists_commands() -> None:
 
 
 def test_config_prints_derived_deepspeed_json() -> None:
-    out = _run("config", "--config", "configs/tiny_cpu.yaml", "--ds-config", "ds_configs/cpu_fp32.json",
-               "--world-size", "2")
+    out = _run(
+        "config", "--config", "configs/tiny_cpu.yaml", "--ds-config", "ds_configs/cpu_fp32.json", "--world-size", "2"
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["train_batch_size"] == 8
 
@@ -57,22 +59,36 @@ def test_both_ds_config_spellings_and_set_with_list_indices() -> None:
     out = _run("config", "--config", "configs/tiny_cpu.yaml", "--set", "data.datasets.1.weight=2.5")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["data"]["datasets"][1]["weight"] == 2.5
-    _one_line_error(_run("config", "--config", "configs/tiny_cpu.yaml", "--set", "data.datasets.9.weight=2"),
-                    "data.datasets is a list of", "'9'")
+    _one_line_error(
+        _run("config", "--config", "configs/tiny_cpu.yaml", "--set", "data.datasets.9.weight=2"),
+        "data.datasets is a list of",
+        "'9'",
+    )
 
 
 def test_bad_values_are_one_line_errors(tmp_path: Path) -> None:
-    _one_line_error(_run("params", "--config", "configs/tiny_cpu.yaml", "--ep-size", "7"),
-                    "parallel.ep_size=7 does not divide model.moe.experts=4")
-    _one_line_error(_run("data", "shard", "--dataset", "nope", "--source", str(tmp_path), "--out", str(tmp_path / "o")),
-                    "unknown data set 'nope'")
-    _one_line_error(_run("config", "--config", "configs/tiny_cpu.yaml", "--set", "data.datasets=[{name: nope}]"),
-                    "unknown data set 'nope'")
+    _one_line_error(
+        _run("params", "--config", "configs/tiny_cpu.yaml", "--ep-size", "7"),
+        "parallel.ep_size=7 does not divide model.moe.experts=4",
+    )
+    _one_line_error(
+        _run("data", "shard", "--dataset", "nope", "--source", str(tmp_path), "--out", str(tmp_path / "o")),
+        "unknown data set 'nope'",
+    )
+    _one_line_error(
+        _run("config", "--config", "configs/tiny_cpu.yaml", "--set", "data.datasets=[{name: nope}]"),
+        "unknown data set 'nope'",
+    )
 
 
 def test_compare_writes_nothing_the_user_did_not_ask_for(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "compare"], capture_output=True, text=True, cwd=tmp_path,
-                         env={**__import__("os").environ, "MLFLOW_TRACKING_URI": ""})
+    out = subprocess.run(
+        [sys.executable, "-m", "nestor_ds", "compare"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": ""},
+    )
     _one_line_error(out, "no MLflow store at runs/mlflow.db")
     assert list(tmp_path.iterdir()) == []  # no store, no runs/compare.md dropped into the working directory
 
@@ -81,8 +97,9 @@ def test_shipped_configs_work_from_any_directory_and_init_copies_them(tmp_path: 
     def here(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "nestor_ds", *args], capture_output=True, text=True, cwd=tmp_path)
 
-    out = here("config", "--config", "configs/tiny_cpu.yaml", "--ds-config", "ds_configs/cpu_fp32.json",
-               "--world-size", "2")
+    out = here(
+        "config", "--config", "configs/tiny_cpu.yaml", "--ds-config", "ds_configs/cpu_fp32.json", "--world-size", "2"
+    )
     assert out.returncode == 0, out.stderr
     out = here("init", "mine")
     assert out.returncode == 0, out.stderr

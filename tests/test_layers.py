@@ -10,8 +10,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nestor_ds"
 
 # from the ground up; a top-level module or sub-package not listed here fails the test until it gets a floor
 FLOORS = {
-    "atomic": 0, "safe_load": 0, "integrity": 0, "profiling": 0, "errors": 0, "config": 0,
-    "tracking": 1, "data": 1, "model": 1,
+    "atomic": 0,
+    "safe_load": 0,
+    "integrity": 0,
+    "profiling": 0,
+    "errors": 0,
+    "config": 0,
+    "tracking": 1,
+    "data": 1,
+    "model": 1,
     "inference": 2,
     "engine": 3,
     "studies": 4,
@@ -37,8 +44,9 @@ def _imports(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                      for a in node.names}
+            found |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            }
     return {name for name in found if name.split(".")[0] == "nestor_ds"}
 
 
@@ -73,8 +81,13 @@ def test_imports_never_point_up_or_sideways_between_parts_of_a_floor() -> None:
 
 
 def test_tracking_imports_only_the_ground_floor() -> None:
-    wrong = [f"{m} -> {t}" for m, targets in _graph().items() if _floor_of(m)[0] == "tracking"
-             for t in targets if _floor_of(t)[0] != "tracking" and _floor_of(t)[1] != 0]
+    wrong = [
+        f"{m} -> {t}"
+        for m, targets in _graph().items()
+        if _floor_of(m)[0] == "tracking"
+        for t in targets
+        if _floor_of(t)[0] != "tracking" and _floor_of(t)[1] != 0
+    ]
     assert wrong == []
 
 
@@ -117,8 +130,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circles() -> None:
     # a package's __init__ re-exporting its own modules is not a circle of the code's design: leave those edges out
-    graph = {m: {t for t in targets if not (m.startswith(t + ".") and t != "nestor_ds")}
-             for m, targets in _graph().items()}
+    graph = {
+        m: {t for t in targets if not (m.startswith(t + ".") and t != "nestor_ds")} for m, targets in _graph().items()
+    }
     assert _cycles(graph) == []
 
 

@@ -1,4 +1,5 @@
 """The README's commands are the ones CI and the quick start run, and its config reference is current."""
+
 from __future__ import annotations
 
 import re
@@ -37,7 +38,6 @@ def test_config_reference_is_generated_from_the_schema() -> None:
 
 def test_every_config_key_is_documented() -> None:
     table = config_reference()
-    for key in ("model.moe.capacity_factor", "data.on_bad_sample", "train.freeze", "parallel.ep_size",
-                "tracking.uri"):
+    for key in ("model.moe.capacity_factor", "data.on_bad_sample", "train.freeze", "parallel.ep_size", "tracking.uri"):
         assert f"`{key}`" in table
     assert "|  |" not in table  # every field has a description

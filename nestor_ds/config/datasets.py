@@ -7,6 +7,7 @@ are the first-N subsets DPOT's ``utils/make_master_file.py`` actually trains and
 evaluates on, and ``rollout`` its ``t_test`` (frames predicted at evaluation).
 A run config may add entries of its own under ``data.custom``.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -15,9 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nestor_ds.errors import UserError
 
-SourceFormat = Literal[
-    "fno_mat", "pdebench_cfd", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"
-]
+SourceFormat = Literal["fno_mat", "pdebench_cfd", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"]
 SplitRule = Literal["tail", "fraction", "files", "cases", "none"]
 
 
@@ -34,8 +33,9 @@ class DatasetInfo(BaseModel):
     test: int = Field(ge=0, description="test trajectories the published split gives for the real files")
     weight: float = Field(gt=0, description="default mixing weight in pre-training")
     split: SplitRule = Field(
-        "none", description="published split: tail (last split_test trajectories), fraction (last split_test "
-        "share, DPOT's int(0.9 N) cut), files (PDEArena's split files), cases (CFDBench's seeded case split)"
+        "none",
+        description="published split: tail (last split_test trajectories), fraction (last split_test "
+        "share, DPOT's int(0.9 N) cut), files (PDEArena's split files), cases (CFDBench's seeded case split)",
     )
     split_test: float = Field(0, ge=0, description="count (tail) or share (fraction) of the test split")
     dpot_train: int | None = Field(None, gt=0, description="DPOT trains on the first N train trajectories")
@@ -44,20 +44,59 @@ class DatasetInfo(BaseModel):
     predicted_channels: int | None = Field(
         None, gt=0, description="leading channels that are predicted and scored (CFDBench: u, v; not the mask)"
     )
-    periodic: bool = Field(False, description="periodic boundaries on both axes (patch jittering rolls the grid; "
-                           "otherwise it pads and crops)")
+    periodic: bool = Field(
+        False,
+        description="periodic boundaries on both axes (patch jittering rolls the grid; otherwise it pads and crops)",
+    )
 
 
-def _info(fmt: SourceFormat, res: int, c: int, t: int, train: int, test: int, w: float, split: SplitRule,
-          split_test: float, dpot: tuple[int, int], rollout: int, predicted: int | None = None,
-          periodic: bool = False) -> DatasetInfo:
-    return DatasetInfo(format=fmt, resolution=res, channels=c, frames=t, train=train, test=test, weight=w,
-                       split=split, split_test=split_test, dpot_train=dpot[0], dpot_test=dpot[1], rollout=rollout,
-                       predicted_channels=predicted, periodic=periodic)
+def _info(
+    fmt: SourceFormat,
+    res: int,
+    c: int,
+    t: int,
+    train: int,
+    test: int,
+    w: float,
+    split: SplitRule,
+    split_test: float,
+    dpot: tuple[int, int],
+    rollout: int,
+    predicted: int | None = None,
+    periodic: bool = False,
+) -> DatasetInfo:
+    return DatasetInfo(
+        format=fmt,
+        resolution=res,
+        channels=c,
+        frames=t,
+        train=train,
+        test=test,
+        weight=w,
+        split=split,
+        split_test=split_test,
+        dpot_train=dpot[0],
+        dpot_test=dpot[1],
+        rollout=rollout,
+        predicted_channels=predicted,
+        periodic=periodic,
+    )
 
 
-_CNS = dict(fmt="pdebench_cfd", res=128, c=4, t=21, train=9000, test=1000, w=1, split="fraction", split_test=0.1,
-            dpot=(9000, 200), rollout=11, periodic=True)
+_CNS = dict(
+    fmt="pdebench_cfd",
+    res=128,
+    c=4,
+    t=21,
+    train=9000,
+    test=1000,
+    w=1,
+    split="fraction",
+    split_test=0.1,
+    dpot=(9000, 200),
+    rollout=11,
+    periodic=True,
+)
 
 # Sources: FNO file sizes (N1200, N10000, N5000), DPOT preprocess.py (tails and int(0.9 N) cuts, PDEArena
 # valid folded into train, CFDBench's 80/10/10 case split) and make_master_file.py (dpot_*, rollout).

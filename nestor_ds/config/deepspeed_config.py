@@ -3,6 +3,7 @@
 This is the one place where batch arithmetic, precision, ZeRO stage and expert
 parallelism are checked against each other and against the world size.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,6 +17,7 @@ _PRECISION_KEYS = {"bf16": "bf16", "fp16": "fp16"}
 
 
 def read_ds_json(path: str | Path) -> dict[str, Any]:
+    """A DeepSpeed JSON file (shipped names resolve to the package's copies) as a dict."""
     from nestor_ds.config.shipped import resolve_shipped
 
     path = resolve_shipped(path)
@@ -36,9 +38,7 @@ def engine_clips_itself(ds: dict[str, Any]) -> bool:
     return int(ds.get("zero_optimization", {}).get("stage", 0)) == 0
 
 
-def build_deepspeed_config(
-    cfg: RunConfig, ds_json: dict[str, Any] | str | Path, world_size: int
-) -> dict[str, Any]:
+def build_deepspeed_config(cfg: RunConfig, ds_json: dict[str, Any] | str | Path, world_size: int) -> dict[str, Any]:
     """Return the DeepSpeed config dict for this run, or raise ConfigError naming the fault."""
     source = str(ds_json) if not isinstance(ds_json, dict) else "<dict>"
     ds = copy.deepcopy(ds_json) if isinstance(ds_json, dict) else read_ds_json(ds_json)

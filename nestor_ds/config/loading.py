@@ -1,4 +1,5 @@
 """Reading a run config from YAML, with errors that name the file and the field."""
+
 from __future__ import annotations
 
 import json
@@ -38,6 +39,7 @@ def describe_validation(err: ValidationError) -> str:
 
 
 def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """A run config from a dict; a bad one raises ConfigError naming ``source`` and each field at fault."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -75,8 +77,10 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
         last = i == len(parents)
         if isinstance(node, list):
             if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
-                raise ConfigError(f"--set {dotted}: {'.'.join(dotted.split('.')[:i]) or dotted} is a list of "
-                                  f"{len(node)}; {key!r} is not an index into it")
+                raise ConfigError(
+                    f"--set {dotted}: {'.'.join(dotted.split('.')[:i]) or dotted} is a list of "
+                    f"{len(node)}; {key!r} is not an index into it"
+                )
             key = int(key)
         elif not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {'.'.join(dotted.split('.')[:i])} is a value, not a section")

@@ -1,4 +1,5 @@
 """The configuration reference, generated from the pydantic models so the docs cannot drift."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel
@@ -34,6 +35,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def config_reference() -> str:
+    """Markdown table of every config key: type, default and meaning (the README's reference)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     return "\n".join(lines + _rows(RunConfig, ""))
 

@@ -3,6 +3,7 @@
 Cross-field checks that need only the config live here as validators; checks that
 also need the world size or a DeepSpeed JSON live in ``deepspeed_config.py``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +15,8 @@ from nestor_ds.config.datasets import DatasetInfo, UnknownDataset, lookup
 
 
 class Strict(BaseModel):
+    """A config section: unknown keys and non-finite numbers are errors."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf is a typo, not a setting
 
 
@@ -24,31 +27,42 @@ class ImageMoEConfig(Strict):
     top_k: int = Field(2, gt=0, description="experts each sample is sent to")
     capacity_factor: float = Field(1.25, gt=0, description="slots per expert = ceil(cf * k * B / E) when dropping")
     drop_tokens: bool = Field(
-        False, description="True: training drops routes beyond capacity (the share is logged); False (the "
+        False,
+        description="True: training drops routes beyond capacity (the share is logged); False (the "
         "reference's behaviour): nothing dropped, buffers sized for the worst case (B * min(k, E/ep) samples per "
-        "rank pair), so no step reads a size back from the device")
+        "rank pair), so no step reads a size back from the device",
+    )
     expert_compute: Literal["grouped", "loop"] = Field(
-        "grouped", description="grouped: all local experts (and their Sub-MoE experts) run as one grouped GEMM per "
+        "grouped",
+        description="grouped: all local experts (and their Sub-MoE experts) run as one grouped GEMM per "
         "layer, no host sync; loop: the earlier one-expert-at-a-time Python loop (host syncs), kept as the "
-        "reference that tests and benchmarks compare against")
+        "reference that tests and benchmarks compare against",
+    )
     shared_experts: int = Field(0, ge=0, description="always-on experts (MoE-POT uses 2)")
     balance_loss: Literal["switch", "moepot"] | None = Field(
-        None, description="switch: E * sum f_i p_i (NESTOR); moepot: mean (I_i - mean I)^2 over routing weights "
-        "I_i (MoE-POT); default by variant")
+        None,
+        description="switch: E * sum f_i p_i (NESTOR); moepot: mean (I_i - mean I)^2 over routing weights "
+        "I_i (MoE-POT); default by variant",
+    )
     temperature_schedule: Literal["constant", "linear", "exponential"] = Field(
-        "constant", description="router softmax temperature: constant (start), linear start->end over "
-        "anneal_steps, or exponential max(end, start * decay^n) (MoE-POT)")
+        "constant",
+        description="router softmax temperature: constant (start), linear start->end over "
+        "anneal_steps, or exponential max(end, start * decay^n) (MoE-POT)",
+    )
     temperature_start: float = Field(1.0, gt=0, description="router softmax temperature at n = 0")
-    temperature_end: float = Field(1.0, gt=0, description="final temperature; also used in fine-tuning "
-                                   "and evaluation, as MoE-POT does")
+    temperature_end: float = Field(
+        1.0, gt=0, description="final temperature; also used in fine-tuning and evaluation, as MoE-POT does"
+    )
     temperature_decay: float = Field(0.99, gt=0, le=1, description="exponential schedule: factor per unit")
     anneal_steps: int = Field(0, ge=0, description="linear schedule: units from start to end")
     temperature_unit: Literal["forward", "step"] = Field(
-        "forward", description="what n counts: training forward passes (MoE-POT) or optimizer steps")
+        "forward", description="what n counts: training forward passes (MoE-POT) or optimizer steps"
+    )
 
     def temperature_at(self, n: int) -> float:
+        """The router temperature at ``step`` of the annealing schedule."""
         if self.temperature_schedule == "exponential":
-            return max(self.temperature_end, self.temperature_start * self.temperature_decay ** n)
+            return max(self.temperature_end, self.temperature_start * self.temperature_decay**n)
         if self.temperature_schedule == "linear":
             frac = min(1.0, n / self.anneal_steps) if self.anneal_steps else 1.0
             return self.temperature_start + frac * (self.temperature_end - self.temperature_start)
@@ -56,6 +70,7 @@ class ImageMoEConfig(Strict):
 
     @property
     def final_temperature(self) -> float:
+        """The temperature the schedule ends at (used to fine-tune and evaluate)."""
         return self.temperature_start if self.temperature_schedule == "constant" else self.temperature_end
 
     @model_validator(mode="after")
@@ -80,12 +95,16 @@ class SubMoEConfig(Strict):
 
 
 class AblationConfig(Strict):
+    """Switches that remove parts of NESTOR for ablation studies."""
+
     sub_moe: bool = Field(True, description="False: a dense SwiGLU FFN inside each attention expert")
     shared_afno: bool = Field(True, description="False: drop the always-on AFNO path")
     load_balancing: bool = Field(True, description="False: no load-balancing loss at either level")
 
 
 class ModelConfig(Strict):
+    """The model: variant, sizes, grid, patches, MoE settings."""
+
     variant: Literal["nestor", "dpot", "moepot"] = Field("nestor", description="model family (registry key)")
     resolution: int = Field(64, gt=0, description="common grid size the model sees (square)")
     patch_size: int = Field(8, gt=0, description="patch edge; tokens = (resolution / patch_size)^2")
@@ -104,17 +123,26 @@ class ModelConfig(Strict):
     )
     attention_dropout: float = Field(0.0, ge=0, lt=1, description="applied in training only")
     fusion: Literal["sum", "gated", "mean"] = Field("sum", description="how MoE, AFNO and input paths combine")
-    compile: bool = Field(False, description="torch.compile every block (the graph breaks around the all-to-all "
-                          "and grouped GEMMs outside bf16); off by default until measured faster on a GPU")
+    compile: bool = Field(
+        False,
+        description="torch.compile every block (the graph breaks around the all-to-all "
+        "and grouped GEMMs outside bf16); off by default until measured faster on a GPU",
+    )
     moe: ImageMoEConfig = Field(default_factory=ImageMoEConfig)
     sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
     normalize: bool = Field(False, description="DPOT's per-sample input normalisation with AdaIN-style rescaling")
-    residual: bool = Field(False, description="predict the change from the last input frame (output = last frame + "
-                           "head, the head in normalised units when model.normalize); False: DPOT's absolute output")
+    residual: bool = Field(
+        False,
+        description="predict the change from the last input frame (output = last frame + "
+        "head, the head in normalised units when model.normalize); False: DPOT's absolute output",
+    )
     embed_width: int | None = Field(
-        None, gt=0, description="hidden channels of the patch embedding; None: DPOT's C * patch + 3 (narrower than "
-        "the C * patch^2 values of a patch; a wider one keeps more of each patch)")
+        None,
+        gt=0,
+        description="hidden channels of the patch embedding; None: DPOT's C * patch + 3 (narrower than "
+        "the C * patch^2 values of a patch; a wider one keeps more of each patch)",
+    )
     n_cls: int = Field(12, ge=0, description="outputs of DPOT's data-set classifier head (0: no head)")
 
     @model_validator(mode="after")
@@ -122,9 +150,7 @@ class ModelConfig(Strict):
         if self.moe.balance_loss is None:
             self.moe.balance_loss = "moepot" if self.variant == "moepot" else "switch"
         if self.resolution % self.patch_size:
-            raise ValueError(
-                f"resolution={self.resolution} is not divisible by patch_size={self.patch_size}"
-            )
+            raise ValueError(f"resolution={self.resolution} is not divisible by patch_size={self.patch_size}")
         if self.width % self.heads:
             raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
         if self.width % self.afno_blocks:
@@ -133,14 +159,18 @@ class ModelConfig(Strict):
 
     @property
     def tokens(self) -> int:
+        """Patches per sample."""
         return (self.resolution // self.patch_size) ** 2
 
     @property
     def is_moe(self) -> bool:
+        """Whether the variant has image-level experts."""
         return self.variant in ("nestor", "moepot")
 
 
 class DatasetEntry(Strict):
+    """One data set of a run: registry name, mixing weight, shard location."""
+
     name: str = Field(description="registry name, or a key of data.custom")
     weight: float | None = Field(None, gt=0, description="mixing weight; default: the registry's")
     shards: str | None = Field(
@@ -149,49 +179,66 @@ class DatasetEntry(Strict):
 
 
 class DataConfig(Strict):
+    """The data of a run: sets, shard root, splits, windows, noise and padding."""
+
     datasets: list[DatasetEntry] = Field(min_length=1, description="data sets mixed in this run")
     root: str = Field(
-        "data/shards", description="where shard folders live: a folder, an http(s):// URL, or a pipe: command "
-        "with {path}, e.g. 'pipe:aws s3 cp s3://bucket/shards/{path} -'"
+        "data/shards",
+        description="where shard folders live: a folder, an http(s):// URL, or a pipe: command "
+        "with {path}, e.g. 'pipe:aws s3 cp s3://bucket/shards/{path} -'",
     )
     train_split: str = Field("train", description="split folder trained on")
     test_split: str = Field("test", description="split folder evaluated on")
     noise_scale: float = Field(5e-4, ge=0, description="denoising noise, relative to the input norm")
     noise_norm: Literal["l2", "rms", "channel_rms", "set_std"] = Field(
-        "l2", description="l2: DPOT's noise, scale x per-channel L2 norm over X, Y, T, on every point; "
+        "l2",
+        description="l2: DPOT's noise, scale x per-channel L2 norm over X, Y, T, on every point; "
         "rms: scale x RMS over real points (all channels), real points only; channel_rms: scale x each channel's "
         "RMS per sample, real points and channels only; set_std: scale x the data set's channel std (its "
-        "manifest), real points and channels only"
+        "manifest), real points and channels only",
     )
     mixing: Literal["size_weighted", "weight"] = Field(
-        "size_weighted", description="pick a data set with probability proportional to n_train x weight (DPOT) "
-        "or to weight alone"
+        "size_weighted",
+        description="pick a data set with probability proportional to n_train x weight (DPOT) or to weight alone",
     )
     subset: Literal["dpot", "all"] = Field(
-        "dpot", description="dpot: train on the first dpot_train and evaluate the first dpot_test trajectories, "
-        "rolling out rollout frames, as DPOT's master file; all: every trajectory and frame"
+        "dpot",
+        description="dpot: train on the first dpot_train and evaluate the first dpot_test trajectories, "
+        "rolling out rollout frames, as DPOT's master file; all: every trajectory and frame",
     )
     pad_value: float = Field(1.0, description="value of padded (missing) channels; DPOT pads with 1")
     score_channels: Literal["predicted", "all"] = Field(
         "predicted", description="predicted: leave input-only channels (CFDBench's mask) out of loss and metric"
     )
     score_points: Literal["original", "all"] = Field(
-        "original", description="evaluation on sets stored below the model resolution: original = only the grid "
-        "points the data had (DPOT's stride mask); all = every interpolated point"
+        "original",
+        description="evaluation on sets stored below the model resolution: original = only the grid "
+        "points the data had (DPOT's stride mask); all = every interpolated point",
     )
     workers: int | None = Field(
-        None, ge=0, description="loader worker processes per rank; None: 4 on a GPU (at most the CPU cores per "
-        "local rank), 0 on CPU. The stream depends on ranks x workers: resume with the same count")
-    windows_per_trajectory: int = Field(
-        8, ge=1, description="training windows cut from each decoded trajectory (distinct random starts while it has "
-        "that many) before the next is read; 1 is DPOT's sampling (one random window per trajectory visit); more "
-        "decodes less per sample")
-    on_bad_sample: Literal["raise", "skip"] = Field(
-        "raise", description="raise: stop naming shard and sample; skip: drop it (an unreadable tar: the rest of "
-        "its shard), count it, log it"
+        None,
+        ge=0,
+        description="loader worker processes per rank; None: 4 on a GPU (at most the CPU cores per "
+        "local rank), 0 on CPU. The stream depends on ranks x workers: resume with the same count",
     )
-    max_bad_samples: int = Field(20, gt=0, description="skip mode: bad samples or shards in a row, per data set "
-                                 "and loader slot, before the run stops naming the data set")
+    windows_per_trajectory: int = Field(
+        8,
+        ge=1,
+        description="training windows cut from each decoded trajectory (distinct random starts while it has "
+        "that many) before the next is read; 1 is DPOT's sampling (one random window per trajectory visit); more "
+        "decodes less per sample",
+    )
+    on_bad_sample: Literal["raise", "skip"] = Field(
+        "raise",
+        description="raise: stop naming shard and sample; skip: drop it (an unreadable tar: the rest of "
+        "its shard), count it, log it",
+    )
+    max_bad_samples: int = Field(
+        20,
+        gt=0,
+        description="skip mode: bad samples or shards in a row, per data set "
+        "and loader slot, before the run stops naming the data set",
+    )
     verify_checksums: bool = Field(True, description="check every shard's sha256 against its manifest at start")
     custom: dict[str, DatasetInfo] = Field(default_factory=dict, description="data sets not in the registry")
 
@@ -209,10 +256,13 @@ class DataConfig(Strict):
         return self
 
     def info(self, name: str) -> DatasetInfo:
+        """The registry facts of data set ``name`` (``data.custom`` first)."""
         return lookup(name, self.custom)
 
 
 class OptimizerConfig(Strict):
+    """Adam and its one-cycle schedule."""
+
     lr: float = Field(1e-3, gt=0, description="peak learning rate of the one-cycle schedule")
     betas: tuple[float, float] = Field((0.9, 0.9), description="Adam betas")
     weight_decay: float = Field(1e-6, ge=0, description="on matrices only, not norms and biases")
@@ -221,6 +271,8 @@ class OptimizerConfig(Strict):
 
 
 class TrainConfig(Strict):
+    """The training loop: steps, batches, losses, checkpoints, guards, time limit."""
+
     steps: int | None = Field(None, gt=0, description="optimizer steps (give steps or epochs)")
     epochs: int | None = Field(None, gt=0, description="passes over the training trajectories (or steps)")
     micro_batch_per_rank: int = Field(8, gt=0, description="samples per rank per forward")
@@ -229,39 +281,66 @@ class TrainConfig(Strict):
     aux_weight_image: float = Field(0.03, ge=0, description="image-level load-balancing weight")
     aux_weight_token: float = Field(1e-4, ge=0, description="token-level load-balancing weight")
     loss_reduction: Literal["reference", "mean"] = Field(
-        "reference", description="reference: L2RE summed over the micro-batch, aux losses summed over layers "
-        "(token-level also over active experts), as the NESTOR/MoE-POT trainers; mean: everything averaged")
+        "reference",
+        description="reference: L2RE summed over the micro-batch, aux losses summed over layers "
+        "(token-level also over active experts), as the NESTOR/MoE-POT trainers; mean: everything averaged",
+    )
     cls_weight: float = Field(0.0, ge=0, description="cross-entropy weight of the data-set classifier (DPOT: 0)")
     t_ar: int | None = Field(
-        None, gt=0, description="target frames per training window (DPOT's T_ar): the loss unrolls t_ar / t_out model "
+        None,
+        gt=0,
+        description="target frames per training window (DPOT's T_ar): the loss unrolls t_ar / t_out model "
         "steps, feeding predictions back by the evaluation's rule, noise added again at every step (DPOT); None: "
-        "t_out (one step, DPOT's T_ar 1)")
-    push_forward: bool = Field(False, description="unrolled training: no gradient through the earlier steps (each "
-                               "step learns from inputs of the model's own making; Brandstetter et al.)")
-    patch_jitter: bool = Field(False, description="shift the patch grid by a random 0..patch-1 points per sample and "
-                               "axis in training (Walrus): rolled on periodic data sets, padded (edge) and cropped "
-                               "on the others; evaluation never jitters")
+        "t_out (one step, DPOT's T_ar 1)",
+    )
+    push_forward: bool = Field(
+        False,
+        description="unrolled training: no gradient through the earlier steps (each "
+        "step learns from inputs of the model's own making; Brandstetter et al.)",
+    )
+    patch_jitter: bool = Field(
+        False,
+        description="shift the patch grid by a random 0..patch-1 points per sample and "
+        "axis in training (Walrus): rolled on periodic data sets, padded (edge) and cropped "
+        "on the others; evaluation never jitters",
+    )
     grad_clip: float = Field(10000.0, ge=0, description="0 disables clipping")
     seed: int = Field(0, description="weights, data order, windows and noise all derive from it")
     log_every: int = Field(10, gt=0, description="optimizer steps between log lines and logged metrics")
-    max_bad_steps: int = Field(3, gt=0, description="steps in a row with a non-finite loss or gradient norm (each "
-                               "skipped on every rank, never reaching the weights) before the run stops, naming them")
+    max_bad_steps: int = Field(
+        3,
+        gt=0,
+        description="steps in a row with a non-finite loss or gradient norm (each "
+        "skipped on every rank, never reaching the weights) before the run stops, naming them",
+    )
     on_nonfinite: Literal["stop", "rollback"] = Field(
-        "stop", description="after train.max_bad_steps bad steps in a row: stop, or roll back to the newest intact "
-        "checkpoint with the lr multiplied by train.rollback_lr_factor (at most train.max_rollbacks times)")
+        "stop",
+        description="after train.max_bad_steps bad steps in a row: stop, or roll back to the newest intact "
+        "checkpoint with the lr multiplied by train.rollback_lr_factor (at most train.max_rollbacks times)",
+    )
     rollback_lr_factor: float = Field(0.5, gt=0, lt=1, description="lr multiplier applied at each rollback")
     max_rollbacks: int = Field(2, ge=0, description="rollbacks before the run stops after all")
-    count_host_syncs: bool = Field(False, description="count the device reads (.item(), .tolist(), ...) of the "
-                                   "last step of each logging interval: perf/host_syncs, and a log line naming them")
+    count_host_syncs: bool = Field(
+        False,
+        description="count the device reads (.item(), .tolist(), ...) of the "
+        "last step of each logging interval: perf/host_syncs, and a log line naming them",
+    )
     checkpoint_every: int = Field(1000, gt=0, description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(3, gt=0, description="newest checkpoints kept on disk")
     checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/checkpoints")
     eval_every: int = Field(1000, gt=0, description="optimizer steps between evaluations")
-    time_limit_s: float | None = Field(None, gt=0, description="wall-time budget: the run ends (checkpoint, final "
-                                       "evaluation) at the first step boundary past it, all ranks together")
-    fit_steps_to_time: bool = Field(False, description="with train.time_limit_s: after 20 steps the run measures its "
-                                    "step time (agreed by all ranks), sets train.steps to what fits in the limit and "
-                                    "rebuilds the one-cycle schedule for that length (wall-time budgets of studies)")
+    time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="wall-time budget: the run ends (checkpoint, final "
+        "evaluation) at the first step boundary past it, all ranks together",
+    )
+    fit_steps_to_time: bool = Field(
+        False,
+        description="with train.time_limit_s: after 20 steps the run measures its "
+        "step time (agreed by all ranks), sets train.steps to what fits in the limit and "
+        "rebuilds the one-cycle schedule for that length (wall-time budgets of studies)",
+    )
     eval_trajectories: int | None = Field(None, gt=0, description="cap on test trajectories per data set")
     output_dir: Path = Field(Path("runs/default"), description="checkpoints, eval tables, plots, MLflow db")
     init_from: Path | None = Field(
@@ -283,15 +362,22 @@ class TrainConfig(Strict):
 
 
 class ParallelConfig(Strict):
+    """Expert parallelism, ZeRO stage and collective timeout."""
+
     ep_size: int = Field(1, gt=0, description="ranks the image-level experts are sharded over")
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="default: the ds_config's")
     precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="default: the ds_config's")
     collective_timeout_s: float = Field(
-        600, gt=0, description="seconds any collective of any process group (DeepSpeed's expert groups too) waits "
-        "for a rank before the run stops, naming the ranks that fell behind (torch's default: 30 min)")
+        600,
+        gt=0,
+        description="seconds any collective of any process group (DeepSpeed's expert groups too) waits "
+        "for a rank before the run stops, naming the ranks that fell behind (torch's default: 30 min)",
+    )
 
 
 class TrackingConfig(Strict):
+    """MLflow: store, experiment, run name."""
+
     enabled: bool = Field(True, description="False: no MLflow (tables, plots and checkpoints are still written)")
     uri: str | None = Field(
         None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db"
@@ -302,6 +388,8 @@ class TrackingConfig(Strict):
 
 
 class RunConfig(Strict):
+    """One run's whole configuration; it also derives the DeepSpeed numbers."""
+
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     train: TrainConfig
@@ -313,35 +401,36 @@ class RunConfig(Strict):
         m = self.model
         if m.is_moe and m.moe.experts % self.parallel.ep_size:
             raise ValueError(
-                f"parallel.ep_size={self.parallel.ep_size} does not divide "
-                f"model.moe.experts={m.moe.experts}"
+                f"parallel.ep_size={self.parallel.ep_size} does not divide model.moe.experts={m.moe.experts}"
             )
         if m.is_moe and self.parallel.zero_stage == 3:
             raise ValueError("parallel.zero_stage=3 is not supported with MoE (DeepSpeed MoE needs stage 0, 1 or 2)")
         t_ar = self.train.t_ar
         if t_ar is not None and t_ar % m.t_out:
-            raise ValueError(f"train.t_ar={t_ar} is not a multiple of model.t_out={m.t_out} (each unrolled step "
-                             f"predicts t_out frames)")
+            raise ValueError(
+                f"train.t_ar={t_ar} is not a multiple of model.t_out={m.t_out} (each unrolled step "
+                f"predicts t_out frames)"
+            )
         window = m.t_in + self.train.target_frames(m.t_out)
         what = "t_in+t_ar" if t_ar is not None else "t_in+t_out"
         for entry in self.data.datasets:
             frames = self.data.info(entry.name).frames
             if window > frames:
                 raise ValueError(
-                    f"data set {entry.name!r}: window {what}={window} is longer than its "
-                    f"{frames}-frame trajectories"
+                    f"data set {entry.name!r}: window {what}={window} is longer than its {frames}-frame trajectories"
                 )
         if self.train.cls_weight > 0 and m.n_cls < len(self.data.datasets):
-            raise ValueError(f"train.cls_weight={self.train.cls_weight} needs model.n_cls >= "
-                             f"{len(self.data.datasets)} (one class per data set), got {m.n_cls}")
+            raise ValueError(
+                f"train.cls_weight={self.train.cls_weight} needs model.n_cls >= "
+                f"{len(self.data.datasets)} (one class per data set), got {m.n_cls}"
+            )
         for entry in self.data.datasets:
             c = self.data.info(entry.name).channels
             if c > m.channels:
-                raise ValueError(
-                    f"data set {entry.name!r} has {c} channels, more than model.channels={m.channels}"
-                )
+                raise ValueError(f"data set {entry.name!r} has {c} channels, more than model.channels={m.channels}")
         return self
 
     @property
     def checkpoint_dir(self) -> Path:
+        """Where the run's checkpoints go (``train.checkpoint_dir`` or ``<output_dir>/checkpoints``)."""
         return self.train.checkpoint_dir or self.train.output_dir / "checkpoints"

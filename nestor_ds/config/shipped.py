@@ -1,5 +1,6 @@
 """The configurations shipped with the project (``configs/``, ``ds_configs/``, ``studies/``), found from any
 directory."""
+
 from __future__ import annotations
 
 import shutil

@@ -10,6 +10,7 @@ Every channel of the model's common channel layout has one role per sample:
 
 The scoring mask (which points and channels count in a metric) never touches what is fed back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ def channel_roles(real: int, predicted: int | None, channels: int) -> torch.Tens
         raise ValueError(f"{real} real channels do not fit the model's {channels}")
     roles = torch.full((channels,), PADDED, dtype=torch.int8)
     roles[:real] = INPUT_ONLY
-    roles[:min(real, predicted if predicted is not None else real)] = PREDICTED
+    roles[: min(real, predicted if predicted is not None else real)] = PREDICTED
     return roles
 
 
@@ -54,4 +55,4 @@ class Feedback:
     def next_window(self, window: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
         """Slide ``window`` [B, X, Y, t_in, C] on by the predicted frames, keeping its length."""
         fed = self.frames(pred, truth, window).to(window.dtype)
-        return torch.cat([window, fed], dim=3)[:, :, :, -window.shape[3]:]
+        return torch.cat([window, fed], dim=3)[:, :, :, -window.shape[3] :]

@@ -3,6 +3,7 @@
 ``nestor-ds data generate --suite small`` makes a suite a 2-core machine writes in a
 few minutes; ``nestor-ds data shard`` then turns each into WebDataset shards.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from nestor_ds.data.suite_index import SuiteEntry, write_suite_index
 
 @dataclass(frozen=True)
 class Size:
+    """How much a generated data set holds: trajectories, grid edge, frames."""
+
     trajectories: int = 10
     resolution: int = 32
     frames: int = 12
@@ -26,6 +29,8 @@ class Size:
 
 @dataclass(frozen=True)
 class Job:
+    """One data set of a suite: its registry name, source format, writer and test split."""
+
     name: str  # registry name
     fmt: str
     write: Callable[[Path, Size, np.random.Generator], Path]  # returns the source path to shard
@@ -37,35 +42,53 @@ SMALL_TEST_SHARE = 0.25
 
 def _ns(nu: float, version: str) -> Callable[[Path, Size, np.random.Generator], Path]:
     def write(root: Path, size: Size, rng: np.random.Generator) -> Path:
-        frames = [S.simulate_ns_vorticity(size.resolution, nu, float(size.frames), size.frames, rng, dt=1e-2)
-                  for _ in range(size.trajectories)]
+        frames = [
+            S.simulate_ns_vorticity(size.resolution, nu, float(size.frames), size.frames, rng, dt=1e-2)
+            for _ in range(size.trajectories)
+        ]
         u = np.stack(frames).transpose(0, 2, 3, 1)  # [N, X, Y, T] as FNO stores it
-        return F.write_fno_mat(root / f"ns_V{nu:.0e}_N{size.trajectories}_T{size.frames}.mat", u.astype(np.float32),
-                               t=np.arange(1, size.frames + 1, dtype=np.float64), version=version)
+        return F.write_fno_mat(
+            root / f"ns_V{nu:.0e}_N{size.trajectories}_T{size.frames}.mat",
+            u.astype(np.float32),
+            t=np.arange(1, size.frames + 1, dtype=np.float64),
+            version=version,
+        )
+
     return write
 
 
 def _cfd(mach: float, eta: float, zeta: float) -> Callable[[Path, Size, np.random.Generator], Path]:
     def write(root: Path, size: Size, rng: np.random.Generator) -> Path:
-        runs = np.stack([S.simulate_compressible_ns(size.resolution, mach, eta, zeta, 0.5, size.frames, rng)
-                         for _ in range(size.trajectories)])  # [N, T, X, Y, 4]: density, pressure, Vx, Vy
+        runs = np.stack(
+            [
+                S.simulate_compressible_ns(size.resolution, mach, eta, zeta, 0.5, size.frames, rng)
+                for _ in range(size.trajectories)
+            ]
+        )  # [N, T, X, Y, 4]: density, pressure, Vx, Vy
         fields = [runs[..., c].astype(np.float32) for c in range(4)]
         name = f"2D_CFD_Rand_M{mach}_Eta{eta}_Zeta{zeta}_periodic_{size.resolution}_Train.hdf5"
-        return F.write_pdebench_cfd(root / name, *fields, t=np.linspace(0, 0.5, size.frames + 1),
-                                    mach=mach, eta=eta, zeta=zeta)
+        return F.write_pdebench_cfd(
+            root / name, *fields, t=np.linspace(0, 0.5, size.frames + 1), mach=mach, eta=eta, zeta=zeta
+        )
+
     return write
 
 
 def _dr(root: Path, size: Size, rng: np.random.Generator) -> Path:
-    runs = (S.simulate_diffusion_reaction(size.resolution, 2.0, size.frames, rng).astype(np.float32)
-            for _ in range(size.trajectories))
-    return F.write_pdebench_grouped(root / "2D_diff-react_NA_NA.h5", runs, t=np.linspace(0, 2.0, size.frames),
-                                    compression="lzf")  # as PDEBench's diffusion-reaction writer
+    runs = (
+        S.simulate_diffusion_reaction(size.resolution, 2.0, size.frames, rng).astype(np.float32)
+        for _ in range(size.trajectories)
+    )
+    return F.write_pdebench_grouped(
+        root / "2D_diff-react_NA_NA.h5", runs, t=np.linspace(0, 2.0, size.frames), compression="lzf"
+    )  # as PDEBench's diffusion-reaction writer
 
 
 def _swe(root: Path, size: Size, rng: np.random.Generator) -> Path:
-    runs = (S.simulate_shallow_water(size.resolution, 1.0, size.frames, rng).astype(np.float32)
-            for _ in range(size.trajectories))
+    runs = (
+        S.simulate_shallow_water(size.resolution, 1.0, size.frames, rng).astype(np.float32)
+        for _ in range(size.trajectories)
+    )
     return F.write_pdebench_grouped(root / "2D_rdb_NA_NA.h5", runs, t=np.linspace(0, 1.0, size.frames))
 
 
@@ -74,12 +97,20 @@ def _smoke(root: Path, size: Size, rng: np.random.Generator) -> Path:
     folder = root / "NavierStokes-2D"
     n_test = max(1, size.trajectories // 4)
     n_valid = max(1, size.trajectories // 8)
-    for split, n, seed in (("train", size.trajectories - n_test - n_valid, 1), ("valid", n_valid, 2),
-                           ("test", n_test, 3)):
+    for split, n, seed in (
+        ("train", size.trajectories - n_test - n_valid, 1),
+        ("valid", n_valid, 2),
+        ("test", n_test, 3),
+    ):
         runs = np.stack([S.simulate_smoke(size.resolution, 0.5, 2.0, size.frames, rng) for _ in range(n)])
         folder.mkdir(parents=True, exist_ok=True)
-        F.write_pdearena_ns(folder / F.pdearena_file_name(split, seed, 0.5, n), split,
-                            *(runs[..., c] for c in range(3)), buo_y=0.5, t=np.linspace(0, 2.0, size.frames))
+        F.write_pdearena_ns(
+            folder / F.pdearena_file_name(split, seed, 0.5, n),
+            split,
+            *(runs[..., c] for c in range(3)),
+            buo_y=0.5,
+            t=np.linspace(0, 2.0, size.frames),
+        )
     return folder
 
 
@@ -96,11 +127,20 @@ def _cfdbench(root: Path, size: Size, rng: np.random.Generator) -> Path:
         props = {"density": 1.0, "viscosity": nu, "height": 1.0, "width": 1.0}
         if k % 2 == 0:
             out, _ = S.simulate_cavity(n, lid, nu, 2.0, frames, rng)
-            F.write_cfdbench_case(folder / "cavity" / "prop" / f"case{k // 2:04d}", out[..., 0], out[..., 1],
-                                  {"vel_top": lid, **props})
+            F.write_cfdbench_case(
+                folder / "cavity" / "prop" / f"case{k // 2:04d}", out[..., 0], out[..., 1], {"vel_top": lid, **props}
+            )
         else:
-            case = {"vel_in": lid, "density": 1.0, "viscosity": nu, "radius": float(rng.uniform(0.1, 0.2)),
-                    "x_min": 0.0, "x_max": 1.0, "y_min": 0.0, "y_max": 1.0}
+            case = {
+                "vel_in": lid,
+                "density": 1.0,
+                "viscosity": nu,
+                "radius": float(rng.uniform(0.1, 0.2)),
+                "x_min": 0.0,
+                "x_max": 1.0,
+                "y_min": 0.0,
+                "y_max": 1.0,
+            }
             blank = np.zeros((1, n, n), dtype=np.float32)
             fluid = F.case_features(blank, blank, case, "cylinder")[0, 1:-1, 1:, 2]  # CFDBench's disc, unpadded
             out, _ = S.simulate_cavity(n, lid, nu, 2.0, frames, rng, obstacle=fluid)
@@ -123,8 +163,14 @@ SUITES: dict[str, list[Job]] = {
 }
 
 
-def generate_suite(suite: str, out: str | Path, size: Size = Size(), seed: int = 0, only: list[str] | None = None,
-                   progress: bool = True) -> list[SuiteEntry]:
+def generate_suite(
+    suite: str,
+    out: str | Path,
+    size: Size = Size(),
+    seed: int = 0,
+    only: list[str] | None = None,
+    progress: bool = True,
+) -> list[SuiteEntry]:
     """Write each data set of the suite under ``out/<name>/`` and the index ``out/sources.json`` that
     ``data shard --from-suite`` reads; returns the index's entries (name, format, source path, test split).
 

@@ -21,6 +21,7 @@ Design (why it is shaped like this):
 - Shards may live in a folder or behind a URL WebDataset opens (http(s)://,
   ``pipe:``); every read goes through :func:`Source.url`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,13 +73,17 @@ class Source:
 
     @property
     def shard_counts(self) -> list[int]:
+        """Trajectories in each shard, in manifest order."""
         return [s["count"] for s in self.manifest["shards"]]
 
     def url(self, shard: int) -> str:
+        """Where shard number ``shard`` is read from (path, URL or pipe)."""
         return locate(self.folder, self.manifest["shards"][shard]["name"])
 
 
 def open_sources(cfg: RunConfig, split: str) -> list[Source]:
+    """Every configured data set's ``split`` as a :class:`Source`: manifest read (checked as
+    ``data.verify_checksums`` says), DPOT's subset limit, mixing weight, scored and predicted channels."""
     train = split == cfg.data.train_split
     sources = []
     for i, entry in enumerate(cfg.data.datasets):
@@ -97,8 +102,11 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
             weight *= limit
         scored = info.predicted_channels if cfg.data.score_channels == "predicted" else None
         rollout = info.rollout if cfg.data.subset == "dpot" else None
-        sources.append(Source(entry.name, i, folder, manifest, weight, limit, scored, rollout,
-                              info.predicted_channels, info.periodic))
+        sources.append(
+            Source(
+                entry.name, i, folder, manifest, weight, limit, scored, rollout, info.predicted_channels, info.periodic
+            )
+        )
     return sources
 
 
@@ -125,8 +133,9 @@ class SourceStream:
     and ``max_bad`` failures in a row (or an epoch without one usable sample) stop the stream naming the data
     set: skipping never turns into an endless search."""
 
-    def __init__(self, src: Source, seed: int, slot: int, n_slots: int, start: int, on_bad: str,
-                 max_bad: int = 20) -> None:
+    def __init__(
+        self, src: Source, seed: int, slot: int, n_slots: int, start: int, on_bad: str, max_bad: int = 20
+    ) -> None:
         self.src, self.seed, self.slot, self.n_slots, self.on_bad = src, seed, slot, n_slots, on_bad
         self.max_bad = max_bad
         self.skipped = 0
@@ -142,8 +151,10 @@ class SourceStream:
         self.skipped += 1
         self.consecutive += 1
         if self.consecutive >= self.max_bad:
-            raise DataError(f"{self.src.name}: {self.consecutive} bad samples or shards in a row "
-                            f"(data.max_bad_samples={self.max_bad}); the last: {err}") from None
+            raise DataError(
+                f"{self.src.name}: {self.consecutive} bad samples or shards in a row "
+                f"(data.max_bad_samples={self.max_bad}); the last: {err}"
+            ) from None
         log.warning("skipping %s (%d so far): %s", what, self.skipped, err)
 
     def _run(self, start: int) -> Iterator[tuple[Trajectory, np.random.Generator]]:
@@ -185,8 +196,10 @@ class SourceStream:
                 except DataError as err:  # the tar itself: the rest of this shard cannot be read
                     self._bad(err, "the rest of an unreadable shard")
             if not usable:
-                raise DataError(f"{self.src.name}: not one usable sample in an epoch of this rank's share "
-                                f"({len(wanted)} trajectories); {self.skipped} bad samples or shards skipped")
+                raise DataError(
+                    f"{self.src.name}: not one usable sample in an epoch of this rank's share "
+                    f"({len(wanted)} trajectories); {self.skipped} bad samples or shards skipped"
+                )
             epoch += 1
 
 
@@ -200,8 +213,16 @@ def resize_pad(data: torch.Tensor, resolution: int, channels: int, pad_value: fl
     return full
 
 
-def scored_mask(grid: tuple[int, int], mask: np.ndarray | None, real_channels: int, resolution: int, channels: int, *,
-                scored: int | None = None, points: str = "all") -> torch.Tensor:
+def scored_mask(
+    grid: tuple[int, int],
+    mask: np.ndarray | None,
+    real_channels: int,
+    resolution: int,
+    channels: int,
+    *,
+    scored: int | None = None,
+    points: str = "all",
+) -> torch.Tensor:
     """Scored points and channels [R, R, 1, C_common]: the first ``scored`` channels (default: all real ones),
     the geometry mask resized nearest, and with ``points="original"`` only the grid points the data had
     (every ``R // X``-th point, DPOT's evaluation mask)."""
@@ -214,17 +235,26 @@ def scored_mask(grid: tuple[int, int], mask: np.ndarray | None, real_channels: i
         stride = torch.zeros(resolution, resolution)
         stride[::kx, ::ky] = 1
         pts = pts * stride
-    real[..., :min(real_channels, scored or real_channels)] = pts[:, :, None, None]
+    real[..., : min(real_channels, scored or real_channels)] = pts[:, :, None, None]
     return real
 
 
-def common_grid(frames: np.ndarray, mask: np.ndarray | None, resolution: int, channels: int, *,
-                pad_value: float = 1.0, scored: int | None = None,
-                points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+def common_grid(
+    frames: np.ndarray,
+    mask: np.ndarray | None,
+    resolution: int,
+    channels: int,
+    *,
+    pad_value: float = 1.0,
+    scored: int | None = None,
+    points: str = "all",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[T, X, Y, C] frames -> [R, R, T, C_common] and the mask of scored points and channels [R, R, 1, C_common]."""
     data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, X, Y]
-    return (resize_pad(data, resolution, channels, pad_value),
-            scored_mask(frames.shape[1:3], mask, frames.shape[-1], resolution, channels, scored=scored, points=points))
+    return (
+        resize_pad(data, resolution, channels, pad_value),
+        scored_mask(frames.shape[1:3], mask, frames.shape[-1], resolution, channels, scored=scored, points=points),
+    )
 
 
 class WindowCutter:
@@ -232,8 +262,16 @@ class WindowCutter:
     the channel padding and the scored mask are done once; a window is then one copy (plus a resize when the
     data's grid is not the model's)."""
 
-    def __init__(self, traj: Trajectory, t_in: int, t_out: int, resolution: int, channels: int,
-                 pad_value: float = 1.0, scored: int | None = None) -> None:
+    def __init__(
+        self,
+        traj: Trajectory,
+        t_in: int,
+        t_out: int,
+        resolution: int,
+        channels: int,
+        pad_value: float = 1.0,
+        scored: int | None = None,
+    ) -> None:
         steps, nx, ny, c = traj.data.shape
         self.t_in, self.span = t_in, t_in + t_out
         if self.span > steps:
@@ -258,25 +296,37 @@ class WindowCutter:
     def window_into(self, t0: int, x: torch.Tensor, y: torch.Tensor) -> None:
         """Write the window into batch slots x [R, R, t_in, C] and y [R, R, t_out, C]."""
         if self.resize:
-            window = F.interpolate(self.data[t0:t0 + self.span], size=(self.resolution, self.resolution),
-                                   mode="bilinear", align_corners=False).permute(2, 3, 0, 1)
+            window = F.interpolate(
+                self.data[t0 : t0 + self.span],
+                size=(self.resolution, self.resolution),
+                mode="bilinear",
+                align_corners=False,
+            ).permute(2, 3, 0, 1)
             c = window.shape[-1]
             x[..., c:], y[..., c:] = self.pad_value, self.pad_value
-            x[..., :c], y[..., :c] = window[:, :, :self.t_in], window[:, :, self.t_in:]
+            x[..., :c], y[..., :c] = window[:, :, : self.t_in], window[:, :, self.t_in :]
         else:
-            x.copy_(self.data[:, :, t0:t0 + self.t_in])
-            y.copy_(self.data[:, :, t0 + self.t_in:t0 + self.span])
+            x.copy_(self.data[:, :, t0 : t0 + self.t_in])
+            y.copy_(self.data[:, :, t0 + self.t_in : t0 + self.span])
 
     def window(self, t0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The window starting at frame ``t0``: input, target and scored mask as new tensors."""
         r = self.resolution
         x, y = torch.empty(r, r, self.t_in, self.channels), torch.empty(r, r, self.span - self.t_in, self.channels)
         self.window_into(t0, x, y)
         return x, y, self.mask
 
 
-def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int, resolution: int,
-              channels: int, pad_value: float = 1.0,
-              scored: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def to_window(
+    traj: Trajectory,
+    rng: np.random.Generator,
+    t_in: int,
+    t_out: int,
+    resolution: int,
+    channels: int,
+    pad_value: float = 1.0,
+    scored: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random window resized and channel-padded: x [X, X, t_in, C], y [X, X, t_out, C], mask [X, X, 1, C]."""
     cutter = WindowCutter(traj, t_in, t_out, resolution, channels, pad_value, scored)
     return cutter.window(int(cutter.starts(rng, 1)[0]))
@@ -285,14 +335,35 @@ def to_window(traj: Trajectory, rng: np.random.Generator, t_in: int, t_out: int,
 class MixedWindows(IterableDataset):
     """Endless batches mixed by weight; batch N of a rank is the same whenever it is asked for."""
 
-    def __init__(self, sources: list[Source], *, t_in: int, t_out: int, resolution: int, channels: int,
-                 batch_size: int, seed: int, rank: int, world: int, workers: int, start_batch: int = 0,
-                 on_bad: str = "raise", pad_value: float = 1.0, windows_per_trajectory: int = 1,
-                 max_bad: int = 20) -> None:
+    def __init__(
+        self,
+        sources: list[Source],
+        *,
+        t_in: int,
+        t_out: int,
+        resolution: int,
+        channels: int,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world: int,
+        workers: int,
+        start_batch: int = 0,
+        on_bad: str = "raise",
+        pad_value: float = 1.0,
+        windows_per_trajectory: int = 1,
+        max_bad: int = 20,
+    ) -> None:
         super().__init__()
         self.per_traj = windows_per_trajectory
         self.sources, self.batch_size, self.seed = sources, batch_size, seed
-        self.rank, self.world, self.workers, self.start_batch, self.on_bad = rank, world, max(workers, 1), start_batch, on_bad
+        self.rank, self.world, self.workers, self.start_batch, self.on_bad = (
+            rank,
+            world,
+            max(workers, 1),
+            start_batch,
+            on_bad,
+        )
         self.max_bad = max_bad
         self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels, pad_value=pad_value)
         weights = np.array([s.weight for s in sources], dtype=np.float64)
@@ -301,11 +372,13 @@ class MixedWindows(IterableDataset):
     def choices(self, slot: int, start: int, count: int) -> np.ndarray:
         """Data-set id of samples ``start .. start + count`` of a slot's stream."""
         first, last = start // CHOICE_BLOCK, (start + count - 1) // CHOICE_BLOCK
-        blocks = [_rng(self.seed, 7919, slot, b).choice(len(self.sources), CHOICE_BLOCK, p=self.probs)
-                  for b in range(first, last + 1)]
+        blocks = [
+            _rng(self.seed, 7919, slot, b).choice(len(self.sources), CHOICE_BLOCK, p=self.probs)
+            for b in range(first, last + 1)
+        ]
         flat = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
         offset = start - first * CHOICE_BLOCK
-        return flat[offset:offset + count]
+        return flat[offset : offset + count]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -319,8 +392,10 @@ class MixedWindows(IterableDataset):
         starts = np.bincount(before, minlength=len(self.sources))
         # pick p of a data set is window p % K of its trajectory p // K: resuming is the same arithmetic
         k = self.per_traj
-        streams = [SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]) // k, self.on_bad,
-                                self.max_bad) for s in self.sources]
+        streams = [
+            SourceStream(s, self.seed, slot, n_slots, int(starts[s.id]) // k, self.on_bad, self.max_bad)
+            for s in self.sources
+        ]
         served = [int(starts[s.id]) % k for s in self.sources]  # windows already cut from the current trajectory
         current: list[tuple[WindowCutter, np.ndarray] | None] = [None] * len(self.sources)
         sh = self.shape
@@ -343,10 +418,14 @@ class MixedWindows(IterableDataset):
                 served[d] += 1
                 index.append(cutter.traj.index)
             position += self.batch_size
-            yield {"x": x, "y": y, "mask": masks,
-                   "dataset_id": torch.as_tensor(ids, dtype=torch.long),
-                   "traj_index": torch.as_tensor(index, dtype=torch.long),
-                   "skipped": torch.tensor(sum(s.skipped for s in streams))}
+            yield {
+                "x": x,
+                "y": y,
+                "mask": masks,
+                "dataset_id": torch.as_tensor(ids, dtype=torch.long),
+                "traj_index": torch.as_tensor(index, dtype=torch.long),
+                "skipped": torch.tensor(sum(s.skipped for s in streams)),
+            }
 
 
 def loader_workers(configured: int | None) -> int:
@@ -374,14 +453,30 @@ class TrainLoader:
         cfg, m = self.cfg, self.cfg.model
         workers = loader_workers(cfg.data.workers)
         stream = MixedWindows(
-            self.sources, t_in=m.t_in, t_out=cfg.train.target_frames(m.t_out), resolution=m.resolution,
-            channels=m.channels, batch_size=cfg.train.micro_batch_per_rank, seed=cfg.train.seed, rank=self.rank,
-            world=self.world, workers=workers, start_batch=start_batch, on_bad=cfg.data.on_bad_sample,
-            max_bad=cfg.data.max_bad_samples, pad_value=cfg.data.pad_value,
+            self.sources,
+            t_in=m.t_in,
+            t_out=cfg.train.target_frames(m.t_out),
+            resolution=m.resolution,
+            channels=m.channels,
+            batch_size=cfg.train.micro_batch_per_rank,
+            seed=cfg.train.seed,
+            rank=self.rank,
+            world=self.world,
+            workers=workers,
+            start_batch=start_batch,
+            on_bad=cfg.data.on_bad_sample,
+            max_bad=cfg.data.max_bad_samples,
+            pad_value=cfg.data.pad_value,
             windows_per_trajectory=cfg.data.windows_per_trajectory,
         )
-        return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if workers else None,
+        )
 
     def restart(self, start_batch: int) -> Iterator[dict[str, torch.Tensor]]:
         """The batches from micro-batch ``start_batch`` on (``step * grad_accum`` after a resume or rollback)."""

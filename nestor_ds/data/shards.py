@@ -4,6 +4,7 @@ Writing is atomic: a shard is written as ``*.tar.partial`` and renamed when comp
 and the manifest (counts, shapes, channel statistics, sha256 per shard) is written
 last, the same way. A shard that the manifest does not list is never read.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,12 +36,14 @@ class DataError(UserError):
 
 
 def encode_npy(array: np.ndarray) -> bytes:
+    """``array`` as .npy bytes (no pickle), the form shards store."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
 
 
 def decode_npy(raw: bytes, where: str) -> np.ndarray:
+    """.npy bytes back to an array, never unpickling; bad bytes raise DataError naming ``where``."""
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)  # never unpickle
     except Exception as err:  # noqa: BLE001 - any decoding failure is bad data
@@ -56,10 +59,12 @@ class ChannelStats:
         self.s2 = None if s2 is None else np.asarray(s2, dtype=np.float64)
 
     def add(self, data: np.ndarray) -> None:
+        """Count one trajectory's values ``[..., C]``."""
         flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
         self.merge(ChannelStats(flat.shape[0], flat.sum(0), np.square(flat).sum(0)))
 
     def merge(self, other: "ChannelStats") -> None:
+        """Add another partial count (shards written in parallel)."""
         if other.s1 is None or other.s2 is None:
             return
         self.s1 = other.s1.copy() if self.s1 is None else self.s1 + other.s1
@@ -67,6 +72,7 @@ class ChannelStats:
         self.n += other.n
 
     def result(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of everything counted (empty lists when nothing was)."""
         if self.n == 0 or self.s1 is None or self.s2 is None:
             return [], []
         mean = self.s1 / self.n
@@ -76,6 +82,8 @@ class ChannelStats:
 
 @dataclass
 class ShardInfo:
+    """A written shard as its manifest lists it: name, trajectories, bytes, sha256."""
+
     name: str
     count: int
     sha256: str
@@ -104,6 +112,7 @@ class ShardFile:
         self.result = ShardResult(ShardInfo(self.final.name, 0, "", 0), ChannelStats(), set(), [], None)
 
     def add(self, traj: Trajectory) -> None:
+        """Append one trajectory to the shard (its arrays and metadata as tar members)."""
         where = f"{self.dataset}/{self.split} trajectory {traj.index}"
         r = self.result
         if traj.dataset != self.dataset:
@@ -114,8 +123,11 @@ class ShardFile:
             r.channels, r.dt = list(traj.channels), traj.dt
         elif traj.channels != r.channels:
             raise DataError(f"{where}: channels {traj.channels} differ from {r.channels}")
-        sample = {"__key__": f"{traj.index:08d}", "data.npy": encode_npy(traj.data),
-                  "meta.json": json.dumps(traj.meta()).encode()}
+        sample = {
+            "__key__": f"{traj.index:08d}",
+            "data.npy": encode_npy(traj.data),
+            "meta.json": json.dumps(traj.meta()).encode(),
+        }
         if traj.mask is not None:
             sample["mask.npy"] = encode_npy(traj.mask.astype(np.float32))
         self.writer.write(sample)
@@ -124,6 +136,7 @@ class ShardFile:
         r.info.count += 1
 
     def close(self) -> ShardResult:
+        """Finish the tar, hash it and move it into place; returns what the manifest needs."""
         self.writer.close()
         os.replace(self.tmp, self.final)  # only a finished shard gets its real name
         self.result.info.sha256 = sha256_of(self.final)
@@ -131,12 +144,19 @@ class ShardFile:
         return self.result
 
     def abort(self) -> None:
+        """Remove the unfinished tar (an error while writing leaves nothing half-written)."""
         self.writer.close()
         self.tmp.unlink(missing_ok=True)
 
 
-def write_shard(folder: Path, number: int, dataset: str, split: str, trajectories: Iterable[Trajectory],
-                on_trajectory: Callable[[], None] | None = None) -> ShardResult:
+def write_shard(
+    folder: Path,
+    number: int,
+    dataset: str,
+    split: str,
+    trajectories: Iterable[Trajectory],
+    on_trajectory: Callable[[], None] | None = None,
+) -> ShardResult:
     """Write one whole shard atomically: on any error the partial file is removed and nothing is named a shard."""
     shard = ShardFile(folder, number, dataset, split)
     try:
@@ -150,8 +170,9 @@ def write_shard(folder: Path, number: int, dataset: str, split: str, trajectorie
     return shard.close()
 
 
-def write_manifest(folder: Path, dataset: str, split: str, results: list[ShardResult],
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_manifest(
+    folder: Path, dataset: str, split: str, results: list[ShardResult], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The split's manifest from its shards in order, written last and atomically."""
     stats, shapes, channels, dt = ChannelStats(), set(), [], None
     for r in results:
@@ -162,9 +183,16 @@ def write_manifest(folder: Path, dataset: str, split: str, results: list[ShardRe
         shapes |= r.shapes
     mean, std = stats.result()
     manifest = {
-        "dataset": dataset, "split": split, "count": sum(r.info.count for r in results),
-        "shapes": sorted(list(s) for s in shapes), "channels": channels, "mean": mean, "std": std, "dt": dt,
-        **(extra or {}), "shards": [vars(r.info) for r in results],
+        "dataset": dataset,
+        "split": split,
+        "count": sum(r.info.count for r in results),
+        "shapes": sorted(list(s) for s in shapes),
+        "channels": channels,
+        "mean": mean,
+        "std": std,
+        "dt": dt,
+        **(extra or {}),
+        "shards": [vars(r.info) for r in results],
     }
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
@@ -192,6 +220,7 @@ class StagedFolder:
             shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
+        """Remove the staging folder; the previous shards, if any, stay as they were."""
         shutil.rmtree(self.path, ignore_errors=True)
 
     @contextlib.contextmanager
@@ -202,8 +231,9 @@ class StagedFolder:
             yield self.path
         except OSError as err:
             self.abort()
-            raise DataError(f"writing {what} into {self.path} failed ({err.strerror or err}); {self.final} is "
-                            f"unchanged") from err
+            raise DataError(
+                f"writing {what} into {self.path} failed ({err.strerror or err}); {self.final} is unchanged"
+            ) from err
         except BaseException:
             self.abort()
             raise
@@ -216,8 +246,15 @@ class SplitWriter:
     of arrays, whichever comes first (``None`` switches a limit off).
     """
 
-    def __init__(self, out_dir: str | Path, dataset: str, split: str, per_shard: int | None = 16,
-                 shard_bytes: int | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        dataset: str,
+        split: str,
+        per_shard: int | None = 16,
+        shard_bytes: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if per_shard is not None and per_shard < 1:
             raise ValueError(f"per_shard must be at least 1, got {per_shard}")
         if shard_bytes is not None and shard_bytes < 1:
@@ -231,6 +268,7 @@ class SplitWriter:
         self._bytes = 0
 
     def add(self, traj: Trajectory) -> None:
+        """Write one trajectory, starting a new shard when the current one is full."""
         if self._shard is None:
             self._shard, self._bytes = ShardFile(self.folder, len(self.results), self.dataset, self.split), 0
         try:
@@ -258,8 +296,9 @@ class SplitWriter:
         return manifest
 
 
-def write_shards(trajectories: Iterable[Trajectory], out_dir: str | Path, dataset: str, split: str,
-                 per_shard: int = 16) -> dict[str, Any]:
+def write_shards(
+    trajectories: Iterable[Trajectory], out_dir: str | Path, dataset: str, split: str, per_shard: int = 16
+) -> dict[str, Any]:
     """Write one split's shards and manifest; return the manifest."""
     writer = SplitWriter(out_dir, dataset, split, per_shard)
     with writer.staged.writing(f"{dataset}/{split}"):  # a failed or interrupted source: nothing switched in
@@ -286,8 +325,10 @@ def locate(base: str | Path, rel: str) -> str:
     text = str(base)
     if text.startswith("pipe:"):
         if "{path}" not in text:
-            raise DataError(f"shard root {text!r}: a pipe: command needs a {{path}} placeholder, "
-                            f"e.g. 'pipe:aws s3 cp s3://bucket/shards/{{path}} -'")
+            raise DataError(
+                f"shard root {text!r}: a pipe: command needs a {{path}} placeholder, "
+                f"e.g. 'pipe:aws s3 cp s3://bucket/shards/{{path}} -'"
+            )
         return text.replace("{path}", rel)
     if is_remote(text):
         return text.rstrip("/") + "/" + rel
@@ -382,5 +423,14 @@ def decode_sample(raw: dict[str, Any], channels: list[str]) -> Trajectory:
     mask = decode_npy(raw["mask.npy"], where) if "mask.npy" in raw else None
     if mask is not None and mask.shape != data.shape[1:3]:
         raise DataError(f"{where}: mask shape {mask.shape} does not match grid {data.shape[1:3]}")
-    return Trajectory(meta["dataset"], int(meta["index"]), data, channels, float(meta["dt"]), float(meta["dx"]),
-                      float(meta["dy"]), dict(meta.get("conditioning", {})), mask)
+    return Trajectory(
+        meta["dataset"],
+        int(meta["index"]),
+        data,
+        channels,
+        float(meta["dt"]),
+        float(meta["dx"]),
+        float(meta["dy"]),
+        dict(meta.get("conditioning", {})),
+        mask,
+    )

@@ -9,6 +9,7 @@ Rules (``DatasetInfo.split``; sources in the README's split table):
 - ``files``: PDEArena's own split files, ``valid`` folded into train as DPOT does;
 - ``cases``: CFDBench's seeded case split per problem; DPOT drops ``dev``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -22,8 +23,11 @@ from nestor_ds.data.shards import DataError
 from nestor_ds.data.trajectory import Trajectory
 
 ValidChoice = Literal["dpot", "train", "separate", "drop"]
-COUNTERS = {"fno_mat": F.count_fno_mat, "pdebench_cfd": F.count_pdebench_cfd,
-            "pdebench_grouped": F.count_pdebench_grouped}
+COUNTERS = {
+    "fno_mat": F.count_fno_mat,
+    "pdebench_cfd": F.count_pdebench_cfd,
+    "pdebench_grouped": F.count_pdebench_grouped,
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,10 @@ def _cut(n: int, info: DatasetInfo, test: float | None, source: Path) -> int:
         rule, amount = ("tail", test) if test >= 1 else ("fraction", test)
     if rule == "tail":
         if amount >= n:
-            raise DataError(f"{source}: holds {n} trajectories, but the published split puts the last "
-                             f"{int(amount)} in test; give --test N or --test FRACTION for a smaller file")
+            raise DataError(
+                f"{source}: holds {n} trajectories, but the published split puts the last "
+                f"{int(amount)} in test; give --test N or --test FRACTION for a smaller file"
+            )
         return n - int(amount)
     if rule == "fraction":
         n_train = int((1 - amount) * n)
@@ -78,13 +84,21 @@ def _plan_cfdbench(source: str | Path, valid: ValidChoice, problems: Sequence[st
         if dev_to is not None:
             plan.setdefault(dev_to, []).extend(Item(str(p)) for p in parts["dev"])
     if not any(plan.values()):
-        raise DataError(f"{source}: no CFDBench case found (expected <problem>/<subset>/caseNNNN/ with problem "
-                         f"in {list(problems)})")
+        raise DataError(
+            f"{source}: no CFDBench case found (expected <problem>/<subset>/caseNNNN/ with problem in {list(problems)})"
+        )
     return plan
 
 
-def plan_splits(info: DatasetInfo, fmt: str, source: str | Path, *, test: float | None = None,
-                valid: ValidChoice = "dpot", problems: Sequence[str] = F.cfdbench.PROBLEMS) -> dict[str, list[Item]]:
+def plan_splits(
+    info: DatasetInfo,
+    fmt: str,
+    source: str | Path,
+    *,
+    test: float | None = None,
+    valid: ValidChoice = "dpot",
+    problems: Sequence[str] = F.cfdbench.PROBLEMS,
+) -> dict[str, list[Item]]:
     """{split: items} for ``source`` under the published split of ``info`` (``test`` overrides it)."""
     if fmt == "pdearena_ns":
         return _plan_pdearena(source, valid)
@@ -94,23 +108,35 @@ def plan_splits(info: DatasetInfo, fmt: str, source: str | Path, *, test: float 
         raise DataError(f"{source}: no published split for format {fmt!r}")
     n = COUNTERS[fmt](source)
     n_train = _cut(n, info, test, Path(source))
-    return {"train": [Item(str(source), i) for i in range(n_train)],
-            "test": [Item(str(source), i) for i in range(n_train, n)]}
+    return {
+        "train": [Item(str(source), i) for i in range(n_train)],
+        "test": [Item(str(source), i) for i in range(n_train, n)],
+    }
 
 
-def read_items(fmt: str, dataset: str, items: Sequence[Item], first: int = 0,
-               **options: object) -> Iterator[Trajectory]:
+def read_items(
+    fmt: str, dataset: str, items: Sequence[Item], first: int = 0, **options: object
+) -> Iterator[Trajectory]:
     """Read ``items`` in order; each trajectory's index becomes its position in the split (``first`` = position
     of ``items[0]``); CFDBench segments get ``1000 * case position + segment``."""
     pos = 0
     while pos < len(items):
         end = pos + 1
-        while end < len(items) and (items[end].path, items[end].group) == (items[pos].path, items[pos].group) \
-                and fmt != "cfdbench":
+        while (
+            end < len(items)
+            and (items[end].path, items[end].group) == (items[pos].path, items[pos].group)
+            and fmt != "cfdbench"
+        ):
             end += 1
         group = items[pos:end]
-        stream = F.open_source(group[0].path, fmt, dataset, split=group[0].group,
-                               indices=None if fmt == "cfdbench" else [it.index for it in group], **options)
+        stream = F.open_source(
+            group[0].path,
+            fmt,
+            dataset,
+            split=group[0].group,
+            indices=None if fmt == "cfdbench" else [it.index for it in group],
+            **options,
+        )
         if fmt == "cfdbench":
             for traj in stream:
                 traj.index = 1000 * (first + pos) + traj.index % 1000

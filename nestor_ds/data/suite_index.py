@@ -28,8 +28,9 @@ class SuiteEntry:
 def write_suite_index(folder: str | Path, entries: list[SuiteEntry]) -> Path:
     """Write ``folder/sources.json`` listing ``entries``; returns its path."""
     index = Path(folder) / INDEX
-    index.write_text(json.dumps({e.name: {"format": e.format, "path": e.path, "test": e.test} for e in entries},
-                                indent=1))
+    index.write_text(
+        json.dumps({e.name: {"format": e.format, "path": e.path, "test": e.test} for e in entries}, indent=1)
+    )
     return index
 
 

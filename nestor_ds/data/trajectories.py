@@ -1,4 +1,5 @@
 """Whole test trajectories from shards, resized to the common grid, for evaluation."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -22,10 +23,12 @@ def iter_split(src: Source, limit: int | None = None) -> Iterator[Trajectory]:
             n += 1
 
 
-def to_common_grid(traj: Trajectory, src: Source, resolution: int, channels: int, pad_value: float = 1.0,
-                   points: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+def to_common_grid(
+    traj: Trajectory, src: Source, resolution: int, channels: int, pad_value: float = 1.0, points: str = "all"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole trajectory [X, X, T, C_common] and its mask [X, X, 1, C_common] of scored points and channels.
 
     The evaluator, not this function, cuts the frames to t_in + ``src.rollout``."""
-    return common_grid(traj.data, traj.mask, resolution, channels, pad_value=pad_value, scored=src.scored,
-                       points=points)
+    return common_grid(
+        traj.data, traj.mask, resolution, channels, pad_value=pad_value, scored=src.scored, points=points
+    )

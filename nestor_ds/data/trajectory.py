@@ -1,4 +1,5 @@
 """The unit every reader yields and every shard stores: one trajectory and its metadata."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,11 +31,20 @@ class Trajectory:
             )
         self.data = np.ascontiguousarray(self.data, dtype=np.float32)
         if self.mask is not None and self.mask.shape != self.data.shape[1:3]:
-            raise ValueError(f"{self.dataset}[{self.index}]: mask {self.mask.shape} does not match grid {self.data.shape[1:3]}")
+            raise ValueError(
+                f"{self.dataset}[{self.index}]: mask {self.mask.shape} does not match grid {self.data.shape[1:3]}"
+            )
 
     def meta(self) -> dict[str, Any]:
+        """The trajectory's metadata as stored beside its arrays in a shard."""
         return {
-            "dataset": self.dataset, "index": self.index, "shape": list(self.data.shape), "channels": self.channels,
-            "dt": self.dt, "dx": self.dx, "dy": self.dy, "conditioning": self.conditioning,
+            "dataset": self.dataset,
+            "index": self.index,
+            "shape": list(self.data.shape),
+            "channels": self.channels,
+            "dt": self.dt,
+            "dx": self.dx,
+            "dy": self.dy,
+            "conditioning": self.conditioning,
             "has_mask": self.mask is not None,
         }

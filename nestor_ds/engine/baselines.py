@@ -1,6 +1,7 @@
 """Forecasts that learn nothing, scored exactly as a model is: the floor every result is read against.
 
 Each maps an input window [B, X, Y, t_in, C] to ``t_out`` next frames [B, X, Y, t_out, C], like a model."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ holds start-up and compilation), peak memory, and the device reads of a whole st
 (``train.count_host_syncs``). The data are random fields at the model's resolution written by our
 shard writer: the throughput of a step does not depend on what the fields hold.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,35 @@ def write_bench_shards(root: Path, resolution: int, trajectories: int = 16, seed
     custom = {}
     for name, channels in BENCH_SETS.items():
         for split, n in (("train", trajectories), ("test", 2)):
-            trajs = (Trajectory(name, i, rng.standard_normal((FRAMES, resolution, resolution, channels))
-                                .astype(np.float32), [f"c{k}" for k in range(channels)], 0.1, 1.0, 1.0)
-                     for i in range(n))
+            trajs = (
+                Trajectory(
+                    name,
+                    i,
+                    rng.standard_normal((FRAMES, resolution, resolution, channels)).astype(np.float32),
+                    [f"c{k}" for k in range(channels)],
+                    0.1,
+                    1.0,
+                    1.0,
+                )
+                for i in range(n)
+            )
             write_shards(trajs, root / name, name, split, per_shard=4)
-        custom[name] = {"format": "shards", "resolution": resolution, "channels": channels, "frames": FRAMES,
-                        "train": trajectories, "test": 2, "weight": 1.0}
+        custom[name] = {
+            "format": "shards",
+            "resolution": resolution,
+            "channels": channels,
+            "frames": FRAMES,
+            "train": trajectories,
+            "test": 2,
+            "weight": 1.0,
+        }
     return custom
 
 
 @dataclass
 class TrainBench:
+    """One benchmarked training run: throughput per rank, peak memory, host syncs."""
+
     name: str
     samples_per_s: float  # per GPU (or CPU rank)
     peak_mem_mib: float
@@ -51,19 +70,43 @@ class TrainBench:
     wall_s: float
 
 
-def run_training(name: str, config: Path, overrides: dict, ds_config: Path, shards: Path, custom: dict,
-                 out: Path, nproc: int, steps: int, batch: int, resolution: int, device: str) -> TrainBench:
+def run_training(
+    name: str,
+    config: Path,
+    overrides: dict,
+    ds_config: Path,
+    shards: Path,
+    custom: dict,
+    out: Path,
+    nproc: int,
+    steps: int,
+    batch: int,
+    resolution: int,
+    device: str,
+) -> TrainBench:
     """One real training run; its history gives the figures."""
     import time
 
     raw = yaml.safe_load(config.read_text())
     experts = raw["model"].get("moe", {}).get("experts", 1)
     raw["model"].update(resolution=resolution, **overrides.get("model", {}))
-    raw["data"] = {**raw.get("data", {}), "root": str(shards), "custom": custom,
-                   "datasets": [{"name": n} for n in custom], **overrides.get("data", {})}
-    raw["train"] = {**raw.get("train", {}), "steps": steps, "micro_batch_per_rank": batch,
-                    "log_every": max(1, steps // 2), "eval_every": 10 * steps, "checkpoint_every": 10 * steps,
-                    "count_host_syncs": True, "output_dir": str(out)}
+    raw["data"] = {
+        **raw.get("data", {}),
+        "root": str(shards),
+        "custom": custom,
+        "datasets": [{"name": n} for n in custom],
+        **overrides.get("data", {}),
+    }
+    raw["train"] = {
+        **raw.get("train", {}),
+        "steps": steps,
+        "micro_batch_per_rank": batch,
+        "log_every": max(1, steps // 2),
+        "eval_every": 10 * steps,
+        "checkpoint_every": 10 * steps,
+        "count_host_syncs": True,
+        "output_dir": str(out),
+    }
     raw["train"].pop("epochs", None)
     raw["parallel"] = {"ep_size": math.gcd(nproc, experts)}
     raw["tracking"] = {"experiment": "bench-train", "run_name": name}
@@ -73,14 +116,30 @@ def run_training(name: str, config: Path, overrides: dict, ds_config: Path, shar
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     if device == "cpu":
         env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
-           str(REPO / "launch" / "train.py"), "--ds_config", str(ds_config), "--config", str(cfg_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        str(nproc),
+        str(REPO / "launch" / "train.py"),
+        "--ds_config",
+        str(ds_config),
+        "--config",
+        str(cfg_path),
+    ]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{name}: training run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n"
-                           f"{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{name}: training run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     history = json.loads((out / "eval" / "history.json").read_text())
     last = history[-1]
-    return TrainBench(name, last["perf/samples_per_s"] / nproc, last["perf/peak_mem_mib"], last["perf/host_syncs"],
-                      time.perf_counter() - start)
+    return TrainBench(
+        name,
+        last["perf/samples_per_s"] / nproc,
+        last["perf/peak_mem_mib"],
+        last["perf/host_syncs"],
+        time.perf_counter() - start,
+    )

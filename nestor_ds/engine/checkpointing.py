@@ -3,6 +3,7 @@
 Client state carries what DeepSpeed does not: the step, the loader position, RNG
 states and the run config, so a resumed run repeats an uninterrupted one exactly.
 """
+
 from __future__ import annotations
 
 import errno
@@ -41,6 +42,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the torch, numpy and Python generators saved with a checkpoint (exact resume)."""
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -53,6 +55,7 @@ TAG = re.compile(r"step(\d{8})")
 
 
 def tag_for(step: int) -> str:
+    """The checkpoint tag of ``step`` (zero-padded, so tags sort by step)."""
     return f"step{step:08d}"
 
 
@@ -62,8 +65,11 @@ def prunable(root: Path, current: str, keep: int) -> list[str]:
     never ``current`` nor what ``latest`` names, keeping the newest ``keep`` including ``current``."""
     step = int(TAG.fullmatch(current).group(1))
     protected = {current, latest_tag(root)}
-    own = sorted((int(m.group(1)), p.name) for p in root.iterdir()
-                 if p.is_dir() and (m := TAG.fullmatch(p.name)) and int(m.group(1)) < step)
+    own = sorted(
+        (int(m.group(1)), p.name)
+        for p in root.iterdir()
+        if p.is_dir() and (m := TAG.fullmatch(p.name)) and int(m.group(1)) < step
+    )
     own = [name for _, name in own]
     kept_older = max(keep - 1, 0)
     old = own[:-kept_older] if kept_older else own
@@ -71,6 +77,7 @@ def prunable(root: Path, current: str, keep: int) -> list[str]:
 
 
 def latest_tag(root: Path) -> str | None:
+    """The tag DeepSpeed's ``latest`` file names, or None when there is none."""
     latest = root / "latest"
     return latest.read_text().strip() if latest.is_file() else None
 
@@ -81,8 +88,9 @@ def _write_failure(folder: Path, err: BaseException | None, rank: int) -> str:
     free = shutil.disk_usage(probe).free if probe.exists() else -1
     full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or 0 <= free < (1 << 20)
     cause = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}" if err else "another rank failed"
-    return (f"writing checkpoint {folder} failed on rank {rank} ({cause})"
-            + (f"; no space left on device ({free} bytes free on {probe})" if full else ""))
+    return f"writing checkpoint {folder} failed on rank {rank} ({cause})" + (
+        f"; no space left on device ({free} bytes free on {probe})" if full else ""
+    )
 
 
 def _agreed_failure(err: BaseException | None) -> list[str]:
@@ -100,8 +108,7 @@ def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep:
     folder, rank = root / tag, dist.get_rank()
     err: BaseException | None = None
     try:
-        engine.save_checkpoint(str(root), tag=tag, client_state={**client_state, "rng": rng_state()},
-                               save_latest=False)
+        engine.save_checkpoint(str(root), tag=tag, client_state={**client_state, "rng": rng_state()}, save_latest=False)
     except (OSError, RuntimeError) as e:
         err = e
     if not _agreed_failure(err):
@@ -115,8 +122,9 @@ def save(engine: Any, root: Path, step: int, client_state: dict[str, Any], keep:
         if rank == 0 and tag != latest_tag(root):
             shutil.rmtree(folder, ignore_errors=True)  # never mistaken for a whole one, and its space comes back
         dist.barrier()
-        raise RunStopped(f"{message}. The previous checkpoint ({latest_tag(root) or 'none'}) is intact and "
-                         f"'latest' still names it")
+        raise RunStopped(
+            f"{message}. The previous checkpoint ({latest_tag(root) or 'none'}) is intact and 'latest' still names it"
+        )
     dist.barrier()
     if rank == 0:
         write_text_atomic(root / "latest", tag)  # only now is the checkpoint visible as complete
@@ -133,8 +141,10 @@ def resume_candidates(root: Path) -> list[str]:
         return []
     match = TAG.fullmatch(tag)
     step = int(match.group(1)) if match else 1 << 62
-    older = sorted((p.name for p in root.iterdir() if p.is_dir() and (m := TAG.fullmatch(p.name))
-                    and int(m.group(1)) < step), reverse=True)
+    older = sorted(
+        (p.name for p in root.iterdir() if p.is_dir() and (m := TAG.fullmatch(p.name)) and int(m.group(1)) < step),
+        reverse=True,
+    )
     return [tag, *older]
 
 
@@ -157,8 +167,10 @@ def intact_tag(root: Path) -> str | None:
         if dist.get_rank() == 0:
             (root / tag).rename(root / f"{tag}.damaged")
     if faults:
-        raise RunStopped(f"no intact checkpoint left in {root} to resume from: {'; '.join(faults)}. Damaged tags "
-                         f"were renamed *.damaged; start afresh with --no-resume or another train.output_dir")
+        raise RunStopped(
+            f"no intact checkpoint left in {root} to resume from: {'; '.join(faults)}. Damaged tags "
+            f"were renamed *.damaged; start afresh with --no-resume or another train.output_dir"
+        )
     return None
 
 

@@ -1,4 +1,5 @@
 """Start torch.distributed the same way under deepspeed, torchrun or a plain process."""
+
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """A TCP port free on this host now (for a single-process rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -46,6 +48,7 @@ class Heartbeat:
         folder.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> "Heartbeat":
+        """Start the background thread that keeps this rank's file fresh."""
         import threading
 
         def loop() -> None:
@@ -66,21 +69,26 @@ class Heartbeat:
             pass  # a full or vanished disk shows elsewhere; the heartbeat only helps name a hung rank
 
     def beat(self, step: int) -> None:
+        """Record the last step this rank finished (written by the thread)."""
         self.step = step
 
     def laggards(self) -> str:
+        """The ranks whose heartbeat went stale, in words, for a timeout's message."""
         now, silent = time.time(), []
         for r in range(self.world):
             f = self.folder / f"rank{r}"
             if not f.is_file():
                 silent.append(f"rank {r} (never started)")
             elif now - f.stat().st_mtime > 4 * self.INTERVAL_S:
-                silent.append(f"rank {r} (silent for {now - f.stat().st_mtime:.0f} s, last finished step "
-                              f"{f.read_text().split()[0]})")
+                silent.append(
+                    f"rank {r} (silent for {now - f.stat().st_mtime:.0f} s, last finished step "
+                    f"{f.read_text().split()[0]})"
+                )
         return ", ".join(silent) + " did not answer" if silent else "every rank is alive (a collective mismatch?)"
 
 
 def shutdown() -> None:
+    """Leave the process group cleanly (all ranks meet at a barrier first)."""
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -7,6 +7,7 @@ last batches with copies that carry zero weight. Rollouts feed predictions back
 by the one rule of ``data.feedback`` (padded channels at the pad value, input-only
 channels from the truth); the scoring mask is for scoring only.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,6 +46,8 @@ def ratio(model: float, baseline: float) -> float:
 
 @dataclass
 class DatasetEval:
+    """One test set's scores: the model's and the baselines', one step, rollout and per horizon."""
+
     name: str
     channels: list[str] = field(default_factory=list)
     trajectories: int = 0
@@ -59,35 +62,56 @@ class DatasetEval:
 
     @property
     def ratio_one_step(self) -> float:
+        """Model L2RE over persistence, one step (below 1 beats copying the last frame)."""
         return ratio(self.one_step, self.persistence.one_step)
 
     @property
     def ratio_rollout(self) -> float:
+        """Model L2RE over persistence, rollout."""
         return ratio(self.rollout, self.persistence.rollout)
 
 
 @dataclass
 class EvalResult:
+    """An evaluation of every test set, with the tables and metrics made from it."""
+
     datasets: list[DatasetEval]
 
     def rows(self) -> list[dict[str, object]]:
+        """One row per test set for the tables (eval_table.{txt,csv,json})."""
         nan = float("nan")
-        return [{"dataset": d.name, "trajectories": d.trajectories,
-                 "l2re_one_step": d.one_step, "persistence_one_step": d.persistence.one_step,
-                 "linear_one_step": d.linear.one_step if d.linear else nan, "ratio_one_step": d.ratio_one_step,
-                 "l2re_rollout": d.rollout, "persistence_rollout": d.persistence.rollout,
-                 "linear_rollout": d.linear.rollout if d.linear else nan, "ratio_rollout": d.ratio_rollout}
-                for d in self.datasets]
+        return [
+            {
+                "dataset": d.name,
+                "trajectories": d.trajectories,
+                "l2re_one_step": d.one_step,
+                "persistence_one_step": d.persistence.one_step,
+                "linear_one_step": d.linear.one_step if d.linear else nan,
+                "ratio_one_step": d.ratio_one_step,
+                "l2re_rollout": d.rollout,
+                "persistence_rollout": d.persistence.rollout,
+                "linear_rollout": d.linear.rollout if d.linear else nan,
+                "ratio_rollout": d.ratio_rollout,
+            }
+            for d in self.datasets
+        ]
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        """The scores as MLflow metrics ``eval/<set>/...`` plus their means."""
         out: dict[str, float] = {}
         for row in self.rows():
             for key, value in row.items():
                 if key not in ("dataset", "trajectories") and isinstance(value, float) and not math.isnan(value):
                     out[f"{prefix}/{row['dataset']}/{key}"] = value
         if self.datasets:
-            for key in ("l2re_one_step", "l2re_rollout", "persistence_one_step", "persistence_rollout",
-                        "ratio_one_step", "ratio_rollout"):
+            for key in (
+                "l2re_one_step",
+                "l2re_rollout",
+                "persistence_one_step",
+                "persistence_rollout",
+                "ratio_one_step",
+                "ratio_rollout",
+            ):
                 values = [out[f"{prefix}/{d.name}/{key}"] for d in self.datasets if f"{prefix}/{d.name}/{key}" in out]
                 if values:
                     out[f"{prefix}/mean/{key}"] = float(np.mean(values))
@@ -116,7 +140,7 @@ class _ModelForecast:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         preds = []
         for i in range(0, x.shape[0], self.batch):  # x's length is equal on every rank: so is the chunk count
-            o = self.forward(x[i:i + self.batch].to(self.dtype))
+            o = self.forward(x[i : i + self.batch].to(self.dtype))
             preds.append(o.pred.float())
             if self.count_loads and o.image_load is not None:
                 il, tl = o.image_load.double(), o.token_load.double()
@@ -125,15 +149,22 @@ class _ModelForecast:
         return torch.cat(preds)
 
 
-def _score(forecast: Forecast, traj: torch.Tensor, mask: torch.Tensor, feedback: Feedback, t_in: int, t_out: int,
-           model: _ModelForecast | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _score(
+    forecast: Forecast,
+    traj: torch.Tensor,
+    mask: torch.Tensor,
+    feedback: Feedback,
+    t_in: int,
+    t_out: int,
+    model: _ModelForecast | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample: one-step L2RE [B], rollout L2RE [B], per-rollout-step L2RE [K, B], and the one-step
     predictions of the first window [B, X, Y, t_out, C]."""
     b, total = traj.shape[0], traj.shape[3]
     # one step: every window of t_in true frames predicts the next t_out
     starts = list(range(0, total - t_in - t_out + 1))
-    xs = torch.cat([traj[:, :, :, s:s + t_in] for s in starts])
-    ys = torch.cat([traj[:, :, :, s + t_in:s + t_in + t_out] for s in starts])
+    xs = torch.cat([traj[:, :, :, s : s + t_in] for s in starts])
+    ys = torch.cat([traj[:, :, :, s + t_in : s + t_in + t_out] for s in starts])
     pred = forecast(xs)
     one = l2re(pred, ys, mask.repeat(len(starts), 1, 1, 1, 1)).view(len(starts), b).mean(0)
 
@@ -143,7 +174,7 @@ def _score(forecast: Forecast, traj: torch.Tensor, mask: torch.Tensor, feedback:
     x, frames, done = traj[:, :, :, :t_in], [], 0
     while t_in + done < total:
         p = forecast(x)
-        truth = traj[:, :, :, t_in + done:t_in + done + t_out]
+        truth = traj[:, :, :, t_in + done : t_in + done + t_out]
         if truth.shape[3] < t_out:  # the last bundle runs past the end: hold the last true frame
             truth = torch.cat([truth, truth[:, :, :, -1:].expand(-1, -1, -1, t_out - truth.shape[3], -1)], dim=3)
         frames.append(p)
@@ -151,16 +182,24 @@ def _score(forecast: Forecast, traj: torch.Tensor, mask: torch.Tensor, feedback:
         done += p.shape[3]
     if model is not None:
         model.count_loads = False
-    roll = torch.cat(frames, dim=3)[:, :, :, :total - t_in]
+    roll = torch.cat(frames, dim=3)[:, :, :, : total - t_in]
     truth = traj[:, :, :, t_in:]
-    curve = torch.stack([l2re(roll[:, :, :, k:k + t_out], truth[:, :, :, k:k + t_out], mask)
-                         for k in range(0, total - t_in, t_out)])
+    curve = torch.stack(
+        [l2re(roll[:, :, :, k : k + t_out], truth[:, :, :, k : k + t_out], mask) for k in range(0, total - t_in, t_out)]
+    )
     return one, l2re(roll, truth, mask), curve, pred[:b]
 
 
 @torch.no_grad()
-def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int, world: int,
-             device: torch.device, dtype: torch.dtype = torch.float32) -> EvalResult:
+def evaluate(
+    forward: Forward,
+    cfg: RunConfig,
+    sources: list[Source],
+    rank: int,
+    world: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> EvalResult:
     """Model and baselines on every test set; collective: every rank calls it."""
     m = cfg.model
     batch = cfg.train.micro_batch_per_rank
@@ -177,31 +216,38 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
         stats = torch.zeros(len(names), 2, device=device, dtype=torch.float64)  # one-step sum, rollout sum
         curves = torch.zeros(len(names), steps, device=device, dtype=torch.float64)
         weight_sum = torch.zeros(1, device=device, dtype=torch.float64)
-        feedback = Feedback(channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device),
-                            cfg.data.pad_value)
+        feedback = Feedback(
+            channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device), cfg.data.pad_value
+        )
         model = _ModelForecast(forward, batch, dtype)
         forecasts: list[Forecast] = [model] + [lambda x, f=BASELINES[n]: f(x, m.t_out) for n in names[1:]]
         example = None
         for b in range(n_batches):
-            chunk = mine[b * batch:(b + 1) * batch]
+            chunk = mine[b * batch : (b + 1) * batch]
             weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device, dtype=torch.float64)
             chunk = chunk + [template] * (batch - len(chunk))  # zero-weight padding keeps shapes equal
-            grids = [to_common_grid(t, src, m.resolution, m.channels, cfg.data.pad_value, cfg.data.score_points)
-                     for t in chunk]
+            grids = [
+                to_common_grid(t, src, m.resolution, m.channels, cfg.data.pad_value, cfg.data.score_points)
+                for t in chunk
+            ]
             traj = torch.stack([g[0] for g in grids]).to(device)  # [B, X, Y, T, C]
             mask = torch.stack([g[1] for g in grids]).to(device)  # [B, X, Y, 1, C]
             if src.rollout is not None:  # DPOT predicts t_test frames after the first t_in
-                traj = traj[:, :, :, :m.t_in + src.rollout]
+                traj = traj[:, :, :, : m.t_in + src.rollout]
             for i, forecast in enumerate(forecasts):
-                one, roll, curve, pred = _score(forecast, traj, mask, feedback, m.t_in, m.t_out,
-                                                model if i == 0 else None)
+                one, roll, curve, pred = _score(
+                    forecast, traj, mask, feedback, m.t_in, m.t_out, model if i == 0 else None
+                )
                 stats[i, 0] += (one * weight).sum()
                 stats[i, 1] += (roll * weight).sum()
                 curves[i] += (curve * weight).sum(1)
                 if i == 0 and example is None and rank == 0 and len(mine):
-                    example = {"input": traj[0, :, :, m.t_in - 1].cpu().numpy(),
-                               "truth": traj[0, :, :, m.t_in].cpu().numpy(),
-                               "prediction": pred[0, :, :, 0].cpu().numpy(), "mask": mask[0, :, :, 0].cpu().numpy()}
+                    example = {
+                        "input": traj[0, :, :, m.t_in - 1].cpu().numpy(),
+                        "truth": traj[0, :, :, m.t_in].cpu().numpy(),
+                        "prediction": pred[0, :, :, 0].cpu().numpy(),
+                        "mask": mask[0, :, :, 0].cpu().numpy(),
+                    }
             weight_sum += weight.sum()
         _sum(stats), _sum(curves), _sum(weight_sum)
         image_load = token_load = None
@@ -209,30 +255,48 @@ def evaluate(forward: Forward, cfg: RunConfig, sources: list[Source], rank: int,
             image_load = (_sum(model.image_load) / cfg.parallel.ep_size).cpu().numpy()
             token_load = (_sum(model.token_load) / cfg.parallel.ep_size).cpu().numpy()
         n = max(weight_sum.item(), 1.0)
-        scores = [Scores(stats[i, 0].item() / n, stats[i, 1].item() / n, (curves[i] / n).cpu().numpy())
-                  for i in range(len(names))]
-        results.append(DatasetEval(
-            src.name, list(src.manifest["channels"]), int(weight_sum.item()), scores[0].one_step, scores[0].rollout,
-            scores[0].curve, image_load, token_load, example, persistence=scores[1],
-            linear=scores[2] if len(scores) > 2 else None))
+        scores = [
+            Scores(stats[i, 0].item() / n, stats[i, 1].item() / n, (curves[i] / n).cpu().numpy())
+            for i in range(len(names))
+        ]
+        results.append(
+            DatasetEval(
+                src.name,
+                list(src.manifest["channels"]),
+                int(weight_sum.item()),
+                scores[0].one_step,
+                scores[0].rollout,
+                scores[0].curve,
+                image_load,
+                token_load,
+                example,
+                persistence=scores[1],
+                linear=scores[2] if len(scores) > 2 else None,
+            )
+        )
     return EvalResult(results)
 
 
 def format_table(result: EvalResult) -> str:
     """The results table: model, persistence (persist.), linear extrapolation and model / persistence, one step
     and rollout; a model that does not beat persistence is named in words below it."""
-    head = (f"{'data set':<34} {'traj':>5} | {'1-step':>7} {'persist.':>8} {'linear':>7} {'ratio':>6} | "
-            f"{'rollout':>7} {'persist.':>8} {'linear':>7} {'ratio':>6}")
+    head = (
+        f"{'data set':<34} {'traj':>5} | {'1-step':>7} {'persist.':>8} {'linear':>7} {'ratio':>6} | "
+        f"{'rollout':>7} {'persist.':>8} {'linear':>7} {'ratio':>6}"
+    )
     lines = ["L2RE (ratio = model / persistence; below 1 beats copying the last input frame)", head]
     for d in result.datasets:
         lin1 = f"{d.linear.one_step:>7.4f}" if d.linear else f"{'–':>7}"
         linr = f"{d.linear.rollout:>7.4f}" if d.linear else f"{'–':>7}"
-        lines.append(f"{d.name:<34} {d.trajectories:>5d} | {d.one_step:>7.4f} {d.persistence.one_step:>8.4f} {lin1} "
-                     f"{d.ratio_one_step:>6.2f} | {d.rollout:>7.4f} {d.persistence.rollout:>8.4f} {linr} "
-                     f"{d.ratio_rollout:>6.2f}")
+        lines.append(
+            f"{d.name:<34} {d.trajectories:>5d} | {d.one_step:>7.4f} {d.persistence.one_step:>8.4f} {lin1} "
+            f"{d.ratio_one_step:>6.2f} | {d.rollout:>7.4f} {d.persistence.rollout:>8.4f} {linr} "
+            f"{d.ratio_rollout:>6.2f}"
+        )
     for which, words in (("one_step", "one step ahead"), ("rollout", "in rollout")):
         losing = result.losing(which)
         if losing:
-            lines.append(f"WORSE THAN PERSISTENCE {words} on {len(losing)} of {len(result.datasets)}: "
-                         + ", ".join(losing))
+            lines.append(
+                f"WORSE THAN PERSISTENCE {words} on {len(losing)} of {len(result.datasets)}: " + ", ".join(losing)
+            )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Start from pre-trained weights, possibly with another channel count, and freeze parts."""
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,12 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> list[str]:
         raise CheckpointError(f"{path}: no weight fits this model (is it a checkpoint of another variant?)")
     model.load_state_dict(fitting, strict=False)
     if skipped:
-        log.info("fine-tuning from %s: %d tensors start fresh (shape or name differs): %s", path, len(skipped),
-                 ", ".join(skipped[:6]) + (" ..." if len(skipped) > 6 else ""))
+        log.info(
+            "fine-tuning from %s: %d tensors start fresh (shape or name differs): %s",
+            path,
+            len(skipped),
+            ", ".join(skipped[:6]) + (" ..." if len(skipped) > 6 else ""),
+        )
     return skipped
 
 

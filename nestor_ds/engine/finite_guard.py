@@ -1,5 +1,6 @@
 """A non-finite loss or gradient norm never reaches the weights: the step is skipped on every rank, and a run
 that keeps producing them stops, saying where, instead of finishing with poisoned checkpoints."""
+
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,8 @@ class NonFiniteStop(RunStopped):
 
 
 class FiniteGuard:
+    """Counts consecutive non-finite steps, logs each skip, and stops the run past ``train.max_bad_steps``."""
+
     def __init__(self, max_consecutive: int) -> None:
         self.max_consecutive = max_consecutive
         self.consecutive = 0
@@ -43,9 +46,15 @@ class FiniteGuard:
             raise NonFiniteStop(
                 f"non-finite {what} in {self.consecutive} consecutive steps, the last at {where}; nothing of "
                 f"them reached the weights. Last good checkpoint: {last_checkpoint or 'none written yet'}. Lower "
-                f"train.optimizer.lr or check the data (train.max_bad_steps={self.max_consecutive})")
-        log.warning("non-finite %s at %s: skipped on every rank (%d in a row, %d in all)", what, where,
-                    self.consecutive, self.skipped)
+                f"train.optimizer.lr or check the data (train.max_bad_steps={self.max_consecutive})"
+            )
+        log.warning(
+            "non-finite %s at %s: skipped on every rank (%d in a row, %d in all)",
+            what,
+            where,
+            self.consecutive,
+            self.skipped,
+        )
 
     def good(self) -> None:
         """A step without a non-finite loss or gradient norm (or a rollback to a good state)."""

@@ -5,6 +5,7 @@ differ between the ranks of an expert-parallel group and must be summed over it.
 DeepSpeed's fp32 ZeRO-0 clipping averages per-rank norms instead, which is wrong
 with expert shards, so ZeRO-0 runs clip here (see engine: ds gradient_clipping=0).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,7 @@ from deepspeed.utils import groups
 
 
 def global_grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The gradient norm over all parameters and ranks (expert shards counted once), on the device."""
     device = next(model.parameters()).device
     dense = torch.zeros((), dtype=torch.float64, device=device)
     expert = torch.zeros((), dtype=torch.float64, device=device)
@@ -36,6 +38,7 @@ def global_grad_norm(model: torch.nn.Module) -> torch.Tensor:
 
 
 def clip_global_grad_norm_(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Scale gradients so their global norm is at most ``max_norm``; returns the norm before."""
     norm = global_grad_norm(model)
     if max_norm > 0:
         # scales by min(1, max_norm / (norm + 1e-6)) on the device: the step never waits for the norm

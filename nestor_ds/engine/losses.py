@@ -1,4 +1,5 @@
 """L2 relative error per sample and channel, over real grid points and channels only."""
+
 from __future__ import annotations
 
 import torch

@@ -56,8 +56,9 @@ class IntervalMetrics:
         """Start a new interval."""
         self.sums = IntervalSums.zeros(len(self.datasets), self.device)
 
-    def add(self, loss: torch.Tensor, per_sample: torch.Tensor, dataset_id: torch.Tensor, out: ModelOutput,
-            skipped: int) -> None:
+    def add(
+        self, loss: torch.Tensor, per_sample: torch.Tensor, dataset_id: torch.Tensor, out: ModelOutput, skipped: int
+    ) -> None:
         """One micro-step's contribution (no host read)."""
         s, one = self.sums, torch.ones((), dtype=torch.float64, device=self.device)
         s.loss += loss.detach().double()
@@ -84,9 +85,13 @@ class IntervalMetrics:
         world = dist.get_world_size() if dist.is_initialized() else 1
         s = self.sums.reduce()
         micro = s.micro_steps.item() / world or float("nan")  # nan: every micro-step of the interval was skipped
-        out = {"train/loss": s.loss.item() / world / micro, "train/aux_image": s.aux_image.item() / world / micro,
-               "train/aux_token": s.aux_token.item() / world / micro, "train/samples": s.samples.item(),
-               "data/skipped_samples": s.skipped.item()}
+        out = {
+            "train/loss": s.loss.item() / world / micro,
+            "train/aux_image": s.aux_image.item() / world / micro,
+            "train/aux_token": s.aux_token.item() / world / micro,
+            "train/samples": s.samples.item(),
+            "data/skipped_samples": s.skipped.item(),
+        }
         for name, total, count in zip(self.datasets, s.l2re.tolist(), s.l2re_count.tolist()):
             if count:
                 out[f"train/{name}/l2re"] = total / count

@@ -1,4 +1,5 @@
 """Adam over DeepSpeed MoE parameter groups (expert and dense parameters reduce over different groups)."""
+
 from __future__ import annotations
 
 import warnings
@@ -27,8 +28,9 @@ def moe_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """torch's fused Adam: one kernel for all parameters, step counts kept on the device (no per-parameter
     read back to the host), and nothing to compile (DeepSpeed's fused Adam costs ~100 s of JIT on first use)."""
-    return torch.optim.Adam(moe_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                            fused=True)
+    return torch.optim.Adam(
+        moe_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True
+    )
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: float) -> Any:
@@ -41,8 +43,12 @@ def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: flo
     if abs(fraction * steps - 1) < 1e-6:
         fraction += 1e-6 / steps
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps, pct_start=fraction,
-        cycle_momentum=False)
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=steps,
+        pct_start=fraction,
+        cycle_momentum=False,
+    )
 
 
 def resize_one_cycle(scheduler: Any, steps: int, warmup_fraction: float, step: int) -> None:

@@ -4,6 +4,7 @@ Slurm sends SIGUSR1 (``#SBATCH --signal=USR1@N``) to the tasks before the time
 limit; SIGTERM comes on cancellation or node drain. The handler only sets a
 flag: the decision is taken collectively so that all ranks stop at the same step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,6 +21,9 @@ log = logging.getLogger("nestor_ds")
 
 
 class Preemption:
+    """Catches SIGUSR1 (Slurm's time-limit warning) and SIGTERM so that the loop can checkpoint and stop
+    at a step boundary, all ranks together."""
+
     def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
         self.received: int | None = None
         for sig in signals:

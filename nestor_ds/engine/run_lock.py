@@ -5,6 +5,7 @@ checkpoints and race on its MLflow store; it is refused, naming the holder. A lo
 by a dead process is taken over (same host and its pid gone, or the same Slurm job id: a
 requeued job), saying so.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ def _alive(pid: int) -> bool:
 
 
 def _me() -> dict[str, object]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "job_id": os.environ.get("SLURM_JOB_ID"),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def _stale(holder: dict[str, object]) -> str | None:
@@ -53,6 +58,7 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> None:
+        """Take the output folder, or raise naming the run that holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -66,9 +72,11 @@ class RunLock:
                 if reason is None:
                     raise ConfigError(
                         f"{self.path.parent} is in use by another run: pid {holder.get('pid')} on "
-                        f"{holder.get('host')}" + (f" (Slurm job {holder['job_id']})" if holder.get("job_id") else "")
+                        f"{holder.get('host')}"
+                        + (f" (Slurm job {holder['job_id']})" if holder.get("job_id") else "")
                         + f" since {holder.get('started')}. Give this run another train.output_dir, or stop that "
-                        f"one (a lock of a dead run on another host: delete {self.path})") from None
+                        f"one (a lock of a dead run on another host: delete {self.path})"
+                    ) from None
                 log.warning("taking over the lock of %s: %s", self.path.parent, reason)
                 self.path.unlink(missing_ok=True)
                 continue
@@ -81,6 +89,7 @@ class RunLock:
         raise ConfigError(f"{self.path}: another run took the lock while this one was taking over a stale one")
 
     def release(self) -> None:
+        """Give the output folder back (only a lock this process holds)."""
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False

@@ -7,6 +7,7 @@ all steps are summed (``loss_reduction: reference``, as DPOT) or averaged (``mea
 ``train.push_forward`` what is fed back carries no gradient: each step learns from inputs of the model's own
 making without back-propagating through the steps before it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,12 +32,16 @@ class SetFacts:
 
     @classmethod
     def of(cls, sources: list[Source], channels: int, device: torch.device) -> "SetFacts":
+        """The per-set facts of ``sources`` on ``device``."""
         std = torch.zeros(len(sources), channels)
         for i, s in enumerate(sources):
             values = s.manifest.get("std") or []
-            std[i, :len(values)] = torch.tensor(values[:channels], dtype=torch.float32)
-        return cls(torch.stack([s.roles(channels) for s in sources]).to(device),
-                   torch.tensor([s.periodic for s in sources], device=device), std.to(device))
+            std[i, : len(values)] = torch.tensor(values[:channels], dtype=torch.float32)
+        return cls(
+            torch.stack([s.roles(channels) for s in sources]).to(device),
+            torch.tensor([s.periodic for s in sources], device=device),
+            std.to(device),
+        )
 
 
 @dataclass
@@ -48,8 +53,14 @@ class StepResult:
     out: ModelOutput
 
 
-def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Generator, norm: str = "l2",
-              std: torch.Tensor | None = None) -> torch.Tensor:
+def add_noise(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    gen: torch.Generator,
+    norm: str = "l2",
+    std: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Denoising pre-training noise on x [B, X, Y, T, C]; ``mask`` [B, X, Y, 1, C] marks scored points/channels.
 
     ``l2`` (DPOT): ``scale * ||x||`` with the L2 norm per sample and channel over X, Y, T, added at every point
@@ -78,8 +89,9 @@ def add_noise(x: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Gene
     return x + (scale * ref * noise * m).to(x.dtype)
 
 
-def jitter(frames: torch.Tensor, mask: torch.Tensor, periodic: torch.Tensor,
-           gen: torch.Generator, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def jitter(
+    frames: torch.Tensor, mask: torch.Tensor, periodic: torch.Tensor, gen: torch.Generator, patch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch jittering (Walrus): shift each sample's frames [B, X, Y, T, C] and mask [B, X, Y, 1, C] by a random
     0..patch-1 points per axis; rolled where ``periodic`` [B], else padded with the edge values and cropped,
     with the padded band left out of the mask."""
@@ -104,20 +116,28 @@ def training_loss(cfg: RunConfig, out: ModelOutput, per_sample: torch.Tensor, da
     data = per_sample.sum() if t.loss_reduction == "reference" else per_sample.mean()
     loss = data + t.aux_weight_image * aux_image + t.aux_weight_token * aux_token
     if t.cls_weight > 0 and "cls_logits" in out.extras:
-        ce = torch.nn.functional.cross_entropy(out.extras["cls_logits"].float(), dataset_id,
-                                               reduction="sum" if t.loss_reduction == "reference" else "mean")
+        ce = torch.nn.functional.cross_entropy(
+            out.extras["cls_logits"].float(), dataset_id, reduction="sum" if t.loss_reduction == "reference" else "mean"
+        )
         loss = loss + t.cls_weight * ce
     return loss
 
 
-def unrolled_step(forward: Callable[[torch.Tensor], ModelOutput], cfg: RunConfig, batch: dict[str, torch.Tensor],
-                  facts: SetFacts, gen: torch.Generator, noise_scale: float, dtype: torch.dtype) -> StepResult:
+def unrolled_step(
+    forward: Callable[[torch.Tensor], ModelOutput],
+    cfg: RunConfig,
+    batch: dict[str, torch.Tensor],
+    facts: SetFacts,
+    gen: torch.Generator,
+    noise_scale: float,
+    dtype: torch.dtype,
+) -> StepResult:
     """Forward (``t_ar / t_out`` times) and loss of one micro-batch; x [B, X, Y, t_in, C], y [B, X, Y, t_ar, C]."""
     m, t = cfg.model, cfg.train
     x, y, mask, ids = batch["x"], batch["y"], batch["mask"], batch["dataset_id"]
     if t.patch_jitter:
         both, mask = jitter(torch.cat([x, y], dim=3), mask, facts.periodic[ids], gen, m.patch_size)
-        x, y = both[:, :, :, :m.t_in], both[:, :, :, m.t_in:]
+        x, y = both[:, :, :, : m.t_in], both[:, :, :, m.t_in :]
     feedback = Feedback(facts.roles[ids], cfg.data.pad_value)
     std = facts.std[ids] if cfg.data.noise_norm == "set_std" else None
     steps = y.shape[3] // m.t_out
@@ -125,7 +145,7 @@ def unrolled_step(forward: Callable[[torch.Tensor], ModelOutput], cfg: RunConfig
     for k in range(steps):
         x = add_noise(x, mask, noise_scale, gen, cfg.data.noise_norm, std)
         out = forward(x.to(dtype))
-        target = y[:, :, :, k * m.t_out:(k + 1) * m.t_out]
+        target = y[:, :, :, k * m.t_out : (k + 1) * m.t_out]
         per_sample = l2re(out.pred, target, mask)
         losses.append(training_loss(cfg, out, per_sample, ids))
         if k == 0:

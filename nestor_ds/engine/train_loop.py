@@ -1,5 +1,6 @@
 """The training loop of a run's context: steps, logging, evaluation, checkpoints, preemption, the time
 limit, and the finite guard on losses and gradient norms (with optional rollback)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import time
 import torch
 
 from nestor_ds.engine import checkpointing
-from nestor_ds.engine.step import SetFacts, unrolled_step
 from nestor_ds.engine.context import Outcome, RunContext, StopReason, evaluate_run
+from nestor_ds.engine.step import SetFacts, unrolled_step
 from nestor_ds.profiling import count_host_syncs
 
 log = logging.getLogger("nestor_ds")
@@ -45,18 +46,27 @@ class _Loop:
         self.preemption, self.optimizer, self.scheduler = ctx.preemption, ctx.optimizer, ctx.scheduler
         engine, cfg = ctx.engine, ctx.cfg
         self.device = engine.device
-        self.dtype = (torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled()
-                      else torch.float32)
+        self.dtype = (
+            torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled() else torch.float32
+        )
         self.names = [s.name for s in ctx.train_sources]
         self.anneal = ctx.args.mode == "pretrain" and cfg.model.is_moe
         self.clip_here = engine_clips_itself(ctx.ds)
         self.loader = ctx.batches()
         self.facts = SetFacts.of(ctx.train_sources, cfg.model.channels, self.device)
-        self.metrics = IntervalMetrics(self.names, cfg.parallel.ep_size, self.device,
-                                       drop_share=cfg.model.is_moe and cfg.model.moe.drop_tokens)
+        self.metrics = IntervalMetrics(
+            self.names, cfg.parallel.ep_size, self.device, drop_share=cfg.model.is_moe and cfg.model.moe.drop_tokens
+        )
         # a bar only on a terminal: in batch logs the per-interval lines say the same without redraw debris
-        self.bar = tqdm(total=ctx.steps, initial=ctx.step, desc=ctx.args.mode, unit="step", dynamic_ncols=True,
-                        file=sys.stderr, disable=ctx.rank != 0 or not sys.stderr.isatty())
+        self.bar = tqdm(
+            total=ctx.steps,
+            initial=ctx.step,
+            desc=ctx.args.mode,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=ctx.rank != 0 or not sys.stderr.isatty(),
+        )
         self.heartbeat = Heartbeat(ctx.out_dir / "heartbeat", ctx.rank, ctx.world).start()
         self.guard = FiniteGuard(cfg.train.max_bad_steps)
         self.grad_bad: torch.Tensor | None = None  # ZeRO 0: last step's non-finite gradient norm, on the device
@@ -76,8 +86,12 @@ class _Loop:
 
     def save_checkpoint(self) -> None:
         ctx = self.ctx
-        client_state = {"step": ctx.step, "config": self.cfg.model_dump(mode="json"),
-                        "mlflow_run_id": ctx.tracker.run_id, "lr_scale": ctx.lr_scale}
+        client_state = {
+            "step": ctx.step,
+            "config": self.cfg.model_dump(mode="json"),
+            "mlflow_run_id": ctx.tracker.run_id,
+            "lr_scale": ctx.lr_scale,
+        }
         checkpointing.save(self.engine, ctx.ckpt_dir, ctx.step, client_state, self.cfg.train.keep_checkpoints)
 
     def run(self) -> Outcome:
@@ -119,8 +133,12 @@ class _Loop:
             if step % cfg.train.checkpoint_every == 0 or step == ctx.steps or out_of_time:
                 self.save_checkpoint()
             if out_of_time and step < ctx.steps:
-                log.info("train.time_limit_s=%g reached at step %d of %d: the run ends here", cfg.train.time_limit_s,
-                         step, ctx.steps)
+                log.info(
+                    "train.time_limit_s=%g reached at step %d of %d: the run ends here",
+                    cfg.train.time_limit_s,
+                    step,
+                    ctx.steps,
+                )
                 return Outcome(StopReason.TIME_LIMIT, step)
         return Outcome(StopReason.FINISHED, ctx.step)
 
@@ -139,8 +157,13 @@ class _Loop:
         ctx.steps = max(fit, step + 1)
         resize_one_cycle(self.scheduler, ctx.steps, cfg.train.optimizer.warmup_fraction, step)
         self.bar.total = ctx.steps
-        log.info("train.fit_steps_to_time: %.3f s per step, %d steps fit in train.time_limit_s=%g; the one-cycle "
-                 "schedule now spans them", per_step, ctx.steps, cfg.train.time_limit_s)
+        log.info(
+            "train.fit_steps_to_time: %.3f s per step, %d steps fit in train.time_limit_s=%g; the one-cycle "
+            "schedule now spans them",
+            per_step,
+            ctx.steps,
+            cfg.train.time_limit_s,
+        )
 
     def micro_step(self, step: int, micro: int) -> None:
         """Forward, the agreed finite check (the step's one device read), backward and, at the accumulation
@@ -155,10 +178,12 @@ class _Loop:
         gen = torch.Generator(self.device).manual_seed(hash((cfg.train.seed, self.ctx.rank, step, micro)) & 0x7FFFFFFF)
         noise = cfg.data.noise_scale if self.ctx.args.mode == "pretrain" else 0.0
         if self.anneal:
-            engine.module.set_step(step * cfg.train.grad_accum + micro if cfg.model.moe.temperature_unit == "forward"
-                                   else step)
-        probe = (cfg.train.count_host_syncs and micro == cfg.train.grad_accum - 1
-                 and (step + 1) % cfg.train.log_every == 0)
+            engine.module.set_step(
+                step * cfg.train.grad_accum + micro if cfg.model.moe.temperature_unit == "forward" else step
+            )
+        probe = (
+            cfg.train.count_host_syncs and micro == cfg.train.grad_accum - 1 and (step + 1) % cfg.train.log_every == 0
+        )
         with count_host_syncs() if probe else contextlib.nullcontext() as syncs:
             result = unrolled_step(engine, cfg, batch, self.facts, gen, noise, self.dtype)
             loss, per_sample, out = result.loss, result.per_sample, result.out
@@ -210,8 +235,10 @@ class _Loop:
         self.metrics.reset()
         self.bar.n = ctx.step
         self.heartbeat.beat(ctx.step)
-        note = (f"rollback {self.rollbacks}/{cfg.train.max_rollbacks}: {stop}. Back to {client['tag']} (step "
-                f"{ctx.step}), lr x{ctx.lr_scale:g}; the steps after it run (and are logged) again")
+        note = (
+            f"rollback {self.rollbacks}/{cfg.train.max_rollbacks}: {stop}. Back to {client['tag']} (step "
+            f"{ctx.step}), lr x{ctx.lr_scale:g}; the steps after it run (and are logged) again"
+        )
         log.warning(note)
         if ctx.rank == 0:
             ctx.tracker.log_params({f"rollback_{self.rollbacks}": note})
@@ -258,9 +285,11 @@ def _log_line(step: int, steps: int, v: dict[str, float], names: list[str]) -> s
     per_set = " ".join(f"{n}={v[f'train/{n}/l2re']:.3f}" for n in names if f"train/{n}/l2re" in v)
     image = " ".join(f"{v[k]:.2f}" for k in sorted(k for k in v if k.startswith("load/image/")))
     token = " ".join(f"{v[k]:.2f}" for k in sorted(k for k in v if k.startswith("load/token/")))
-    return (f"step {step}/{steps} | loss {v['train/loss']:.4f} | l2re {per_set} | aux img {v['train/aux_image']:.3f}"
-            f" tok {v['train/aux_token']:.3f} | load img [{image}] tok [{token}] | "
-            f"{v['perf/samples_per_s']:.1f} samples/s {v['perf/tokens_per_s']:.0f} tokens/s | "
-            f"peak {v['perf/peak_mem_mib']:.0f} MiB | lr {v['train/lr']:.2e}"
-            + (f" | T {v['moe/temperature']:.3f}" if "moe/temperature" in v else "")
-            + (f" | dropped {v['moe/dropped_share']:.1%}" if "moe/dropped_share" in v else ""))
+    return (
+        f"step {step}/{steps} | loss {v['train/loss']:.4f} | l2re {per_set} | aux img {v['train/aux_image']:.3f}"
+        f" tok {v['train/aux_token']:.3f} | load img [{image}] tok [{token}] | "
+        f"{v['perf/samples_per_s']:.1f} samples/s {v['perf/tokens_per_s']:.0f} tokens/s | "
+        f"peak {v['perf/peak_mem_mib']:.0f} MiB | lr {v['train/lr']:.2e}"
+        + (f" | T {v['moe/temperature']:.3f}" if "moe/temperature" in v else "")
+        + (f" | dropped {v['moe/dropped_share']:.1%}" if "moe/dropped_share" in v else "")
+    )

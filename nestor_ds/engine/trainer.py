@@ -41,8 +41,13 @@ __all__ = ["RunArgs", "run", "total_steps"]
 
 
 def _setup_logging(rank: int) -> None:
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stdout,
-                        format=f"%(asctime)s [rank {rank}] %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        stream=sys.stdout,
+        format=f"%(asctime)s [rank {rank}] %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
 
 
 def _seed_everything(seed: int) -> None:
@@ -92,8 +97,10 @@ def _explained(err: BaseException, cfg: RunConfig, progress: Progress) -> BaseEx
     from nestor_ds.engine.distributed import Heartbeat
 
     beats = Heartbeat(cfg.train.output_dir / "heartbeat", 0, int(os.environ.get("WORLD_SIZE", "1")))
-    return RunStopped(f"a collective timed out after {cfg.parallel.collective_timeout_s:g} s "
-                      f"(parallel.collective_timeout_s): {beats.laggards()}")
+    return RunStopped(
+        f"a collective timed out after {cfg.parallel.collective_timeout_s:g} s "
+        f"(parallel.collective_timeout_s): {beats.laggards()}"
+    )
 
 
 def build_context(args: RunArgs, cfg: RunConfig, progress: Progress) -> RunContext:
@@ -113,16 +120,21 @@ def build_context(args: RunArgs, cfg: RunConfig, progress: Progress) -> RunConte
     _setup_logging(rank)
     if args.mode == "evaluate" and world % cfg.parallel.ep_size:
         # consolidated weights load into any ep_size: evaluate with the experts spread over the ranks at hand
-        log.info("evaluate: parallel.ep_size=%d does not divide world size %d; using ep_size=%d",
-                 cfg.parallel.ep_size, world, math.gcd(world, cfg.parallel.ep_size))
+        log.info(
+            "evaluate: parallel.ep_size=%d does not divide world size %d; using ep_size=%d",
+            cfg.parallel.ep_size,
+            world,
+            math.gcd(world, cfg.parallel.ep_size),
+        )
         cfg = load_config(args.config, {**args.overrides, "parallel.ep_size": math.gcd(world, cfg.parallel.ep_size)})
     ds = build_deepspeed_config(cfg, args.ds_config, world)
     _seed_everything(cfg.train.seed)
 
     model = build_model(cfg.model, cfg.parallel.ep_size, seed=cfg.train.seed)
     if cfg.model.compile:
-        log.info("model.compile: %d blocks compiled by torch.compile; the first steps include compilation",
-                 len(model.blocks))
+        log.info(
+            "model.compile: %d blocks compiled by torch.compile; the first steps include compilation", len(model.blocks)
+        )
     weights = _load_weights(args, cfg, model)
     test_sources = open_sources(cfg, cfg.data.test_split)
     if args.mode == "evaluate":
@@ -151,24 +163,46 @@ def _load_weights(args: RunArgs, cfg: RunConfig, model: torch.nn.Module) -> Path
     return weights
 
 
-def _evaluate_context(args: RunArgs, cfg: RunConfig, rank: int, world: int, ds: dict[str, Any],
-                      model: torch.nn.Module, weights: Path | None, test_sources: list[Any],
-                      progress: Progress) -> RunContext:
+def _evaluate_context(
+    args: RunArgs,
+    cfg: RunConfig,
+    rank: int,
+    world: int,
+    ds: dict[str, Any],
+    model: torch.nn.Module,
+    weights: Path | None,
+    test_sources: list[Any],
+    progress: Progress,
+) -> RunContext:
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
     ctx = RunContext(args, cfg, rank, world, ds, engine, _tracker(args, cfg, rank, world), test_sources, progress)
     if rank == 0:
         with _closed_on_error(ctx.tracker):
-            ctx.tracker.log_params({"config": cfg.model_dump(mode="json"), "world_size": world,
-                                    "ep_size": cfg.parallel.ep_size, "weights": str(weights)})
+            ctx.tracker.log_params(
+                {
+                    "config": cfg.model_dump(mode="json"),
+                    "world_size": world,
+                    "ep_size": cfg.parallel.ep_size,
+                    "weights": str(weights),
+                }
+            )
             ctx.log_config()
     return ctx
 
 
-def _train_context(args: RunArgs, cfg: RunConfig, rank: int, world: int, ds: dict[str, Any],
-                   model: torch.nn.Module, test_sources: list[Any], preemption: Any,
-                   progress: Progress) -> RunContext:
+def _train_context(
+    args: RunArgs,
+    cfg: RunConfig,
+    rank: int,
+    world: int,
+    ds: dict[str, Any],
+    model: torch.nn.Module,
+    test_sources: list[Any],
+    preemption: Any,
+    progress: Progress,
+) -> RunContext:
     import deepspeed
 
     from nestor_ds.data.loader import TrainLoader, open_sources
@@ -183,9 +217,24 @@ def _train_context(args: RunArgs, cfg: RunConfig, rank: int, world: int, ds: dic
     schedule = schedule_snapshot(optimizer)  # this config's, before a checkpoint's optimizer state replaces it
     client, changes = _resume(cfg, engine, scheduler, schedule) if args.resume else (None, {})
     tracker = _tracker(args, cfg, rank, world, client.get("mlflow_run_id") if client else None)
-    ctx = RunContext(args, cfg, rank, world, ds, engine, tracker, test_sources, progress,
-                     train_sources=train_sources, train_loader=TrainLoader(cfg, train_sources, rank, world),
-                     optimizer=optimizer, scheduler=scheduler, preemption=preemption, steps=steps, schedule=schedule)
+    ctx = RunContext(
+        args,
+        cfg,
+        rank,
+        world,
+        ds,
+        engine,
+        tracker,
+        test_sources,
+        progress,
+        train_sources=train_sources,
+        train_loader=TrainLoader(cfg, train_sources, rank, world),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        preemption=preemption,
+        steps=steps,
+        schedule=schedule,
+    )
     if client is not None:
         ctx.step = int(client["step"])
         ctx.lr_scale = float(client.get("lr_scale", 1.0))
@@ -201,13 +250,22 @@ def _log_start(ctx: RunContext, fresh: bool, changes: dict[str, tuple[Any, Any]]
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     cfg, world = ctx.cfg, ctx.world
     if fresh:
-        ctx.tracker.log_params({"config": cfg.model_dump(mode="json"), "ds_config": ctx.ds, "world_size": world,
-                                "ep_size": cfg.parallel.ep_size, "mode": ctx.args.mode, "total_steps": ctx.steps})
+        ctx.tracker.log_params(
+            {
+                "config": cfg.model_dump(mode="json"),
+                "ds_config": ctx.ds,
+                "world_size": world,
+                "ep_size": cfg.parallel.ep_size,
+                "mode": ctx.args.mode,
+                "total_steps": ctx.steps,
+            }
+        )
         ctx.log_config()
     elif changes:
         prefix = f"resumed_at_step_{ctx.step}"
-        ctx.tracker.log_params({f"{prefix}/{k}": f"{a} -> {b}" for k, (a, b) in changes.items()}
-                               | {f"{prefix}/total_steps": ctx.steps})
+        ctx.tracker.log_params(
+            {f"{prefix}/{k}": f"{a} -> {b}" for k, (a, b) in changes.items()} | {f"{prefix}/total_steps": ctx.steps}
+        )
         ctx.log_config()
 
 
@@ -234,13 +292,20 @@ def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, run_id: str |
     tags = {"mode": args.mode, **provenance(world, cfg.parallel.ep_size, device_name)} if enabled else {}
     if enabled and cfg.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id  # shown nested under it in the MLflow UI
-    return Tracker(resolve_uri(cfg.tracking.uri, cfg.train.output_dir), cfg.tracking.experiment,
-                   cfg.tracking.run_name, cfg.train.output_dir / "mlflow-artifacts", enabled=enabled, tags=tags,
-                   run_id=run_id)
+    return Tracker(
+        resolve_uri(cfg.tracking.uri, cfg.train.output_dir),
+        cfg.tracking.experiment,
+        cfg.tracking.run_name,
+        cfg.train.output_dir / "mlflow-artifacts",
+        enabled=enabled,
+        tags=tags,
+        run_id=run_id,
+    )
 
 
-def _resume(cfg: RunConfig, engine: DeepSpeedEngine, scheduler: OneCycleLR,
-            schedule: list[dict[str, float]]) -> tuple[dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
+def _resume(
+    cfg: RunConfig, engine: DeepSpeedEngine, scheduler: OneCycleLR, schedule: list[dict[str, float]]
+) -> tuple[dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
     """Load the newest intact checkpoint, if any, after checking its config against this one; the current
     config's schedule (times the lr scale of earlier rollbacks) continues from the step reached."""
     from nestor_ds.engine import checkpointing
@@ -290,10 +355,20 @@ def _finish(ctx: RunContext, outcome: Outcome) -> dict[str, Any]:
         print(format_table(result), flush=True)
         write_eval_outputs(result, ctx.out_dir / "eval", ctx.tracker, outcome.step, history=ctx.history)
         ctx.tracker.log_metrics(result.metrics(), outcome.step)
-        (ctx.out_dir / "summary.json").write_text(json.dumps(
-            {**summary, "mlflow_uri": uri, "mlflow_run_id": ctx.tracker.run_id, "mode": ctx.args.mode,
-             "stop_reason": outcome.reason.value, "steps_planned": ctx.steps,
-             "datasets": [s.name for s in ctx.test_sources]}, indent=1))
+        (ctx.out_dir / "summary.json").write_text(
+            json.dumps(
+                {
+                    **summary,
+                    "mlflow_uri": uri,
+                    "mlflow_run_id": ctx.tracker.run_id,
+                    "mode": ctx.args.mode,
+                    "stop_reason": outcome.reason.value,
+                    "steps_planned": ctx.steps,
+                    "datasets": [s.name for s in ctx.test_sources],
+                },
+                indent=1,
+            )
+        )
         print(f"outputs: {ctx.out_dir.resolve()}  (mlflow: {uri}, run {ctx.tracker.run_id})", flush=True)
         from nestor_ds.inference.model_io import export_model
 

@@ -1,4 +1,5 @@
 """Using a trained model: export, one-call loading, prediction on a user's own fields."""
+
 from nestor_ds.inference.model_io import export_model, load_model
 from nestor_ds.inference.predictor import Predictor
 

@@ -1,4 +1,5 @@
 """``nestor-ds predict``: a user's fields from ``.npy`` or HDF5, the rollout written beside a figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,13 +35,15 @@ def read_fields(path: Path, key: str | None = None) -> np.ndarray:
     else:
         raise ConfigError(f"input {path}: expected .npy, .h5 or .hdf5")
     if data.ndim not in (4, 5) or not np.issubdtype(data.dtype, np.number):
-        raise ConfigError(f"{path}: expected a numeric [X, Y, T, C] or [B, X, Y, T, C] array, got "
-                          f"{data.dtype} {data.shape}")
+        raise ConfigError(
+            f"{path}: expected a numeric [X, Y, T, C] or [B, X, Y, T, C] array, got {data.dtype} {data.shape}"
+        )
     return data.astype(np.float32)
 
 
-def predict_files(model: str | Path, source: Path, out: Path, steps: int, key: str | None = None,
-                  device: str = "cpu") -> dict[str, Path]:
+def predict_files(
+    model: str | Path, source: Path, out: Path, steps: int, key: str | None = None, device: str = "cpu"
+) -> dict[str, Path]:
     """Roll the model out from the input's first t_in frames; write the prediction (same format as the input)
     and a figure: truth beside prediction when the input holds the frames that follow, else the rollout."""
     from nestor_ds.inference.predictor import Predictor
@@ -62,12 +65,18 @@ def predict_files(model: str | Path, source: Path, out: Path, steps: int, key: s
             f["prediction"] = pred
     t_in = predictor.cfg.model.t_in
     first, pred0 = (fields, pred) if fields.ndim == 4 else (fields[0], pred[0])
-    future = first[:, :, t_in:t_in + steps]
+    future = first[:, :, t_in : t_in + steps]
     figure = out / "prediction.png"
     if future.shape[2] > 0:
         last = future.shape[2] - 1
-        plot_sample(first[:, :, t_in - 1], future[:, :, last], pred0[:, :, last],
-                    [f"channel {c}" for c in range(first.shape[-1])], f"{source.name}: step {last + 1}", figure)
+        plot_sample(
+            first[:, :, t_in - 1],
+            future[:, :, last],
+            pred0[:, :, last],
+            [f"channel {c}" for c in range(first.shape[-1])],
+            f"{source.name}: step {last + 1}",
+            figure,
+        )
     else:
         plot_rollout_frames(first[:, :, t_in - 1], pred0, f"{source.name}: {steps}-step rollout", figure)
     written["figure"] = figure

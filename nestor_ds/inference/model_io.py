@@ -4,6 +4,7 @@
 writes the same folder for published DPOT/MoE-POT checkpoints; ``load_model`` reads either folder, or
 a checkpoint directory directly, into a single-device model: no YAML to find by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def _checkpoint_folder(root: Path, tag: str | None) -> Path:
     if tag is None:
         latest = root / "latest"
         if not latest.is_file():
-            raise ConfigError(f"{root} is not a model folder ({WEIGHTS} + {CONFIG}) nor a checkpoint directory "
-                              f"with a 'latest' file")
+            raise ConfigError(
+                f"{root} is not a model folder ({WEIGHTS} + {CONFIG}) nor a checkpoint directory with a 'latest' file"
+            )
         tag = latest.read_text().strip()
     folder = root / tag
     if not folder.is_dir():
@@ -49,6 +51,7 @@ def checkpoint_client_state(root: str | Path, tag: str | None = None) -> dict[st
 
 
 def checkpoint_config(root: str | Path, tag: str | None = None) -> RunConfig:
+    """The run config saved in a checkpoint."""
     return parse_config(checkpoint_client_state(root, tag)["config"])
 
 
@@ -63,15 +66,19 @@ def export_model(checkpoint: str | Path, out: str | Path, tag: str | None = None
     client = checkpoint_client_state(checkpoint, tag)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / CONFIG, yaml.safe_dump(client["config"], sort_keys=False))
-    info = {"source": str(checkpoint.resolve()), "step": client.get("step"),
-            "mlflow_run_id": client.get("mlflow_run_id")}
+    info = {
+        "source": str(checkpoint.resolve()),
+        "step": client.get("step"),
+        "mlflow_run_id": client.get("mlflow_run_id"),
+    }
     write_text_atomic(out / "export.json", json.dumps(info, indent=1))
     names = channel_names(parse_config(client["config"]))
     if names:
         write_text_atomic(out / CHANNELS, json.dumps(names, indent=1))
     # checkpoint_client_state has checked the manifest: the files are not hashed a second time
-    save_consolidated(read_checkpoint_state(checkpoint, tag, verify=False), out / WEIGHTS,
-                      {k: str(v) for k, v in info.items()})
+    save_consolidated(
+        read_checkpoint_state(checkpoint, tag, verify=False), out / WEIGHTS, {k: str(v) for k, v in info.items()}
+    )
     return out
 
 
@@ -106,8 +113,11 @@ def model_config(path: str | Path) -> RunConfig:
     return checkpoint_config(path)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               ) -> torch.nn.Module:
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.nn.Module:
     """A trained model on one device, in evaluation mode, from a model folder (``nestor-ds export`` or
     ``nestor-ds import``) or a DeepSpeed checkpoint directory of any ep_size. MoE routers use the final
     temperature, as fine-tuning and evaluation do."""
@@ -119,8 +129,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     state = local_state_dict(model, read_weights(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"{path}: weights do not fit its config: missing {sorted(missing)[:4]}, "
-                          f"unexpected {sorted(unexpected)[:4]}")
+        raise ConfigError(
+            f"{path}: weights do not fit its config: missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}"
+        )
     if cfg.model.is_moe:
         model.set_temperature(cfg.model.moe.final_temperature)
     model.run_config = cfg  # what the model was trained with: resolution, channels, pad value

@@ -7,6 +7,7 @@ model predicts ``t_out`` frames at a time from the last ``t_in``, fed back by th
 one held); the predictions are resized back to the user's grid, the padded channels dropped and, given a
 geometry mask, zeroed outside the domain.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,12 @@ class Predictor:
     """``Predictor("runs/x/model").rollout(fields, steps)``; fields ``[X, Y, T, C]`` or ``[B, X, Y, T, C]``
     (numpy or torch, any square-or-not grid, T >= t_in: the first t_in frames start the rollout)."""
 
-    def __init__(self, model: str | Path | torch.nn.Module, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        model: str | Path | torch.nn.Module,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         from nestor_ds.inference.model_io import load_model
 
         self.model = load_model(model, device, dtype) if isinstance(model, (str, Path)) else model
@@ -49,8 +54,9 @@ class Predictor:
         b = y.shape[0]
         y = y[..., :channels]
         if tuple(y.shape[1:3]) != grid:
-            frames = F.interpolate(rearrange(y, "b x y t c -> (b t) c x y"), size=grid, mode="bilinear",
-                                   align_corners=False)
+            frames = F.interpolate(
+                rearrange(y, "b x y t c -> (b t) c x y"), size=grid, mode="bilinear", align_corners=False
+            )
             y = rearrange(frames, "(b t) c x y -> b x y t c", b=b)
         return y
 
@@ -62,11 +68,15 @@ class Predictor:
         known: dict[str, list[str]] = getattr(self.model, "channel_names", {}) or {}
         candidates = [dataset] if dataset else [d for d, names in known.items() if set(channels) <= set(names)]
         if dataset and dataset not in known:
-            raise ConfigError(f"channel names of data set {dataset!r} are unknown; known: {sorted(known) or 'none'} "
-                              f"(give channels by position)")
+            raise ConfigError(
+                f"channel names of data set {dataset!r} are unknown; known: {sorted(known) or 'none'} "
+                f"(give channels by position)"
+            )
         if len(candidates) != 1:
-            raise ConfigError(f"channels {list(channels)}: {'several' if candidates else 'no'} training data sets "
-                              f"match ({candidates or sorted(known)}); pass dataset= or positions")
+            raise ConfigError(
+                f"channels {list(channels)}: {'several' if candidates else 'no'} training data sets "
+                f"match ({candidates or sorted(known)}); pass dataset= or positions"
+            )
         names = known[candidates[0]]
         missing = [c for c in channels if c not in names]
         if missing:
@@ -91,8 +101,14 @@ class Predictor:
         return roles
 
     @torch.no_grad()
-    def rollout(self, fields: np.ndarray | torch.Tensor, steps: int, channels: Sequence[int | str] | None = None,
-                mask: np.ndarray | torch.Tensor | None = None, dataset: str | None = None) -> np.ndarray | torch.Tensor:
+    def rollout(
+        self,
+        fields: np.ndarray | torch.Tensor,
+        steps: int,
+        channels: Sequence[int | str] | None = None,
+        mask: np.ndarray | torch.Tensor | None = None,
+        dataset: str | None = None,
+    ) -> np.ndarray | torch.Tensor:
         """``steps`` predicted frames after the first t_in, on the input's grid: [(B,) X, Y, steps, C].
 
         ``channels``: which model channel each input channel is, by position or by name in a training data set's
@@ -118,12 +134,12 @@ class Predictor:
         placed[..., order] = x
         given = self._to_model_grid(placed).to(self.device, self.dtype)  # input-only channels' truth, where given
         feedback = Feedback(self.roles(order, dataset).to(self.device), float(self.cfg.data.pad_value))
-        window = given[:, :, :, :m.t_in]
+        window = given[:, :, :, : m.t_in]
         preds, done = [], 0
         while done < steps:
             y = self.model(window).pred  # [B, R, R, t_out, C_model]
             preds.append(y.float())
-            truth = given[:, :, :, m.t_in + done:m.t_in + done + y.shape[3]]
+            truth = given[:, :, :, m.t_in + done : m.t_in + done + y.shape[3]]
             window = feedback.next_window(window, y.to(window.dtype), truth if truth.shape[3] == y.shape[3] else None)
             done += y.shape[3]
         out = torch.cat(preds, dim=3)[:, :, :, :steps].cpu()

@@ -5,6 +5,7 @@ filter keeps the first ``modes`` rows and columns of ``rfft2`` (non-negative
 frequencies along x, as DPOT does), applies a block-diagonal complex two-layer MLP
 with GELU and biases, and adds its own input back.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,7 +51,7 @@ class AFNOFilter(nn.Module):
         x = x.float()  # FFTs in fp32 whatever the training precision
         b, d, h, w = x.shape
         spec = torch.fft.rfft2(x.permute(0, 2, 3, 1), dim=(1, 2), norm="ortho")  # [B, H, W//2+1, D]
-        kept = spec[:, :self.modes, :self.modes]
+        kept = spec[:, : self.modes, : self.modes]
         kept = kept.reshape(*kept.shape[:3], self.blocks, d // self.blocks)
         z = self._layer(kept, self.w1.float(), self.b1.float())
         z = torch.view_as_complex(F.gelu(torch.view_as_real(z)))  # GELU on the real and imaginary parts, as DPOT

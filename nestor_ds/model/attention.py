@@ -1,4 +1,5 @@
 """Multi-head self-attention on a fused kernel, and NESTOR's attention expert."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +29,9 @@ Backend = Literal["auto", "sdpa", "flash"]
 HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
 
 
-def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, backend: Backend) -> torch.Tensor:
+def fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, backend: Backend
+) -> torch.Tensor:
     """q, k, v: [B, heads, N, d]. flash-attn on CUDA half precision when asked/available, else SDPA."""
     half = q.dtype in (torch.float16, torch.bfloat16)
     want_flash = backend == "flash" or (backend == "auto" and HAS_FLASH_ATTN)
@@ -45,6 +48,8 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: 
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention over tokens with a fused kernel (SDPA, or flash-attn when asked)."""
+
     def __init__(self, width: int, heads: int, dropout: float = 0.0, backend: Backend = "auto") -> None:
         super().__init__()
         self.heads, self.dropout, self.backend = heads, dropout, backend
@@ -66,8 +71,18 @@ class AttentionExpert(nn.Module):
     Both return (tokens, token-level aux loss, per-sub-expert token counts).
     """
 
-    def __init__(self, width: int, heads: int, hidden: int, sub_experts: int, sub_top_k: int,
-                 sub_shared: int, use_sub_moe: bool, dropout: float = 0.0, backend: Backend = "auto") -> None:
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        hidden: int,
+        sub_experts: int,
+        sub_top_k: int,
+        sub_shared: int,
+        use_sub_moe: bool,
+        dropout: float = 0.0,
+        backend: Backend = "auto",
+    ) -> None:
         super().__init__()
         self.attn = SelfAttention(width, heads, dropout, backend)
         self.norm1 = nn.LayerNorm(width)
@@ -76,12 +91,14 @@ class AttentionExpert(nn.Module):
         )
         self.norm2 = nn.LayerNorm(width)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                   torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y, aux, counts = self.run_grouped([self], x, one_group(x.shape[0], x.device, valid))
         return y, aux[0], counts[0]
 
     def reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The expert on one group of rows, unbatched: (output, aux, counts), as ``run_grouped``."""
         h = self.norm1(x + self.attn(x))
         if isinstance(self.ffn, SubMoE):
             f, aux, counts = loop_sub_moe(self.ffn, h)
@@ -90,24 +107,40 @@ class AttentionExpert(nn.Module):
         return self.norm2(h + f), aux, counts
 
     @staticmethod
-    def run_grouped(experts: Sequence["AttentionExpert"], x: torch.Tensor,
-                    g: RowGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def run_grouped(
+        experts: Sequence["AttentionExpert"], x: torch.Tensor, g: RowGroups
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows x [n, N, D] sorted by expert (``g``), each through its expert: one call per layer for all of
         them. Returns (y [n, N, D], aux [E_local], counts [E_local, E'])."""
         first, attn = experts[0], experts[0].attn
-        qkv = grouped_linear(x, g, stacked(experts, lambda e: e.attn.qkv.weight),
-                             stacked(experts, lambda e: e.attn.qkv.bias))
+        qkv = grouped_linear(
+            x, g, stacked(experts, lambda e: e.attn.qkv.weight), stacked(experts, lambda e: e.attn.qkv.bias)
+        )
         q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=attn.heads)
         out = fused_attention(q, k, v, attn.dropout if first.training else 0.0, attn.backend)
-        out = grouped_linear(rearrange(out, "b h n d -> b n (h d)"), g, stacked(experts, lambda e: e.attn.proj.weight),
-                             stacked(experts, lambda e: e.attn.proj.bias))
-        h = grouped_layer_norm(x + out, g, stacked(experts, lambda e: e.norm1.weight),
-                               stacked(experts, lambda e: e.norm1.bias), first.norm1.eps)
+        out = grouped_linear(
+            rearrange(out, "b h n d -> b n (h d)"),
+            g,
+            stacked(experts, lambda e: e.attn.proj.weight),
+            stacked(experts, lambda e: e.attn.proj.bias),
+        )
+        h = grouped_layer_norm(
+            x + out,
+            g,
+            stacked(experts, lambda e: e.norm1.weight),
+            stacked(experts, lambda e: e.norm1.bias),
+            first.norm1.eps,
+        )
         if isinstance(first.ffn, SubMoE):
             f, aux, counts = run_sub_moes([e.ffn for e in experts], h, g)
         else:
             f = grouped_swiglu([e.ffn for e in experts], h, g)
             aux, counts = h.new_zeros(len(experts), dtype=torch.float32), h.new_zeros(len(experts), 0, dtype=torch.long)
-        y = grouped_layer_norm(h + f, g, stacked(experts, lambda e: e.norm2.weight),
-                               stacked(experts, lambda e: e.norm2.bias), first.norm2.eps)
+        y = grouped_layer_norm(
+            h + f,
+            g,
+            stacked(experts, lambda e: e.norm2.weight),
+            stacked(experts, lambda e: e.norm2.bias),
+            first.norm2.eps,
+        )
         return y, aux, counts

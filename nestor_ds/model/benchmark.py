@@ -1,4 +1,5 @@
 """Forward+backward throughput of model variants, measured in one run so ratios are fair."""
+
 from __future__ import annotations
 
 import time
@@ -13,6 +14,8 @@ from nestor_ds.profiling import count_flops, count_host_syncs, count_ops
 
 @dataclass
 class BenchResult:
+    """Forward+backward figures of one model variant."""
+
     name: str
     samples_per_s: float
     ms_per_step: float
@@ -24,10 +27,12 @@ class BenchResult:
 
     @property
     def tokens_per_s(self) -> float:
+        """Tokens (patches) per second."""
         return self.samples_per_s * self.tokens
 
     @property
     def tflops(self) -> float:
+        """Achieved TFLOP/s from the counted FLOPs per sample."""
         return self.samples_per_s * self.flops_per_sample / 1e12
 
 
@@ -43,8 +48,10 @@ def device_peak_tflops(device: str, dtype: torch.dtype) -> float | None:
     return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
 
 
-def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, warmup: int,
-                           device: str, dtype: torch.dtype) -> BenchResult:
+def bench_forward_backward(
+    name: str, cfg: ModelConfig, batch: int, steps: int, warmup: int, device: str, dtype: torch.dtype
+) -> BenchResult:
+    """Time ``steps`` forward+backward passes of ``cfg``'s model after ``warmup``; count syncs, ops and FLOPs."""
     model = build_model(cfg).to(device=device, dtype=dtype)
     x = torch.randn(batch, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels, device=device, dtype=dtype)
     cuda = device.startswith("cuda")
@@ -68,5 +75,13 @@ def bench_forward_backward(name: str, cfg: ModelConfig, batch: int, steps: int, 
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     with count_host_syncs() as syncs:
         step()
-    return BenchResult(name, batch * steps / elapsed, 1000 * elapsed / steps, peak, sum(syncs.values()),
-                       count_ops(step), count_flops(step) / batch, cfg.tokens)
+    return BenchResult(
+        name,
+        batch * steps / elapsed,
+        1000 * elapsed / steps,
+        peak,
+        sum(syncs.values()),
+        count_ops(step),
+        count_flops(step) / batch,
+        cfg.tokens,
+    )

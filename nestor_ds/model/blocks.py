@@ -1,4 +1,5 @@
 """The three block kinds: NESTOR's nested-MoE block, DPOT's AFNO block, MoE-POT's AFNO + sample-MoE block."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -16,6 +17,7 @@ from nestor_ds.model.routing import MoEPOTScorer
 
 
 def hidden_width(cfg: ModelConfig) -> int:
+    """The MLP width: ``width * mlp_ratio`` truncated, as DPOT computes it."""
     return max(1, int(cfg.width * cfg.mlp_ratio + 1e-9))  # truncated, as DPOT computes its MLP width
 
 
@@ -56,17 +58,34 @@ class NestedMoEBlock(nn.Module):
         self.norm = group_norm(cfg.width)
 
         def make_expert() -> AttentionExpert:
-            return AttentionExpert(cfg.width, cfg.heads, hidden, cfg.sub_moe.experts, cfg.sub_moe.top_k,
-                                   cfg.sub_moe.shared_experts, cfg.ablation.sub_moe, cfg.attention_dropout,
-                                   cfg.attention)
+            return AttentionExpert(
+                cfg.width,
+                cfg.heads,
+                hidden,
+                cfg.sub_moe.experts,
+                cfg.sub_moe.top_k,
+                cfg.sub_moe.shared_experts,
+                cfg.ablation.sub_moe,
+                cfg.attention_dropout,
+                cfg.attention,
+            )
 
         m = cfg.moe
-        self.moe = SampleMoE(make_expert, nn.Linear(cfg.width, m.experts), moe=m, out_width=cfg.width,
-                             ep_size=ep_size, seed=seed, layer=layer, ep_rank=ep_rank)
+        self.moe = SampleMoE(
+            make_expert,
+            nn.Linear(cfg.width, m.experts),
+            moe=m,
+            out_width=cfg.width,
+            ep_size=ep_size,
+            seed=seed,
+            layer=layer,
+            ep_rank=ep_rank,
+        )
         self.afno = None
         if cfg.ablation.shared_afno:
-            self.afno = nn.Sequential(*(AFNOBlock(cfg.width, cfg.afno_blocks, cfg.afno_modes, cfg.width, True)
-                                        for _ in range(2)))
+            self.afno = nn.Sequential(
+                *(AFNOBlock(cfg.width, cfg.afno_blocks, cfg.afno_modes, cfg.width, True) for _ in range(2))
+            )
         self.fusion = Fusion(cfg.fusion, 3 if self.afno is not None else 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, H, W]
@@ -90,20 +109,27 @@ class MoEPOTExpert(nn.Module):
         super().__init__()
         self.proj = nn.Linear(hidden, width)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                   torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y, aux, counts = self.run_grouped([self], x, one_group(x.shape[0], x.device, valid))
         return y, aux[0], counts[0]
 
     def reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The expert on one group of rows, unbatched: (output, aux, counts), as ``run_grouped``."""
         return nn.functional.gelu(self.proj(x)), x.new_zeros((), dtype=torch.float32), x.new_zeros(0, dtype=torch.long)
 
     @staticmethod
-    def run_grouped(experts: Sequence["MoEPOTExpert"], x: torch.Tensor,
-                    g: RowGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def run_grouped(
+        experts: Sequence["MoEPOTExpert"], x: torch.Tensor, g: RowGroups
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All local experts on rows sorted by expert, in grouped GEMMs."""
         y = grouped_linear(x, g, stacked(experts, lambda e: e.proj.weight), stacked(experts, lambda e: e.proj.bias))
-        return (nn.functional.gelu(y), x.new_zeros(len(experts), dtype=torch.float32),
-                x.new_zeros(len(experts), 0, dtype=torch.long))
+        return (
+            nn.functional.gelu(y),
+            x.new_zeros(len(experts), dtype=torch.float32),
+            x.new_zeros(len(experts), 0, dtype=torch.long),
+        )
 
 
 class MoEPOTBlock(nn.Module):
@@ -119,11 +145,20 @@ class MoEPOTBlock(nn.Module):
         self.norm1, self.norm2 = group_norm(cfg.width), group_norm(cfg.width)
         self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, cfg.afno_modes)
         self.features = nn.Sequential(nn.Conv2d(cfg.width, hidden, 1), nn.GELU())
-        self.moe = SampleMoE(lambda: MoEPOTExpert(hidden, cfg.width), MoEPOTScorer(hidden, m.experts), moe=m,
-                             out_width=cfg.width, ep_size=ep_size, seed=seed, layer=layer, ep_rank=ep_rank)
+        self.moe = SampleMoE(
+            lambda: MoEPOTExpert(hidden, cfg.width),
+            MoEPOTScorer(hidden, m.experts),
+            moe=m,
+            out_width=cfg.width,
+            ep_size=ep_size,
+            seed=seed,
+            layer=layer,
+            ep_rank=ep_rank,
+        )
         # named without "expert": dense parameters, not DeepSpeed expert shards
-        self.shared = nn.ModuleList(nn.Sequential(nn.Conv2d(hidden, cfg.width, 1), nn.GELU())
-                                    for _ in range(m.shared_experts))
+        self.shared = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(hidden, cfg.width, 1), nn.GELU()) for _ in range(m.shared_experts)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(self.norm2(self.filter(self.norm1(x))))

@@ -4,6 +4,7 @@ per-sample normalisation) and its output head, shared by every variant.
 Each piece computes what thu-ml/DPOT ``models/dpot.py`` computes, so published DPOT and
 MoE-POT weights load by renaming alone (see ``model/published.py``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,11 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_channels: int, hidden: int, width: int, patch: int) -> None:
         super().__init__()
-        self.proj = nn.Sequential(nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch), nn.GELU(),
-                                  nn.Conv2d(hidden, width, kernel_size=1))
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch),
+            nn.GELU(),
+            nn.Conv2d(hidden, width, kernel_size=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
@@ -71,8 +75,9 @@ class SpatioTemporalEncoder(nn.Module):
             stats = (mu, sigma)
         key = (nx, ny, t, x.device, x.dtype)
         if key not in self._grids:  # the same for every forward: built once
-            self._grids[key] = torch.stack(torch.meshgrid(_grid(nx, x.device), _grid(ny, x.device),
-                                                          _grid(t, x.device), indexing="ij"), dim=-1).to(x.dtype)
+            self._grids[key] = torch.stack(
+                torch.meshgrid(_grid(nx, x.device), _grid(ny, x.device), _grid(t, x.device), indexing="ij"), dim=-1
+            ).to(x.dtype)
         grid = self._grids[key]
         x = torch.cat([x, repeat(grid, "x y t c -> b x y t c", b=b)], dim=-1)
         tokens = self.patch_embed(rearrange(x, "b x y t c -> (b t) c x y")) + self.pos_embed
@@ -90,8 +95,10 @@ class OutputHead(nn.Module):
         super().__init__()
         self.channels, self.t_out = channels, t_out
         self.out_layer = nn.Sequential(
-            nn.ConvTranspose2d(width, hidden, kernel_size=patch, stride=patch), nn.GELU(),
-            nn.Conv2d(hidden, hidden, kernel_size=1), nn.GELU(),
+            nn.ConvTranspose2d(width, hidden, kernel_size=patch, stride=patch),
+            nn.GELU(),
+            nn.Conv2d(hidden, hidden, kernel_size=1),
+            nn.GELU(),
             nn.Conv2d(hidden, channels * t_out, kernel_size=1),
         )
 
@@ -104,8 +111,9 @@ class DatasetClassifier(nn.Module):
 
     def __init__(self, width: int, classes: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
-                                    nn.Linear(width, classes))
+        self.layers = nn.Sequential(
+            nn.Linear(width, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, classes)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z.mean(dim=(2, 3)))

@@ -6,6 +6,7 @@ groups, MoE optimizer groups, per-expert checkpoint files), keeps the experts in
 DeepSpeed's ``Experts`` container (``allreduce=False`` + group name), and moves
 samples with DeepSpeed's differentiable ``_AllToAll``.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,16 @@ class SampleDispatcher(nn.Module):
     (masked out of their statistics): the price of a dropless step that never stalls on the host.
     """
 
-    def __init__(self, gate: SampleGate, experts: Experts, *, ep_size: int, num_local: int, out_width: int,
-                 expert_compute: str = "grouped") -> None:
+    def __init__(
+        self,
+        gate: SampleGate,
+        experts: Experts,
+        *,
+        ep_size: int,
+        num_local: int,
+        out_width: int,
+        expert_compute: str = "grouped",
+    ) -> None:
         super().__init__()
         self.gate = gate
         self.out_width = out_width  # experts may change the token width (MoE-POT: hidden -> D)
@@ -106,8 +115,11 @@ class SampleDispatcher(nn.Module):
             dest_cap = e_local * routes.capacity
         else:
             dest_cap = batch * min(self.gate.top_k, e_local)
-        kept = routes.counts if routes.kept is None else torch.zeros_like(routes.counts).scatter_add_(
-            0, experts.reshape(-1), routes.kept.reshape(-1).long())  # rows each expert receives
+        kept = (
+            routes.counts
+            if routes.kept is None
+            else torch.zeros_like(routes.counts).scatter_add_(0, experts.reshape(-1), routes.kept.reshape(-1).long())
+        )  # rows each expert receives
         kept = kept.view(self.ep_size, e_local)
         start = (kept.cumsum(dim=1) - kept).reshape(-1)  # where each expert's rows begin in its rank's buffer
         trash = self.ep_size * dest_cap
@@ -118,8 +130,7 @@ class SampleDispatcher(nn.Module):
         local.scatter_(0, slots.reshape(-1), (experts % e_local).reshape(-1))
         return slots, local[:-1], dest_cap
 
-    def _run_experts(self, rows: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                             torch.Tensor]:
+    def _run_experts(self, rows: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows [n, N, D] with their local expert ids (E_local = padding) -> (outputs, aux [E_local], counts)."""
         experts = list(self.experts.deepspeed_experts)
         if self.expert_compute == "loop":  # the unoptimised reference: one expert after another, sizes on the host
@@ -137,8 +148,9 @@ class SampleDispatcher(nn.Module):
             rows, local = rows.index_select(0, order), local.index_select(0, order)
         y, aux, counts = type(experts[0]).run_grouped(experts, rows, row_groups(local, self.num_local))
         if order is not None:
-            y = y.index_select(0, torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(),
-                                                                                           device=order.device)))
+            y = y.index_select(
+                0, torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+            )
         return y, aux, counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
@@ -166,8 +178,13 @@ class SampleDispatcher(nn.Module):
         combined = (routed * weights.unsqueeze(-1)).sum(dim=0)  # [B, S]
 
         self.last = DispatchStats(
-            prob_sum=routes.probs.sum(dim=0), counts=routes.counts, experts=routes.experts, weights=routes.weights,
-            batch=torch.tensor(float(b), device=x.device), dropped=routes.dropped, token_aux=aux.float().sum(),
+            prob_sum=routes.probs.sum(dim=0),
+            counts=routes.counts,
+            experts=routes.experts,
+            weights=routes.weights,
+            batch=torch.tensor(float(b), device=x.device),
+            dropped=routes.dropped,
+            token_aux=aux.float().sum(),
             sub_counts=sub_counts,
         )
         return combined.view(b, *out_shape)
@@ -183,8 +200,18 @@ class SampleMoE(MoE):
     sample into router logits; ``moe`` gives the expert count, top-k, capacity, dropping and expert compute.
     """
 
-    def __init__(self, make_expert: Callable[[], nn.Module], scorer: nn.Module, *, moe: ImageMoEConfig,
-                 out_width: int, ep_size: int, seed: int, layer: int, ep_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        make_expert: Callable[[], nn.Module],
+        scorer: nn.Module,
+        *,
+        moe: ImageMoEConfig,
+        out_width: int,
+        ep_size: int,
+        seed: int,
+        layer: int,
+        ep_rank: int | None = None,
+    ) -> None:
         nn.Module.__init__(self)  # MoE.__init__ builds DeepSpeed's token-routing layer, which we replace
         experts = moe.experts
         if experts % ep_size:
@@ -204,12 +231,19 @@ class SampleMoE(MoE):
                 torch.manual_seed(expert_seed(seed, layer, ep_rank * self.num_local_experts + j))
                 expert.load_state_dict(make_expert().state_dict())
         gate = SampleGate(scorer, experts, moe.top_k, moe.capacity_factor, moe.drop_tokens)
-        self.deepspeed_moe = SampleDispatcher(gate, container, ep_size=ep_size, num_local=self.num_local_experts,
-                                             out_width=out_width, expert_compute=moe.expert_compute)
+        self.deepspeed_moe = SampleDispatcher(
+            gate,
+            container,
+            ep_size=ep_size,
+            num_local=self.num_local_experts,
+            out_width=out_width,
+            expert_compute=moe.expert_compute,
+        )
         self.deepspeed_moe.expected_ep_rank = ep_rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.deepspeed_moe(x)
 
     def set_temperature(self, value: float) -> None:
+        """Set the router's softmax temperature (annealed during pre-training)."""
         self.deepspeed_moe.gate.temperature.fill_(value)

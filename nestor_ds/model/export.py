@@ -3,6 +3,7 @@
 In the file every expert carries its global id; a rank loading it keeps the
 experts it holds and renames them to its local ids.
 """
+
 from __future__ import annotations
 
 import re
@@ -81,6 +82,7 @@ def save_consolidated(state: dict[str, torch.Tensor], path: str | Path, metadata
 
 
 def load_consolidated(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a consolidated safetensors file into a model of any ep_size (its local expert shard)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"consolidated weights {path} do not exist")
@@ -92,8 +94,9 @@ def load_consolidated(model: torch.nn.Module, path: str | Path) -> None:
         )
 
 
-def read_checkpoint_state(checkpoint_dir: str | Path, tag: str | None = None,
-                          verify: bool = True) -> dict[str, torch.Tensor]:
+def read_checkpoint_state(
+    checkpoint_dir: str | Path, tag: str | None = None, verify: bool = True
+) -> dict[str, torch.Tensor]:
     """All weights of a DeepSpeed MoE checkpoint (dense file + one file per expert), global expert ids.
 
     Runs offline in one process, whatever ep_size the checkpoint was written with; weights only (nothing is

@@ -7,6 +7,7 @@ runs once over the whole buffer: linear layers as one grouped GEMM with device-s
 own modules keep their parameters (DeepSpeed's checkpoints name experts one by one); their weights
 are stacked for the call.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,21 +28,27 @@ class RowGroups:
 
     @property
     def groups(self) -> int:
+        """Number of groups."""
         return self.offs.shape[0]
 
 
 def row_groups(expert: torch.Tensor, groups: int) -> RowGroups:
     """Group rows whose (sorted) expert ids are ``expert``, id ``groups`` marking padding."""
     counts = torch.zeros(groups + 1, dtype=torch.long, device=expert.device).scatter_add_(
-        0, expert, torch.ones_like(expert))
-    counts = torch.cat([counts[:groups - 1], counts[groups - 1:].sum(0, keepdim=True)])  # padding into the last
+        0, expert, torch.ones_like(expert)
+    )
+    counts = torch.cat([counts[: groups - 1], counts[groups - 1 :].sum(0, keepdim=True)])  # padding into the last
     return RowGroups(counts.cumsum(0).to(torch.int32), expert.clamp(max=groups - 1), expert < groups)
 
 
 def one_group(rows: int, device: torch.device, valid: torch.Tensor | None = None) -> RowGroups:
+    """All ``rows`` in one group (a dense expert, or the reference path)."""
     valid = torch.ones(rows, dtype=torch.bool, device=device) if valid is None else valid
-    return RowGroups(torch.full((1,), rows, dtype=torch.int32, device=device),
-                     torch.zeros(rows, dtype=torch.long, device=device), valid)
+    return RowGroups(
+        torch.full((1,), rows, dtype=torch.int32, device=device),
+        torch.zeros(rows, dtype=torch.long, device=device),
+        valid,
+    )
 
 
 def stacked(modules: Sequence[nn.Module], get: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
@@ -83,11 +90,12 @@ def group_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tens
 
 @torch.compiler.disable
 def _eager_grouped_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-    """Outside ``torch.compile``'s graph: its shape function for grouped GEMM accepts bf16 only, the CPU kernel fp32 too."""
+    """Outside ``torch.compile``'s graph: its grouped-GEMM shape function takes bf16 only, the CPU kernel fp32 too."""
     return F.grouped_mm(x, w, offs=offs)
 
 
 def token_offsets(g: RowGroups, tokens_per_row: int) -> torch.Tensor:
+    """Group ends counted in tokens, for grouped GEMMs over ``[rows * tokens, D]``."""
     return g.offs * tokens_per_row
 
 
@@ -98,8 +106,9 @@ def grouped_linear(x: torch.Tensor, g: RowGroups, weight: torch.Tensor, bias: to
     return y if bias is None else y + bias.to(y.dtype).index_select(0, g.expert).unsqueeze(1)
 
 
-def grouped_layer_norm(x: torch.Tensor, g: RowGroups, weight: torch.Tensor, bias: torch.Tensor,
-                       eps: float) -> torch.Tensor:
+def grouped_layer_norm(
+    x: torch.Tensor, g: RowGroups, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
     """Each row through its expert's LayerNorm (x [n, T, D], weight/bias [G, D])."""
     y = F.layer_norm(x, x.shape[-1:], eps=eps)
     w, b = (p.to(y.dtype).index_select(0, g.expert).unsqueeze(1) for p in (weight, bias))

@@ -6,6 +6,7 @@ losses then equal those of one process holding the whole group's batch, and
 their gradients equal those of a differentiable all-reduce, which makes
 ep_size=1 and ep_size=2 runs agree exactly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,9 @@ def _group(layers: list[SampleMoE]) -> dist.ProcessGroup | None:
     return group if group is not None and dist.get_world_size(group) > 1 else None
 
 
-def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing: bool,
-                     balance: str = "switch") -> ModelOutput:
+def reduce_moe_stats(
+    layers: list[SampleMoE], pred: torch.Tensor, load_balancing: bool, balance: str = "switch"
+) -> ModelOutput:
     """Aux losses per layer and the load statistics of one forward, over the expert-parallel group.
 
     ``balance``: ``switch`` (NESTOR: E * sum_i f_i p_i) or ``moepot`` (MoE-POT: mean_i (I_i - sum(I)/E)^2
@@ -56,14 +58,14 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
     sub = torch.stack([s.sub_counts for s in last]).float()  # [L, E_local, E']
     sub_global = sub.new_zeros(sub.shape[0], e, sub.shape[2])
     rank = dist.get_rank(group) if group is not None else 0
-    sub_global[:, rank * e_local:(rank + 1) * e_local] = sub
+    sub_global[:, rank * e_local : (rank + 1) * e_local] = sub
 
     local_prob_sum, local_importance, local_token_aux, size = prob_sum, importance, token_aux, 1
     if group is not None:
         size = dist.get_world_size(group)
         prob_sum, importance, token_aux, counts, dropped, batch, sub_global = sum_together(
-            [prob_sum.detach(), importance.detach(), token_aux.detach(), counts, dropped, batch, sub_global],
-            group)  # one collective, forward only
+            [prob_sum.detach(), importance.detach(), token_aux.detach(), counts, dropped, batch, sub_global], group
+        )  # one collective, forward only
 
     b = batch.squeeze()
     if balance == "moepot":
@@ -78,11 +80,19 @@ def reduce_moe_stats(layers: list[SampleMoE], pred: torch.Tensor, load_balancing
         # Value: the loss over the whole group's batch. Gradient: what a differentiable all-reduce would give
         # (every rank's loss holds the group value, so each local term counts ``size`` times), with no
         # collective in the backward pass, whose order could differ between ranks.
-        aux_image_layers = _value_with_grad_of(e * (f * prob_sum / b).sum(dim=-1),
-                                               size * e * (f * local_prob_sum / b).sum(dim=-1))
+        aux_image_layers = _value_with_grad_of(
+            e * (f * prob_sum / b).sum(dim=-1), size * e * (f * local_prob_sum / b).sum(dim=-1)
+        )
     aux_token_layers = _value_with_grad_of(token_aux, size * local_token_aux)  # sum over active experts
     if not load_balancing:
         aux_image_layers, aux_token_layers = aux_image_layers.detach() * 0, aux_token_layers.detach() * 0
-    return ModelOutput(pred, aux_image_layers.mean(), (aux_token_layers / e).mean(), counts.long(),
-                       sub_global.long(), dropped.long(), aux_image_layers=aux_image_layers,
-                       aux_token_layers=aux_token_layers)
+    return ModelOutput(
+        pred,
+        aux_image_layers.mean(),
+        (aux_token_layers / e).mean(),
+        counts.long(),
+        sub_global.long(),
+        dropped.long(),
+        aux_image_layers=aux_image_layers,
+        aux_token_layers=aux_token_layers,
+    )

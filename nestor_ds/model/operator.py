@@ -1,4 +1,5 @@
 """The neural operator shared by all variants: DPOT's encoder, a stack of blocks, DPOT's head."""
+
 from __future__ import annotations
 
 import torch
@@ -28,9 +29,11 @@ class NeuralOperator(nn.Module):
 
     @property
     def moe_layers(self) -> list[SampleMoE]:
+        """The image-level MoE layers, for the aux losses and load statistics."""
         return [m for m in self.modules() if isinstance(m, SampleMoE)]
 
     def set_temperature(self, value: float) -> None:
+        """Set every router's softmax temperature."""
         self.temperature = value
         for layer in self.moe_layers:
             layer.set_temperature(value)

@@ -1,4 +1,5 @@
 """What every model variant returns: the prediction plus the MoE statistics to log and to train on."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +9,8 @@ import torch
 
 @dataclass
 class ModelOutput:
+    """What a forward returns: the prediction, the aux losses and the routing statistics."""
+
     pred: torch.Tensor  # [B, X, Y, T_out, C]
     aux_image: torch.Tensor  # scalar, differentiable (0 without image-level MoE)
     aux_token: torch.Tensor  # scalar, differentiable (0 without Sub-MoE)

@@ -1,4 +1,5 @@
 """Parameter accounting: total, active per sample, and held per rank under expert parallelism."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from nestor_ds.model.sub_moe import SubMoE
 
 @dataclass
 class ParamReport:
+    """Parameter counts of a model: total, active per sample, and per rank at an ep_size."""
+
     total: int
     active_per_sample: int
     per_rank: int
@@ -22,6 +25,7 @@ class ParamReport:
 
     @property
     def active_share(self) -> float:
+        """Share of the parameters one sample uses."""
         return self.active_per_sample / self.total
 
 
@@ -69,6 +73,8 @@ def published_reference(cfg: ModelConfig) -> tuple[str, int, str] | None:
 
 
 def format_param_report(r: ParamReport, cfg: ModelConfig, ep_size: int) -> str:
+    """The report as the ``nestor-ds params`` table."""
+
     def m(n: int) -> str:
         return f"{n:>13,d}  ({n / 1e6:7.2f} M)"
 

@@ -7,6 +7,7 @@ names are mapped onto ``model.variant: dpot`` / ``moepot``, every tensor must fi
 consolidated safetensors file (experts under their global ids, so it loads at any ep_size)
 beside the run config that builds the model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,34 @@ PUBLISHED: dict[Kind, dict[str, dict[str, Any]]] = {
     "dpot": {
         "Ti": {"width": 512, "blocks": 4, "afno_blocks": 4, "mlp_ratio": 1.0, "decoder_width": 32, "params": 7534643},
         "S": {"width": 1024, "blocks": 6, "afno_blocks": 8, "mlp_ratio": 1.0, "decoder_width": 32, "params": 30801459},
-        "M": {"width": 1024, "blocks": 12, "afno_blocks": 8, "mlp_ratio": 4.0, "decoder_width": 32,
-              "params": 122125875},
-        "L": {"width": 1536, "blocks": 24, "afno_blocks": 16, "mlp_ratio": 4.0, "decoder_width": 128,
-              "params": 509018739},
-        "H": {"width": 2048, "blocks": 27, "afno_blocks": 8, "mlp_ratio": 4.0, "decoder_width": 128,
-              "params": 1031082099},
+        "M": {
+            "width": 1024,
+            "blocks": 12,
+            "afno_blocks": 8,
+            "mlp_ratio": 4.0,
+            "decoder_width": 32,
+            "params": 122125875,
+        },
+        "L": {
+            "width": 1536,
+            "blocks": 24,
+            "afno_blocks": 16,
+            "mlp_ratio": 4.0,
+            "decoder_width": 128,
+            "params": 509018739,
+        },
+        "H": {
+            "width": 2048,
+            "blocks": 27,
+            "afno_blocks": 8,
+            "mlp_ratio": 4.0,
+            "decoder_width": 128,
+            "params": 1031082099,
+        },
     },
     "moepot": {
         "Ti": {"width": 512, "blocks": 4, "afno_blocks": 4, "mlp_ratio": 1.0, "decoder_width": 32},
-        "S": {"width": 1024, "blocks": 6, "afno_blocks": 8, "mlp_ratio": 1.0, "decoder_width": 32,
-              "params": 166338963},
+        "S": {"width": 1024, "blocks": 6, "afno_blocks": 8, "mlp_ratio": 1.0, "decoder_width": 32, "params": 166338963},
         "M": {"width": 1024, "blocks": 8, "afno_blocks": 8, "mlp_ratio": 2.0, "decoder_width": 32},
     },
 }
@@ -59,7 +77,10 @@ _RULES: list[tuple[str, str]] = [
     (r"^blocks\.(\d+)\.MoE\.feature_extractor\.conv\.", r"blocks.\1.features."),
     (r"^blocks\.(\d+)\.MoE\.gating\.gate\.", r"blocks.\1.moe.deepspeed_moe.gate.scorer.gate."),
     (r"^blocks\.(\d+)\.MoE\.shared_experts\.(\d+)\.conv\.", r"blocks.\1.shared.\2."),
-    (r"^blocks\.(\d+)\.MoE\.experts\.(\d+)\.conv\.0\.", r"blocks.\1.moe.deepspeed_moe.experts.deepspeed_experts.\2.proj."),
+    (
+        r"^blocks\.(\d+)\.MoE\.experts\.(\d+)\.conv\.0\.",
+        r"blocks.\1.moe.deepspeed_moe.experts.deepspeed_experts.\2.proj.",
+    ),
 ]
 
 
@@ -101,8 +122,9 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def infer_model_config(kind: Kind, state: dict[str, torch.Tensor], modes: int | None = None,
-                       path: str = "checkpoint") -> dict[str, Any]:
+def infer_model_config(
+    kind: Kind, state: dict[str, torch.Tensor], modes: int | None = None, path: str = "checkpoint"
+) -> dict[str, Any]:
     """``model:`` settings read from tensor shapes.
 
     ``modes`` is not stored in a checkpoint (the AFNO weights do not depend on it). Every mode
@@ -114,30 +136,47 @@ def infer_model_config(kind: Kind, state: dict[str, torch.Tensor], modes: int | 
     patch, c_in, embed_hidden = embed[-1], embed[1] - 3, embed[0]
     c_out, rest = divmod(embed_hidden - 3, patch)
     if rest or c_in != c_out:
-        raise CheckpointError(f"{path}: {c_in} input and {(embed_hidden - 3) / patch:g} output channels; this project's "
-                         f"models map C channels to C channels")
+        raise CheckpointError(
+            f"{path}: {c_in} input and {(embed_hidden - 3) / patch:g} output channels; this project's "
+            f"models map C channels to C channels"
+        )
     if "time_agg_layer.gamma" not in state:
-        raise CheckpointError(f"{path}: time aggregator without 'gamma' ('mlp' type); only DPOT's 'exp_mlp' is supported")
+        raise CheckpointError(
+            f"{path}: time aggregator without 'gamma' ('mlp' type); only DPOT's 'exp_mlp' is supported"
+        )
     out = _shape(state, "out_layer.4.weight", path)[0]
     if out % c_out:
         raise CheckpointError(f"{path}: out_layer produces {out} channels, not a multiple of {c_out}")
     blocks = _count(state, r"^blocks\.(\d+)\.")
     cfg: dict[str, Any] = {
-        "variant": kind, "resolution": grid * patch, "patch_size": patch, "width": width,
-        "heads": math.gcd(8, width), "blocks": blocks, "afno_blocks": _shape(state, "blocks.0.filter.w1", path)[1],
-        "afno_modes": modes or DEFAULT_MODES, "t_in": _shape(state, "time_agg_layer.w", path)[0],
-        "t_out": out // c_out, "channels": c_out, "decoder_width": _shape(state, "out_layer.0.weight", path)[1],
-        "normalize": "scale_feats_mu.weight" in state, "n_cls": _shape(state, "cls_head.4.weight", path)[0],
+        "variant": kind,
+        "resolution": grid * patch,
+        "patch_size": patch,
+        "width": width,
+        "heads": math.gcd(8, width),
+        "blocks": blocks,
+        "afno_blocks": _shape(state, "blocks.0.filter.w1", path)[1],
+        "afno_modes": modes or DEFAULT_MODES,
+        "t_in": _shape(state, "time_agg_layer.w", path)[0],
+        "t_out": out // c_out,
+        "channels": c_out,
+        "decoder_width": _shape(state, "out_layer.0.weight", path)[1],
+        "normalize": "scale_feats_mu.weight" in state,
+        "n_cls": _shape(state, "cls_head.4.weight", path)[0],
     }
     if kind == "dpot":
         hidden = _shape(state, "blocks.0.mlp.0.weight", path)[0]
     else:
         hidden = _shape(state, "blocks.0.MoE.feature_extractor.conv.0.weight", path)[0]
         cfg["moe"] = {
-            "experts": _count(state, r"^blocks\.0\.MoE\.experts\.(\d+)\."), "top_k": MOEPOT_TOP_K,
+            "experts": _count(state, r"^blocks\.0\.MoE\.experts\.(\d+)\."),
+            "top_k": MOEPOT_TOP_K,
             "shared_experts": _count(state, r"^blocks\.0\.MoE\.shared_experts\.(\d+)\."),
-            "temperature_schedule": "exponential", "temperature_start": 2.0, "temperature_end": 0.5,
-            "temperature_decay": 0.99, "temperature_unit": "forward",
+            "temperature_schedule": "exponential",
+            "temperature_start": 2.0,
+            "temperature_end": 0.5,
+            "temperature_decay": 0.99,
+            "temperature_unit": "forward",
         }
     cfg["mlp_ratio"] = hidden / width
     return cfg
@@ -176,13 +215,17 @@ def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str)
         mapped[target] = value.to(own[target].dtype)
     missing = sorted(set(own) - set(mapped))
     if unknown or mismatched or missing:
-        raise CheckpointError(f"{path} does not map onto the model read from its shapes: unknown {unknown[:5]}, "
-                         f"shape mismatch {mismatched[:5]}, missing {missing[:5]}")
+        raise CheckpointError(
+            f"{path} does not map onto the model read from its shapes: unknown {unknown[:5]}, "
+            f"shape mismatch {mismatched[:5]}, missing {missing[:5]}"
+        )
     return mapped
 
 
 @dataclass
 class Imported:
+    """A converted published checkpoint: where it went, its model config and parameter count."""
+
     out_dir: Path
     model: dict[str, Any]
     params: int
@@ -193,10 +236,13 @@ def finetune_config(model_cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     from nestor_ds.config.datasets import REGISTRY
 
     window = model_cfg["t_in"] + model_cfg["t_out"]
-    sets = [{"name": n} for n, info in REGISTRY.items()
-            if info.channels <= model_cfg["channels"] and info.frames >= window]
+    sets = [
+        {"name": n} for n, info in REGISTRY.items() if info.channels <= model_cfg["channels"] and info.frames >= window
+    ]
     if not sets:
-        raise CheckpointError(f"no registered data set fits {model_cfg['channels']} channels and {window}-frame windows")
+        raise CheckpointError(
+            f"no registered data set fits {model_cfg['channels']} channels and {window}-frame windows"
+        )
     return {
         "model": model_cfg,
         "data": {"datasets": sets, "noise_scale": 0.0},
@@ -206,8 +252,9 @@ def finetune_config(model_cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     }
 
 
-def import_checkpoint(kind: Kind, checkpoint: str | Path, out_dir: str | Path, size: str | None = None,
-                      modes: int | None = None) -> Imported:
+def import_checkpoint(
+    kind: Kind, checkpoint: str | Path, out_dir: str | Path, size: str | None = None, modes: int | None = None
+) -> Imported:
     """Convert one published checkpoint; writes ``model.safetensors``, ``config.yaml``, ``import.json``."""
     import yaml
 
@@ -223,24 +270,40 @@ def import_checkpoint(kind: Kind, checkpoint: str | Path, out_dir: str | Path, s
     model_cfg = infer_model_config(kind, state, modes, path)
     latent = model_cfg["resolution"] // model_cfg["patch_size"]
     if modes is None and latent > DEFAULT_MODES:
-        log.warning("%s: latent grid %d > %d modes assumed; pass --modes with the value it was trained with",
-                    path, latent, DEFAULT_MODES)
+        log.warning(
+            "%s: latent grid %d > %d modes assumed; pass --modes with the value it was trained with",
+            path,
+            latent,
+            DEFAULT_MODES,
+        )
     if size is not None:
         check_size(kind, size, model_cfg, path)
     cfg = ModelConfig(**model_cfg)
     with torch.device("meta"):
         skeleton = build_model(cfg, ep_size=1, ep_rank=0)
     mapped = map_state(state, skeleton, path)
-    params = sum(v.numel() for k, v in mapped.items() if not k.endswith(("running_mean", "running_var",
-                                                                          "num_batches_tracked")))
+    params = sum(
+        v.numel() for k, v in mapped.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     run_cfg = finetune_config(cfg.model_dump(mode="json"), out_dir)
     save_consolidated(mapped, out_dir / "model.safetensors", {"source": path, "kind": kind})
     tmp = out_dir / "config.yaml.partial"
-    tmp.write_text(f"# imported from {path} ({kind}); model read from the checkpoint's tensor shapes\n"
-                   + yaml.safe_dump(run_cfg, sort_keys=False))
+    tmp.write_text(
+        f"# imported from {path} ({kind}); model read from the checkpoint's tensor shapes\n"
+        + yaml.safe_dump(run_cfg, sort_keys=False)
+    )
     tmp.replace(out_dir / "config.yaml")
-    (out_dir / "import.json").write_text(json.dumps(
-        {"source": str(Path(path).resolve()), "kind": kind, "size": size, "params": params,
-         "modes_from": "--modes" if modes else f"default {DEFAULT_MODES} (not stored in checkpoints)"}, indent=1))
+    (out_dir / "import.json").write_text(
+        json.dumps(
+            {
+                "source": str(Path(path).resolve()),
+                "kind": kind,
+                "size": size,
+                "params": params,
+                "modes_from": "--modes" if modes else f"default {DEFAULT_MODES} (not stored in checkpoints)",
+            },
+            indent=1,
+        )
+    )
     return Imported(out_dir, model_cfg, params)

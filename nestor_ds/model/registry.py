@@ -1,4 +1,5 @@
 """Build a model from its config, keyed by ``model.variant``."""
+
 from __future__ import annotations
 
 from typing import Callable

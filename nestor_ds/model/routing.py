@@ -1,4 +1,5 @@
 """Sample-level top-k routing, and MoE-POT's gating network."""
+
 from __future__ import annotations
 
 import math
@@ -10,6 +11,8 @@ from torch import nn
 
 @dataclass
 class Routes:
+    """The routes of one batch: chosen experts, combine weights, positions and what capacity dropped."""
+
     probs: torch.Tensor  # [B, E] router probabilities (fp32, differentiable)
     experts: torch.Tensor  # [k, B] chosen expert per route, route 0 = best
     weights: torch.Tensor  # [k, B] renormalised over the k choices (sum to 1 per sample)
@@ -53,7 +56,8 @@ class SampleGate(nn.Module):
         experts = top_i.t().contiguous()  # [k, B]: all first choices get slots before any second choice
         # one_hot would check the ids' range on the host: a scatter does not
         onehot = torch.zeros(experts.numel(), self.experts, dtype=torch.long, device=experts.device).scatter_(
-            1, experts.reshape(-1, 1), 1)
+            1, experts.reshape(-1, 1), 1
+        )
         counts = onehot.sum(dim=0)
         capacity = self.capacity(pooled.shape[0])
         position = ((onehot.cumsum(dim=0) - 1) * onehot).sum(dim=-1).view_as(experts)
@@ -67,8 +71,9 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        self.fc = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.GELU(),
-                                nn.Conv2d(channels // reduction, channels, 1))
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1), nn.GELU(), nn.Conv2d(channels // reduction, channels, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.fc(x) + self.fc(x))
@@ -84,16 +89,25 @@ class MoEPOTScorer(nn.Module):
         super().__init__()
         self.frozen = False
         self.gate = nn.Sequential(
-            nn.Conv2d(width, 2 * width, 1), nn.BatchNorm2d(2 * width), nn.GELU(), ChannelAttention(2 * width),
-            nn.Conv2d(2 * width, width, 1), nn.BatchNorm2d(width), nn.GELU(), nn.Conv2d(width, experts, 1),
+            nn.Conv2d(width, 2 * width, 1),
+            nn.BatchNorm2d(2 * width),
+            nn.GELU(),
+            ChannelAttention(2 * width),
+            nn.Conv2d(2 * width, width, 1),
+            nn.BatchNorm2d(width),
+            nn.GELU(),
+            nn.Conv2d(width, experts, 1),
         )
 
     def train(self, mode: bool = True) -> "MoEPOTScorer":
+        """Training mode, except for a frozen scorer, whose BatchNorm statistics stay fixed."""
         return super().train(mode and not self.frozen)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # [B, D] -> [B, E]
         if self.training and pooled.shape[0] < 2:
-            raise ValueError("MoE-POT's gating network normalises over the batch (BatchNorm, as in MoE-POT): "
-                             f"training needs at least 2 samples per rank, got {pooled.shape[0]}; "
-                             "raise train.micro_batch_per_rank")
+            raise ValueError(
+                "MoE-POT's gating network normalises over the batch (BatchNorm, as in MoE-POT): "
+                f"training needs at least 2 samples per rank, got {pooled.shape[0]}; "
+                "raise train.micro_batch_per_rank"
+            )
         return self.gate(pooled[:, :, None, None]).flatten(1)

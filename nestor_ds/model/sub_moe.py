@@ -6,6 +6,7 @@ its parent's router, and all routed experts of all parents run in one grouped GE
 routes sorted by (parent, sub-expert), with device-side offsets. Nothing is read back to the
 host: a training step never waits on the device here.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,6 +26,8 @@ from nestor_ds.model.grouped import (
 
 
 class SwiGLU(nn.Module):
+    """A SwiGLU feed-forward layer (the Sub-MoE's experts, and the dense ablation)."""
+
     def __init__(self, width: int, hidden: int) -> None:
         super().__init__()
         self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
@@ -49,6 +52,8 @@ def switch_balance_loss(probs: torch.Tensor, counts: torch.Tensor, top_k: int) -
 
 
 class SubMoE(nn.Module):
+    """Token-level Mixture of SwiGLU experts with shared experts (the inner MoE of NESTOR)."""
+
     def __init__(self, width: int, hidden: int, experts: int, top_k: int, shared: int) -> None:
         super().__init__()
         if top_k > experts:
@@ -64,8 +69,9 @@ class SubMoE(nn.Module):
         """(router probs [n, E'] fp32, chosen experts [n, k'], weights [n, k'] renormalised over the k')."""
         return _top_k(self.router(tokens), self.top_k, tokens.dtype)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                   torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [n, ..., D]; ``valid`` [n]: rows that are real samples, not buffer padding."""
         rows = x.reshape(x.shape[0], -1, x.shape[-1])
         out, aux, counts = run_sub_moes([self], rows, one_group(x.shape[0], x.device, valid))
@@ -78,8 +84,9 @@ def _top_k(logits: torch.Tensor, k: int, dtype: torch.dtype) -> tuple[torch.Tens
     return probs, top_i, (top_p / top_p.sum(dim=-1, keepdim=True)).to(dtype)
 
 
-def run_sub_moes(moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                 torch.Tensor]:
+def run_sub_moes(
+    moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows h [n, T, D] grouped by parent (``g``), each through its parent's Sub-MoE.
 
     Returns (out [n, T, D], aux [P] Switch loss per parent over its real tokens, counts [P, E'] routes of
@@ -99,7 +106,9 @@ def run_sub_moes(moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups) -> tuple
 
     # routed experts of all parents: one grouped GEMM over routes sorted by (parent, sub-expert)
     expert = (g.expert.view(n, 1, 1) * e + top_i.view(n, t, k)).reshape(-1)
-    routes = torch.zeros(parents * e, dtype=torch.long, device=h.device).scatter_add_(0, expert, torch.ones_like(expert))
+    routes = torch.zeros(parents * e, dtype=torch.long, device=h.device).scatter_add_(
+        0, expert, torch.ones_like(expert)
+    )
     order = torch.argsort(expert, stable=True)
     token_of = order // k
     offs = routes.cumsum(0).to(torch.int32)  # covers every route
@@ -107,7 +116,9 @@ def run_sub_moes(moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups) -> tuple
     w_down = first.w_down if parents == 1 else torch.cat([m.w_down for m in moes])
     gate, up = group_mm(tokens.index_select(0, token_of), w_gate_up, offs).chunk(2, dim=-1)
     y = group_mm(F.silu(gate) * up, w_down, offs)
-    out = torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1, 1).index_select(0, order)).view(n, t, d)
+    out = (
+        torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1, 1).index_select(0, order)).view(n, t, d)
+    )
     for s in range(len(first.shared)):
         out = out + grouped_swiglu([m.shared[s] for m in moes], h, g)
 
@@ -117,7 +128,7 @@ def run_sub_moes(moes: Sequence[SubMoE], h: torch.Tensor, g: RowGroups) -> tuple
     per_row = torch.cat([probs, routed, torch.ones_like(probs[:, :1])], dim=1).view(n, t, 2 * e + 1).sum(dim=1)
     per_row = per_row * g.valid.unsqueeze(1)  # padding rows left out
     sums = torch.zeros(parents, 2 * e + 1, dtype=probs.dtype, device=h.device).index_add(0, g.expert, per_row)
-    p_sum, counts, n_real = sums[:, :e], sums[:, e:2 * e].detach(), sums[:, 2 * e:].detach()
+    p_sum, counts, n_real = sums[:, :e], sums[:, e : 2 * e].detach(), sums[:, 2 * e :].detach()
     aux = e * (counts * p_sum).sum(dim=-1, keepdim=True) / ((n_real * k).clamp_min(1) * n_real.clamp_min(1))
     return out, aux.squeeze(1), counts.round().long()
 

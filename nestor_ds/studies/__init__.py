@@ -1,4 +1,5 @@
 """Studies: the paper's comparisons as one command (``nestor-ds study run|report FILE``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,17 @@ from nestor_ds.studies.spec import StudySpec, load_study
 
 
 def study_dir(spec: StudySpec, out: str | Path | None) -> Path:
+    """The study's folder: ``out``, or ``runs/studies/<name>``."""
     return Path(out) if out else Path("runs") / "studies" / spec.name
 
 
-def run_study(path: str | Path, out: str | Path | None = None, launcher: str = "torchrun", parallel: int = 1,
-              overrides: dict[str, Any] | None = None) -> int:
+def run_study(
+    path: str | Path,
+    out: str | Path | None = None,
+    launcher: str = "torchrun",
+    parallel: int = 1,
+    overrides: dict[str, Any] | None = None,
+) -> int:
     """Run (or finish) every run of the study; 0 when all are finished. The report is written at the end."""
     from nestor_ds.studies.runner import StudyRunner
 
@@ -25,6 +32,7 @@ def run_study(path: str | Path, out: str | Path | None = None, launcher: str = "
 
 
 def report_study(path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Path:
+    """Write the study's report from its finished runs; returns REPORT.md's path."""
     from nestor_ds.studies.report import write_report
     from nestor_ds.studies.runner import StudyRunner
 

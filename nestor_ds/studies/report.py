@@ -6,6 +6,7 @@ baseline with its 95% t-interval; compute per arm; learning curves; and, where t
 published table, the published numbers beside ours, marked as another setup unless the study runs on the
 published data sets and splits.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ class StudyResults:
 
 
 def collect(spec: StudySpec, runs: list[PlannedRun], uri: str) -> StudyResults:
+    """The study's final metrics per arm, seed and data set, read from MLflow."""
     res = StudyResults({m: {} for m in METRICS})
     mlflow_runs = _mlflow_runs(uri, f"study-{spec.name}")
     for run in runs:
@@ -68,11 +70,14 @@ def _mlflow_runs(uri: str, experiment: str) -> dict[str, dict[str, Any]]:
         return {}
     out = {}
     # a run name may have several MLflow runs (an attempt killed before its first checkpoint): the finished one
-    children = [r for r in client.search_runs([exp.experiment_id], max_results=5000)
-                if "mlflow.parentRunId" in r.data.tags]
+    children = [
+        r for r in client.search_runs([exp.experiment_id], max_results=5000) if "mlflow.parentRunId" in r.data.tags
+    ]
     for r in sorted(children, key=lambda r: (r.info.status == "FINISHED", r.info.start_time)):
-        by_step = {m.step: m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/loss"),
-                                                   key=lambda m: m.timestamp)}
+        by_step = {
+            m.step: m.value
+            for m in sorted(client.get_metric_history(r.info.run_id, "train/loss"), key=lambda m: m.timestamp)
+        }
         out[r.info.run_name] = {"curve": sorted(by_step.items()), "device": r.data.tags.get("device", "?")}
     return out
 
@@ -87,8 +92,11 @@ def _add_compute(acc: dict[str, Any], run: PlannedRun, found: dict[str, Any] | N
     cfg = load_config(resolved)
     if "active_params" not in acc:
         report = param_report(cfg.model, 1)
-        acc.update(active_params=report.active_per_sample, total_params=report.total,
-                   gflops_per_sample=_forward_gflops(cfg.model))
+        acc.update(
+            active_params=report.active_per_sample,
+            total_params=report.total,
+            gflops_per_sample=_forward_gflops(cfg.model),
+        )
     wall = run.out / "study_run.json"
     if wall.is_file():
         state = json.loads(wall.read_text())
@@ -97,8 +105,9 @@ def _add_compute(acc: dict[str, Any], run: PlannedRun, found: dict[str, Any] | N
     summary = json.loads((run.out / "summary.json").read_text())
     steps = float(summary.get("step", 0))  # the last step the run reached (a time budget ends it early)
     unrolled = cfg.train.target_frames(cfg.model.t_out) // cfg.model.t_out  # forwards per sample (train.t_ar)
-    acc["samples"] = acc.get("samples", 0.0) + steps * cfg.train.micro_batch_per_rank * cfg.train.grad_accum * \
-        run.ranks * unrolled
+    acc["samples"] = (
+        acc.get("samples", 0.0) + steps * cfg.train.micro_batch_per_rank * cfg.train.grad_accum * run.ranks * unrolled
+    )
     acc["runs"] += 1
     acc["device"] = found["device"] if found else acc.get("device", "?")
 
@@ -125,12 +134,19 @@ def _cell(s: stats.Summary | None, bold: bool, persistence: float | None = None)
 
 
 def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
+    """The study report as markdown."""
     arms = [a.name for a in spec.arms if a.report and any(a.name in r for r in res.metrics.values())]
     base = spec.baseline_arm
-    lines = [f"# Study `{spec.name}`", "", spec.description.strip(), "",
-             f"Seeds {spec.seeds}; budget per run: {spec.budget.model_dump(exclude_none=True)}; {spec.ranks} "
-             f"rank(s) per run; data: {spec.data}. Baseline: `{base}`. Wins are counted on "
-             f"{METRICS[spec.metric]}; lower is better, the best arm per data set in bold.", ""]
+    lines = [
+        f"# Study `{spec.name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"Seeds {spec.seeds}; budget per run: {spec.budget.model_dump(exclude_none=True)}; {spec.ranks} "
+        f"rank(s) per run; data: {spec.data}. Baseline: `{base}`. Wins are counted on "
+        f"{METRICS[spec.metric]}; lower is better, the best arm per data set in bold.",
+        "",
+    ]
     if res.missing:
         lines += [f"**Incomplete:** no results yet for {', '.join(res.missing)}.", ""]
     for metric, title in METRICS.items():
@@ -140,9 +156,12 @@ def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
         t, best = stats.table(results), stats.best_arms(results)
         bases = res.baselines.get(metric, {})
         persist = bases.get("persistence", {})
-        lines += [f"## {title} (mean ± std over seeds; in brackets: ÷ persistence, below 1 beats it)", "",
-                  "| data set | " + " | ".join(arms + [BASELINES[b] for b in bases]) + " |",
-                  "|---|" + "---:|" * (len(arms) + len(bases))]
+        lines += [
+            f"## {title} (mean ± std over seeds; in brackets: ÷ persistence, below 1 beats it)",
+            "",
+            "| data set | " + " | ".join(arms + [BASELINES[b] for b in bases]) + " |",
+            "|---|" + "---:|" * (len(arms) + len(bases)),
+        ]
         for ds, row in t.items():
             cells = [_cell(row.get(a), best[ds] == a, persist.get(ds)) for a in arms]
             cells += [f"{bases[b][ds]:.4g}" if ds in bases[b] else "-" for b in bases]
@@ -153,14 +172,23 @@ def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
         if persist:  # counted over the sets each arm has results on (fine-tuning arms: their own sets)
             scored = {a: [ds for ds, row in t.items() if row.get(a) and ds in persist] for a in arms}
             beats = {a: [ds for ds in scored[a] if t[ds][a].mean < persist[ds]] for a in arms}
-            lines.append("| **beats persistence on** | " + " | ".join(
-                f"{len(beats[a])} of {len(scored[a])}" for a in arms) + " |")
-            worse = [f"`{a}` on {', '.join(ds for ds in scored[a] if ds not in beats[a])}" for a in arms
-                     if len(beats[a]) < len(scored[a])]
+            lines.append(
+                "| **beats persistence on** | "
+                + " | ".join(f"{len(beats[a])} of {len(scored[a])}" for a in arms)
+                + " |"
+            )
+            worse = [
+                f"`{a}` on {', '.join(ds for ds in scored[a] if ds not in beats[a])}"
+                for a in arms
+                if len(beats[a]) < len(scored[a])
+            ]
         if base in results:
             over = stats.wins_over(results, base)
-            lines.append(f"| **better than {base} on** | " + " | ".join(
-                "-" if a == base else f"{over[a][0]} of {over[a][1]}" for a in arms) + " |")
+            lines.append(
+                f"| **better than {base} on** | "
+                + " | ".join("-" if a == base else f"{over[a][0]} of {over[a][1]}" for a in arms)
+                + " |"
+            )
         if worse:
             lines += ["", "Worse than persistence (the last input frame): " + "; ".join(worse) + "."]
         lines.append("")
@@ -177,14 +205,21 @@ def _paired(spec: StudySpec, res: StudyResults, arms: list[str], base: str) -> l
     others = [a for a in arms if a != base and a in results]
     if base not in results or not others:
         return []
-    lines = [f"## Paired difference to `{base}` ({METRICS[spec.metric]}, arm − baseline, same seed)", "",
-             "Negative: the arm is better. The 95% t-interval over seeds; *decided* where it excludes 0.", "",
-             "| data set | " + " | ".join(others) + " |", "|---|" + "---:|" * len(others)]
+    lines = [
+        f"## Paired difference to `{base}` ({METRICS[spec.metric]}, arm − baseline, same seed)",
+        "",
+        "Negative: the arm is better. The 95% t-interval over seeds; *decided* where it excludes 0.",
+        "",
+        "| data set | " + " | ".join(others) + " |",
+        "|---|" + "---:|" * len(others),
+    ]
     for ds in stats.datasets_of(results):
         cells = []
         for arm in others:
-            d = stats.paired_difference({s: v[ds] for s, v in results[arm].items() if ds in v},
-                                        {s: v[ds] for s, v in results[base].items() if ds in v})
+            d = stats.paired_difference(
+                {s: v[ds] for s, v in results[arm].items() if ds in v},
+                {s: v[ds] for s, v in results[base].items() if ds in v},
+            )
             if d is None:
                 cells.append("-")
             elif d.low is None:
@@ -196,17 +231,23 @@ def _paired(spec: StudySpec, res: StudyResults, arms: list[str], base: str) -> l
 
 
 def _compute(res: StudyResults, arms: list[str]) -> list[str]:
-    lines = ["## Compute per arm (all its runs)", "",
-             "| arm | active params | total params | forward GFLOPs/sample "
-             "| train TFLOPs (≈3×fwd×samples×unrolled steps) | wall h | rank-hours | device |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "## Compute per arm (all its runs)",
+        "",
+        "| arm | active params | total params | forward GFLOPs/sample "
+        "| train TFLOPs (≈3×fwd×samples×unrolled steps) | wall h | rank-hours | device |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for arm in arms:
         c = res.compute.get(arm)
         if not c or "active_params" not in c:
             continue
         tflops = 3 * c["gflops_per_sample"] * c.get("samples", 0.0) / 1e3
-        lines.append(f"| {arm} | {c['active_params'] / 1e6:.2f} M | {c['total_params'] / 1e6:.2f} M | "
-                     f"{c['gflops_per_sample']:.3g} | {tflops:.3g} | {c['wall_s'] / 3600:.3f} | "
-                     f"{c['rank_s'] / 3600:.3f} | {c['device']} |")
+        lines.append(
+            f"| {arm} | {c['active_params'] / 1e6:.2f} M | {c['total_params'] / 1e6:.2f} M | "
+            f"{c['gflops_per_sample']:.3g} | {tflops:.3g} | {c['wall_s'] / 3600:.3f} | "
+            f"{c['rank_s'] / 3600:.3f} | {c['device']} |"
+        )
     return lines + [""]
 
 
@@ -215,19 +256,30 @@ def _published(spec: StudySpec, res: StudyResults) -> list[str]:
 
     if not spec.published:
         return []
-    setup = ("the same data sets and splits as the paper (budgets may differ)" if spec.data == "published" else
-             "**another setup**: the project's generated data, not the published sets; the numbers are not "
-             "comparable, only the ordering of arms is of interest")
+    setup = (
+        "the same data sets and splits as the paper (budgets may differ)"
+        if spec.data == "published"
+        else "**another setup**: the project's generated data, not the published sets; the numbers are not "
+        "comparable, only the ordering of arms is of interest"
+    )
     cols = list(spec.published.items())
-    lines = ["## Published numbers beside ours", "", f"Published: NESTOR paper (DESIGN.md §5). Ours: {setup}.", "",
-             "| data set | " + " | ".join(f"{arm} (ours) | {col} (published)" for arm, col in cols) + " |",
-             "|---|" + "---:|---:|" * len(cols)]
+    lines = [
+        "## Published numbers beside ours",
+        "",
+        f"Published: NESTOR paper (DESIGN.md §5). Ours: {setup}.",
+        "",
+        "| data set | " + " | ".join(f"{arm} (ours) | {col} (published)" for arm, col in cols) + " |",
+        "|---|" + "---:|---:|" * len(cols),
+    ]
     results = res.metrics["l2re_one_step"]
     for label, sets, _ in ROWS:
         cells = []
         for arm, col in cols:
-            ours = [float(np.mean([v[s] for v in results.get(arm, {}).values() if s in v]))
-                    for s in sets if any(s in v for v in results.get(arm, {}).values())]
+            ours = [
+                float(np.mean([v[s] for v in results.get(arm, {}).values() if s in v]))
+                for s in sets
+                if any(s in v for v in results.get(arm, {}).values())
+            ]
             cells += [f"{np.mean(ours):.4g}" if len(ours) == len(sets) else "-", f"{published_value(label, col):.4g}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]

@@ -6,6 +6,7 @@ own store (``<study dir>/mlflow.db``). Locally up to ``--parallel`` runs go at o
 after the run it starts from; with ``--launcher slurm`` each run is an ``sbatch`` job (an upstream run is
 an ``afterok`` dependency) and the command polls them to the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,25 @@ from nestor_ds.studies.spec import PlannedRun, StudySpec, plan
 
 log = logging.getLogger("nestor_ds.study")
 Launcher = Literal["torchrun", "deepspeed", "slurm"]
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
-         "PREEMPTED"}
+FINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
 
 
 class StudyRunner:
-    def __init__(self, spec: StudySpec, out: Path, launcher: Launcher = "torchrun", parallel: int = 1,
-                 poll_s: float = 1.0) -> None:
+    """Runs a study's arms x seeds as ordinary runs (local launchers or Slurm), skipping finished ones."""
+
+    def __init__(
+        self, spec: StudySpec, out: Path, launcher: Launcher = "torchrun", parallel: int = 1, poll_s: float = 1.0
+    ) -> None:
         if parallel < 1:
             raise UserError(f"--parallel must be at least 1, got {parallel}")
         self.spec, self.out, self.launcher, self.parallel, self.poll_s = spec, Path(out), launcher, parallel, poll_s
@@ -44,8 +57,15 @@ class StudyRunner:
 
         state_file = self.out / "study.json"
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        tracker = Tracker(self.uri, f"study-{self.spec.name}", self.spec.name, self.out / "mlflow-artifacts",
-                          enabled=True, tags={"study": self.spec.name}, run_id=state.get("parent_run_id"))
+        tracker = Tracker(
+            self.uri,
+            f"study-{self.spec.name}",
+            self.spec.name,
+            self.out / "mlflow-artifacts",
+            enabled=True,
+            tags={"study": self.spec.name},
+            run_id=state.get("parent_run_id"),
+        )
         if "parent_run_id" not in state:
             tracker.log_params({"study": self.spec.model_dump(mode="json")})
             write_text_atomic(state_file, json.dumps({"parent_run_id": tracker.run_id}, indent=1))
@@ -60,12 +80,14 @@ class StudyRunner:
         exp = client.get_experiment_by_name(f"study-{self.spec.name}")
         if exp is None:
             return
-        for r in client.search_runs([exp.experiment_id],
-                                    filter_string=f"tags.mlflow.runName = '{key}' and attributes.status = 'RUNNING'"):
+        for r in client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.mlflow.runName = '{key}' and attributes.status = 'RUNNING'"
+        ):
             client.set_terminated(r.info.run_id, "KILLED")
             log.info("  %s: MLflow run %s of a killed attempt marked KILLED", key, r.info.run_id)
 
     def runs(self, parent_run_id: str | None = None) -> list[PlannedRun]:
+        """Every planned run of the study."""
         tracking = {"tracking.uri": self.uri, "tracking.experiment": f"study-{self.spec.name}"}
         if parent_run_id:
             tracking["tracking.parent_run_id"] = parent_run_id
@@ -80,8 +102,16 @@ class StudyRunner:
         signal.signal(signal.SIGTERM, _interrupt)
         done = [r for r in runs if r.done]
         todo = [r for r in runs if not r.done]
-        log.info("study %s: %d runs (%d arms x %d seeds), %d finished before, %d to run with %s", self.spec.name,
-                 len(runs), len(self.spec.arms), len(self.spec.seeds), len(done), len(todo), self.launcher)
+        log.info(
+            "study %s: %d runs (%d arms x %d seeds), %d finished before, %d to run with %s",
+            self.spec.name,
+            len(runs),
+            len(self.spec.arms),
+            len(self.spec.seeds),
+            len(done),
+            len(todo),
+            self.launcher,
+        )
         for r in done:
             log.info("  %s: finished before, skipped", r.key)
         try:
@@ -92,15 +122,26 @@ class StudyRunner:
         parent.finish("FAILED" if failed else "FINISHED")
         if failed:
             by_key = {r.key: r for r in runs}
-            log.error("study %s: %d runs failed: %s", self.spec.name, len(failed),
-                      "; ".join(f"{k} (log {by_key[k].out / 'run.log'})" for k in failed))
+            log.error(
+                "study %s: %d runs failed: %s",
+                self.spec.name,
+                len(failed),
+                "; ".join(f"{k} (log {by_key[k].out / 'run.log'})" for k in failed),
+            )
             return 1
         log.info("study %s: all %d runs finished; report: nestor-ds study report", self.spec.name, len(runs))
         return 0
 
     def _train_args(self, run: PlannedRun) -> list[str]:
-        args = ["--config", str(resolve_shipped(run.config)), "--ds_config", str(resolve_shipped(run.ds_config)),
-                "--mode", run.mode, *run.set_args()]
+        args = [
+            "--config",
+            str(resolve_shipped(run.config)),
+            "--ds_config",
+            str(resolve_shipped(run.ds_config)),
+            "--mode",
+            run.mode,
+            *run.set_args(),
+        ]
         return args + (["--weights", str(run.weights)] if run.weights else [])
 
     def _local_command(self, run: PlannedRun) -> list[str]:
@@ -108,10 +149,26 @@ class StudyRunner:
 
         train = [str(SHIPPED_ROOT / "launch" / "train.py"), *self._train_args(run)]
         if self.launcher == "deepspeed":
-            return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(run.ranks),
-                    "--master_port", str(free_port()), *train]
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(run.ranks),
-                "--master_port", str(free_port()), *train]
+            return [
+                sys.executable,
+                "-m",
+                "deepspeed.launcher.runner",
+                "--num_gpus",
+                str(run.ranks),
+                "--master_port",
+                str(free_port()),
+                *train,
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(run.ranks),
+            "--master_port",
+            str(free_port()),
+            *train,
+        ]
 
     def _run_local(self, runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:
         by_key = {r.key: r for r in runs}
@@ -121,8 +178,11 @@ class StudyRunner:
         try:
             self._schedule(pending, running, failed, by_key, env, finished, len(runs))
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs checkpoint at their next step and stop
-            log.warning("study %s interrupted: stopping %d runs (they checkpoint first); run the same command "
-                        "again to finish", self.spec.name, len(running))
+            log.warning(
+                "study %s interrupted: stopping %d runs (they checkpoint first); run the same command again to finish",
+                self.spec.name,
+                len(running),
+            )
             for proc, *_ in running.values():
                 proc.send_signal(signal.SIGTERM)
             for proc, *_ in running.values():
@@ -133,8 +193,16 @@ class StudyRunner:
             raise
         return failed
 
-    def _schedule(self, pending: list[PlannedRun], running: dict, failed: list[str], by_key: dict[str, PlannedRun],
-                  env: dict[str, str], finished: int, total: int) -> None:
+    def _schedule(
+        self,
+        pending: list[PlannedRun],
+        running: dict,
+        failed: list[str],
+        by_key: dict[str, PlannedRun],
+        env: dict[str, str],
+        finished: int,
+        total: int,
+    ) -> None:
         while pending or running:
             for run in list(pending):
                 if len(running) >= self.parallel:
@@ -175,12 +243,24 @@ class StudyRunner:
             run.out.mkdir(parents=True, exist_ok=True)
             self._close_abandoned(run.key)
             script = SHIPPED_ROOT / "slurm" / ("pretrain.sbatch" if run.mode == "pretrain" else "finetune.sbatch")
-            env = {**os.environ, "RUN_DIR": str(run.out.resolve()), "CONFIG": str(resolve_shipped(run.config)),
-                   "DS_CONFIG": str(resolve_shipped(run.ds_config)), "EXTRA_ARGS": shlex.join(run.set_args())}
+            env = {
+                **os.environ,
+                "RUN_DIR": str(run.out.resolve()),
+                "CONFIG": str(resolve_shipped(run.config)),
+                "DS_CONFIG": str(resolve_shipped(run.ds_config)),
+                "EXTRA_ARGS": shlex.join(run.set_args()),
+            }
             if run.weights:
                 env["WEIGHTS"] = str(run.weights.resolve())
-            cmd = ["sbatch", "--parsable", "--nodes=1", f"--ntasks={run.ranks}", f"--ntasks-per-node={run.ranks}",
-                   f"--job-name=study-{self.spec.name}", f"--output={run.out.resolve() / 'slurm-%j.out'}"]
+            cmd = [
+                "sbatch",
+                "--parsable",
+                "--nodes=1",
+                f"--ntasks={run.ranks}",
+                f"--ntasks-per-node={run.ranks}",
+                f"--job-name=study-{self.spec.name}",
+                f"--output={run.out.resolve() / 'slurm-%j.out'}",
+            ]
             if run.after in jobs:
                 cmd.append(f"--dependency=afterok:{jobs[run.after]}")
             done = subprocess.run([*cmd, str(script)], capture_output=True, text=True, env=env)
@@ -202,8 +282,13 @@ class StudyRunner:
                         log.info("  %s: job %s finished (%s)", key, job, state or "gone from the queue")
                     else:
                         failed.append(key)
-                        log.error("  %s: job %s ended %s without a summary, log %s", key, job, state,
-                                  run.out / f"slurm-{job}.out")
+                        log.error(
+                            "  %s: job %s ended %s without a summary, log %s",
+                            key,
+                            job,
+                            state,
+                            run.out / f"slurm-{job}.out",
+                        )
                 elif state == "PENDING" and "DependencyNeverSatisfied" in _job_field(job, "Reason"):
                     subprocess.run(["scancel", job], capture_output=True)
             if waiting:
@@ -236,6 +321,5 @@ def _record_wall(run: PlannedRun, seconds: float, launcher: str) -> None:
     """Wall time of every attempt of the run, summed (a resumed run adds to it): the report's compute column."""
     path = run.out / "study_run.json"
     state = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "attempts": 0}
-    state.update(wall_s=state["wall_s"] + seconds, attempts=state["attempts"] + 1, ranks=run.ranks,
-                 launcher=launcher)
+    state.update(wall_s=state["wall_s"] + seconds, attempts=state["attempts"] + 1, ranks=run.ranks, launcher=launcher)
     write_text_atomic(path, json.dumps(state, indent=1))

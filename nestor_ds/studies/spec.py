@@ -4,6 +4,7 @@ Every arm x seed (x data set, for arms fine-tuned on each set separately) is one
 folder, ``<study dir>/<arm>[/<data set>]/seed<k>``; nothing else distinguishes a study run from one started
 by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,29 +36,39 @@ class Budget(Strict):
 
 
 class Base(Strict):
+    """The run config and DeepSpeed config every arm starts from."""
+
     config: str = Field(description="run config YAML (configs/... resolves to the shipped ones)")
     ds_config: str = Field("ds_configs/cpu_fp32.json", description="DeepSpeed JSON")
     set: dict[str, Any] = Field(default_factory=dict, description="overrides of the config for every arm")
 
 
 class Arm(Strict):
+    """One arm of a study: a name and the overrides on top of the base."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     set: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the base")
     config: str | None = Field(None, description="another run config for this arm (default: the base's)")
     mode: Literal["pretrain", "finetune"] = "pretrain"
-    init_from: str | None = Field(None, description="finetune: 'arm:<name>' (that arm's run with the same seed) "
-                                  "or a checkpoint dir / .safetensors")
+    init_from: str | None = Field(
+        None,
+        description="finetune: 'arm:<name>' (that arm's run with the same seed) or a checkpoint dir / .safetensors",
+    )
     each_dataset: list[str] | None = Field(None, description="one run per data set, each on that set alone")
     budget: Budget | None = Field(None, description="default: the study's")
     report: bool = Field(True, description="False: run it (others start from it) but leave it out of the report")
 
 
 class StudySpec(Strict):
+    """A study file: base, arms, seeds, budget and what the report compares."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     data: Literal["published", "generated"] = Field(
-        "generated", description="whether the runs use the published data sets and splits (the published numbers "
-        "are then the same setup) or the project's generated ones")
+        "generated",
+        description="whether the runs use the published data sets and splits (the published numbers "
+        "are then the same setup) or the project's generated ones",
+    )
     base: Base
     arms: list[Arm] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -92,6 +103,7 @@ class StudySpec(Strict):
 
     @property
     def baseline_arm(self) -> str:
+        """The arm the others are compared against."""
         return self.baseline or self.arms[0].name
 
 
@@ -135,6 +147,7 @@ class PlannedRun:
 
     @property
     def key(self) -> str:
+        """The run's folder and MLflow name: ``<arm>-seed<seed>``."""
         return "/".join(x for x in (self.arm, self.dataset, f"seed{self.seed}") if x)
 
     @property
@@ -170,8 +183,18 @@ def plan(spec: StudySpec, out: Path, tracking: dict[str, Any]) -> list[PlannedRu
                 if dataset is not None:
                     sets["data.datasets"] = [{"name": dataset}]
                 sets.update(_steps(arm.budget or spec.budget, config, sets, spec.ranks))
-                run = PlannedRun(arm.name, seed, dataset, folder, arm.mode, config, spec.base.ds_config, sets,
-                                 report=arm.report, ranks=spec.ranks)
+                run = PlannedRun(
+                    arm.name,
+                    seed,
+                    dataset,
+                    folder,
+                    arm.mode,
+                    config,
+                    spec.base.ds_config,
+                    sets,
+                    report=arm.report,
+                    ranks=spec.ranks,
+                )
                 run.sets.update({**tracking, "tracking.run_name": run.key})
                 if arm.init_from and arm.init_from.startswith("arm:"):
                     upstream = by_arm_seed[(arm.init_from[4:], seed)]

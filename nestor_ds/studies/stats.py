@@ -1,5 +1,6 @@
 """The numbers a study report states: mean and spread over seeds, the paired difference to the baseline with
 a t-interval, and wins counted two ways (best of all arms per data set; better than the baseline)."""
+
 from __future__ import annotations
 
 import math
@@ -12,6 +13,8 @@ Results = dict[str, dict[int, dict[str, float]]]  # arm -> seed -> data set -> v
 
 @dataclass(frozen=True)
 class Summary:
+    """Mean, sample std and count of one metric over seeds."""
+
     mean: float
     std: float  # sample standard deviation over seeds (0 for one seed)
     n: int
@@ -33,11 +36,13 @@ class PairedDiff:
 
 
 def summarize(values: list[float]) -> Summary:
+    """Mean and sample std of ``values``."""
     a = np.asarray(values, dtype=np.float64)
     return Summary(float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, len(a))
 
 
 def paired_difference(arm: dict[int, float], baseline: dict[int, float], level: float = 0.95) -> PairedDiff | None:
+    """Arm minus baseline over the seeds both ran, with a t confidence interval (None: no shared seed)."""
     seeds = sorted(set(arm) & set(baseline))
     if not seeds:
         return None
@@ -51,6 +56,7 @@ def paired_difference(arm: dict[int, float], baseline: dict[int, float], level: 
 
 
 def datasets_of(results: Results) -> list[str]:
+    """The data sets that appear in ``results``, in first-seen order."""
     seen: dict[str, None] = {}
     for seeds in results.values():
         for values in seeds.values():

@@ -1,4 +1,5 @@
 """Experiment tracking: MLflow runs written from rank 0, run comparison, diagnostic plots."""
+
 from nestor_ds.tracking.compare import (
     ComparisonResult,
     RunSummary,

@@ -4,6 +4,7 @@ Meant for ablation write-ups ("what changed, and what did it do?"): the metric
 table shows each run's last logged value, the config table hides every param that
 is identical across the runs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,9 +54,12 @@ def _search(uri: str, experiment: str | None) -> "pd.DataFrame":
     try:
         if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
             raise UserError(f"no MLflow experiment named {experiment!r} at {uri}")
-        return mlflow.search_runs(experiment_names=[experiment] if experiment is not None else None,
-                                  search_all_experiments=experiment is None, order_by=["attributes.start_time DESC"],
-                                  output_format="pandas")
+        return mlflow.search_runs(
+            experiment_names=[experiment] if experiment is not None else None,
+            search_all_experiments=experiment is None,
+            order_by=["attributes.start_time DESC"],
+            output_format="pandas",
+        )
     finally:
         mlflow.set_tracking_uri(previous)  # None: unset again, as it was
 
@@ -100,12 +104,19 @@ def compare_runs(uri: str, runs: list[str], experiment: str | None = None) -> Co
     else:
         found = _pick(table, refs, experiment, uri)
     ids = [str(i) for i in found["run_id"]]
-    names = [str(n) if isinstance(n, str) and n else i[:8]
-             for n, i in zip(found.get("tags.mlflow.runName", [None] * len(ids)), ids)]
+    names = [
+        str(n) if isinstance(n, str) and n else i[:8]
+        for n, i in zip(found.get("tags.mlflow.runName", [None] * len(ids)), ids)
+    ]
     summaries = [
-        RunSummary(run_id=rid, run_name=name, experiment_id=str(row["experiment_id"]), status=str(row["status"]),
-                   start_time=int(row["start_time"].timestamp() * 1000) if pd.notna(row["start_time"]) else None,
-                   label=label)
+        RunSummary(
+            run_id=rid,
+            run_name=name,
+            experiment_id=str(row["experiment_id"]),
+            status=str(row["status"]),
+            start_time=int(row["start_time"].timestamp() * 1000) if pd.notna(row["start_time"]) else None,
+            label=label,
+        )
         for rid, name, label, (_, row) in zip(ids, names, _labels(names, ids), found.iterrows())
     ]
     result = ComparisonResult(runs=summaries)
@@ -135,12 +146,8 @@ def _tables(result: ComparisonResult, max_cell: int) -> list[tuple[str, list[str
     """(title, header, rows) for both tables, cells already formatted."""
     ids = [r.run_id for r in result.runs]
     labels = [r.label for r in result.runs]
-    metric_rows = [
-        [name] + [_fmt(result.metrics[name].get(i)) for i in ids] for name in result.metric_names()
-    ]
-    param_rows = [
-        [key] + [_clip(result.param_diffs[key].get(i), max_cell) for i in ids] for key in result.param_diffs
-    ]
+    metric_rows = [[name] + [_fmt(result.metrics[name].get(i)) for i in ids] for name in result.metric_names()]
+    param_rows = [[key] + [_clip(result.param_diffs[key].get(i), max_cell) for i in ids] for key in result.param_diffs]
     return [
         ("Metrics", ["metric", *labels], metric_rows),
         ("Config differences", ["param", *labels], param_rows),

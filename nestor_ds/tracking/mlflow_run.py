@@ -6,6 +6,7 @@ through an explicit :class:`mlflow.MlflowClient` bound to one run id, never the
 fluent ``mlflow.*`` API, so several trackers in one process (tests, sweeps) do not
 share hidden "active run" state.
 """
+
 from __future__ import annotations
 
 import json
@@ -207,7 +208,9 @@ class Tracker:
         if location is not None and exp.artifact_location.rstrip("/") != location.rstrip("/"):
             log.warning(
                 "MLflow experiment %r already exists; its artifacts go to %s, not %s",
-                name, exp.artifact_location, location,
+                name,
+                exp.artifact_location,
+                location,
             )
         return exp.experiment_id
 

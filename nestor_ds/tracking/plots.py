@@ -7,6 +7,7 @@ nothing left open after saving (safe in long training jobs and in notebooks).
 Sizes are fixed (no ``bbox_inches="tight"``), so a PNG is exactly
 ``figsize * dpi`` pixels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -113,12 +114,21 @@ def _log_axis_or_linear(ax, values: list[np.ndarray]) -> None:
     if all(np.all(v > 0) for v in finite) and any(v.size for v in finite):
         ax.set_yscale("log")
     else:
-        ax.text(0.99, 0.01, "linear y: values <= 0 present", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color="grey")
+        ax.text(
+            0.99,
+            0.01,
+            "linear y: values <= 0 present",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="grey",
+        )
 
 
-def _finish_curves(fig: Figure, ax: Any, values: list[np.ndarray], xlabel: str, ylabel: str, title: str,
-                   path: Path) -> Path:
+def _finish_curves(
+    fig: Figure, ax: Any, values: list[np.ndarray], xlabel: str, ylabel: str, title: str, path: Path
+) -> Path:
     """The axes, grid and legend every curve plot shares, then save."""
     _log_axis_or_linear(ax, values)
     ax.set_xlabel(xlabel)
@@ -130,8 +140,9 @@ def _finish_curves(fig: Figure, ax: Any, values: list[np.ndarray], xlabel: str, 
     return _save(fig, path)
 
 
-def plot_rollout_errors(curves: dict[str, np.ndarray], path: Path,
-                        baselines: dict[str, np.ndarray] | None = None) -> Path:
+def plot_rollout_errors(
+    curves: dict[str, np.ndarray], path: Path, baselines: dict[str, np.ndarray] | None = None
+) -> Path:
     """How the relative L2 error grows over autoregressive rollout steps, one line
     per data set (log y, since errors span orders of magnitude); ``baselines`` (persistence, by data set)
     are drawn dashed in the same colour beside each model curve."""
@@ -206,8 +217,15 @@ def plot_expert_heatmap(
             for j in range(n_cols):
                 v = share[i, j]
                 dark = v / vmax < 0.6  # viridis is dark at the low end
-                ax.text(j, i, "–" if empty[i] else f"{100 * v:.0f}%", ha="center", va="center", fontsize=9,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    "–" if empty[i] else f"{100 * v:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if dark else "black",
+                )
     return _save(fig, path)
 
 

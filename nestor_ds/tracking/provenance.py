@@ -1,4 +1,5 @@
 """Where a run came from: code version, package versions, machine. Logged as MLflow tags."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -19,9 +20,14 @@ def _git(*args: str) -> str | None:
 
 def provenance(world_size: int, ep_size: int, device: str) -> dict[str, str]:
     """Tags: git commit (and whether the tree had uncommitted changes), versions, world/ep size, device."""
-    tags = {"git_commit": _git("rev-parse", "HEAD") or "unknown", "world_size": str(world_size),
-            "ep_size": str(ep_size), "device": device, "python": platform.python_version(),
-            "host": platform.node()}
+    tags = {
+        "git_commit": _git("rev-parse", "HEAD") or "unknown",
+        "world_size": str(world_size),
+        "ep_size": str(ep_size),
+        "device": device,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
     status = _git("status", "--porcelain", "--untracked-files=no")
     tags["git_dirty"] = "unknown" if status is None else str(bool(status)).lower()
     for package in ("nestor-ds", "torch", "deepspeed", "mlflow", "webdataset"):

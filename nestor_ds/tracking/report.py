@@ -1,4 +1,5 @@
 """A report a person opens: markdown with the L2RE tables and the figures of one or more runs."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,12 @@ from typing import Any
 from nestor_ds.errors import UserError
 from nestor_ds.tracking.plots import plot_loss_curves
 
-FIGURES = [("sample_", "Truth vs prediction vs error (one test sample, one step)"),
-           ("rollout_errors", "Rollout error per step"),
-           ("experts_image", "Image-level routing: which experts each data set uses"),
-           ("experts_token", "Token-level routing: which sub-experts each data set's tokens use")]
+FIGURES = [
+    ("sample_", "Truth vs prediction vs error (one test sample, one step)"),
+    ("rollout_errors", "Rollout error per step"),
+    ("experts_image", "Image-level routing: which experts each data set uses"),
+    ("experts_token", "Token-level routing: which sub-experts each data set's tokens use"),
+]
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
@@ -32,8 +35,10 @@ def _num(row: dict[str, Any], key: str, digits: int = 4) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     """L2RE beside persistence, linear extrapolation and the ratio to persistence; losses named in words."""
-    lines = ["| data set | test traj. | one step | persistence | linear | ratio | rollout | persistence | linear "
-             "| ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| data set | test traj. | one step | persistence | linear | ratio | rollout | persistence | linear | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         cells = [_num(r, k) for k in ("l2re_one_step", "persistence_one_step", "linear_one_step")]
         cells += [_num(r, "ratio_one_step", 2)]
@@ -57,18 +62,26 @@ def build_report(runs: dict[str, Path], out: Path, title: str = "NESTOR-DS run r
     figures.mkdir(parents=True)
     loaded = {label: _load(Path(d)) for label, d in runs.items()}
     parts = [f"# {title}", ""]
-    parts += ["Relative L2 error (L2RE) per data set on held-out test trajectories, over real grid points and "
-              "channels only: *one step* predicts each frame from the true previous frames, *rollout* feeds the "
-              "model's own predictions back until the trajectory ends.", ""]
+    parts += [
+        "Relative L2 error (L2RE) per data set on held-out test trajectories, over real grid points and "
+        "channels only: *one step* predicts each frame from the true previous frames, *rollout* feeds the "
+        "model's own predictions back until the trajectory ends.",
+        "",
+    ]
     for label, run in loaded.items():
         s = run["summary"]
         parts += [f"## {label}", ""]
         if s.get("mlflow_run_id"):
-            parts += [f"MLflow run `{s['mlflow_run_id']}` in `{s.get('mlflow_uri', '')}`, step {run['table']['step']}.",
-                      ""]
+            parts += [
+                f"MLflow run `{s['mlflow_run_id']}` in `{s.get('mlflow_uri', '')}`, step {run['table']['step']}.",
+                "",
+            ]
         parts += [_table(run["table"]["datasets"]), ""]
-    curves = {f"{label}: train loss": [(int(h["step"]), float(h["train/loss"])) for h in run["history"]]
-              for label, run in loaded.items() if run["history"]}
+    curves = {
+        f"{label}: train loss": [(int(h["step"]), float(h["train/loss"])) for h in run["history"]]
+        for label, run in loaded.items()
+        if run["history"]
+    }
     if curves:
         plot_loss_curves(curves, figures / "loss_curves.png")
         parts += ["## Loss curves", "", "![loss curves](figures/loss_curves.png)", ""]
@@ -80,8 +93,12 @@ def build_report(runs: dict[str, Path], out: Path, title: str = "NESTOR-DS run r
         for label, f in found:
             target = figures / f"{label}_{f.name}"
             shutil.copy2(f, target)
-            parts += [f"**{label}** — {f.stem.removeprefix('sample_')}", "", f"![{label} {f.stem}](figures/{target.name})",
-                      ""]
+            parts += [
+                f"**{label}** — {f.stem.removeprefix('sample_')}",
+                "",
+                f"![{label} {f.stem}](figures/{target.name})",
+                "",
+            ]
     report = out / "REPORT.md"
     report.write_text("\n".join(parts))
     return report
@@ -96,8 +113,14 @@ def attach_report(report: Path, run_dirs: dict[str, Path]) -> list[str]:
     for run_dir in run_dirs.values():
         summary = _load(run_dir)["summary"]
         if summary.get("mlflow_run_id"):
-            with Tracker(summary["mlflow_uri"], "report", None, run_dir / "mlflow-artifacts", True,
-                         run_id=summary["mlflow_run_id"]) as tracker:  # attaches to the existing run
+            with Tracker(
+                summary["mlflow_uri"],
+                "report",
+                None,
+                run_dir / "mlflow-artifacts",
+                True,
+                run_id=summary["mlflow_run_id"],
+            ) as tracker:  # attaches to the existing run
                 tracker.log_artifact(report.parent, "report")
             attached.append(summary["mlflow_run_id"])
     return attached

@@ -1,4 +1,5 @@
 """Shipped configs load; bad configs are refused with a message naming field and reason."""
+
 from __future__ import annotations
 
 import copy
@@ -106,8 +107,21 @@ def test_overrides_apply_dotted_paths() -> None:
 
 
 def test_custom_dataset_entry_is_accepted() -> None:
-    raw = _set(_tiny(), "data.custom", {"my_flow": {"format": "shards", "resolution": 32, "channels": 2,
-                                                     "frames": 12, "train": 4, "test": 2, "weight": 1}})
+    raw = _set(
+        _tiny(),
+        "data.custom",
+        {
+            "my_flow": {
+                "format": "shards",
+                "resolution": 32,
+                "channels": 2,
+                "frames": 12,
+                "train": 4,
+                "test": 2,
+                "weight": 1,
+            }
+        },
+    )
     raw["data"]["datasets"].append({"name": "my_flow"})
     cfg = parse_config(raw)
     assert cfg.data.info("my_flow").frames == 12
@@ -135,5 +149,7 @@ def test_non_finite_numbers_are_refused(value: str) -> None:
     from nestor_ds.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="train.optimizer.lr"):
-        load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml",
-                    {"train.optimizer.lr": yaml.safe_load(value)})
+        load_config(
+            Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml",
+            {"train.optimizer.lr": yaml.safe_load(value)},
+        )

@@ -1,4 +1,5 @@
 """The derived DeepSpeed config: batch arithmetic and refusals checked against the world size."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The one feedback rule: predicted channels from the model, input-only ones from the truth, padding restored."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Round trips through every original layout, streaming checks and error messages."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from nestor_ds.config.datasets import REGISTRY
 from nestor_ds.data.formats import (
     READERS,
     open_source,
@@ -22,7 +24,6 @@ from nestor_ds.data.formats import (
     write_pdebench_cfd,
     write_pdebench_grouped,
 )
-from nestor_ds.config.datasets import REGISTRY
 
 N, T, X, Y = 3, 5, 8, 6
 
@@ -66,7 +67,9 @@ def test_fno_round_trip(tmp_path: Path, version: str) -> None:
         assert tr.data.shape == (T, X, Y, 1) and tr.data.dtype == np.float32
         np.testing.assert_array_equal(tr.data[..., 0], np.moveaxis(u[i], -1, 0))
         assert tr.channels == ["vorticity"]
-        assert tr.dt == pytest.approx(0.25) and tr.dx == pytest.approx(1 / X) and tr.dy == pytest.approx(1 / Y)  # unit square
+        assert (
+            tr.dt == pytest.approx(0.25) and tr.dx == pytest.approx(1 / X) and tr.dy == pytest.approx(1 / Y)
+        )  # unit square
         assert tr.conditioning == {} and tr.mask is None
 
 
@@ -168,7 +171,10 @@ def test_pdebench_cfd_streams_one_trajectory(tmp_path: Path, h5_reads: list) -> 
 
 def test_parse_conditioning() -> None:
     assert parse_conditioning("2D_CFD_Rand_M0.1_Eta1e-08_Zeta1e-08_periodic_512_Train.hdf5") == {
-        "mach": 0.1, "eta": 1e-8, "zeta": 1e-8}
+        "mach": 0.1,
+        "eta": 1e-8,
+        "zeta": 1e-8,
+    }
     assert parse_conditioning("/d/2D_CFD_Turb_M1.0_Eta1e-08_Zeta1e-08_periodic_512_Train.hdf5")["mach"] == 1.0
     assert parse_conditioning("cfd_small.h5") == {}
 
@@ -188,14 +194,21 @@ def test_pdebench_cfd_missing_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("channels,default", [(2, ["u", "v"]), (1, ["h"])])
 def test_pdebench_grouped_round_trip(tmp_path: Path, channels: int, default: list[str]) -> None:
     arrays = [rand(T, X, Y, channels, seed=s) for s in range(N)]
-    path = write_pdebench_grouped(tmp_path / "2D_diff-react_NA_NA.h5", arrays, t=np.linspace(0, 2, T),
-                                  x=np.linspace(0, 1, X), y=np.linspace(0, 1, Y))
+    path = write_pdebench_grouped(
+        tmp_path / "2D_diff-react_NA_NA.h5",
+        arrays,
+        t=np.linspace(0, 2, T),
+        x=np.linspace(0, 1, X),
+        y=np.linspace(0, 1, Y),
+    )
     trajs = list(read_pdebench_grouped(path, "dr"))
     assert [tr.index for tr in trajs] == list(range(N))
     for arr, tr in zip(arrays, trajs, strict=True):
         np.testing.assert_array_equal(tr.data, arr)
         assert tr.channels == default
-        assert tr.dt == pytest.approx(0.5) and tr.dx == pytest.approx(1 / (X - 1)) and tr.dy == pytest.approx(1 / (Y - 1))
+        assert (
+            tr.dt == pytest.approx(0.5) and tr.dx == pytest.approx(1 / (X - 1)) and tr.dy == pytest.approx(1 / (Y - 1))
+        )
     with h5py.File(path, "r") as f:
         assert sorted(f) == ["0000", "0001", "0002"] and f["0001/grid/x"].shape == (X,)
 
@@ -274,11 +287,13 @@ def test_pdearena_missing_key_and_split(tmp_path: Path) -> None:
 
 
 def test_cfdbench_cases_in_loader_order_with_problem_features(tmp_path: Path) -> None:
-    cases = {"tube/bc/case0001": {"vel_in": 3.0, "density": 1.0, "viscosity": 1e-3, "height": 0.1, "width": 1.0},
-             "cavity/geo/case0000": {"vel_top": 2.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
-             "cavity/prop/case0000": {"vel_top": 1.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
-             "cavity/prop/case0010": {"vel_top": 4.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
-             "cavity/prop/case0002": {"vel_top": 5.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1}}
+    cases = {
+        "tube/bc/case0001": {"vel_in": 3.0, "density": 1.0, "viscosity": 1e-3, "height": 0.1, "width": 1.0},
+        "cavity/geo/case0000": {"vel_top": 2.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+        "cavity/prop/case0000": {"vel_top": 1.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+        "cavity/prop/case0010": {"vel_top": 4.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+        "cavity/prop/case0002": {"vel_top": 5.0, "density": 1.0, "viscosity": 1e-3, "height": 1, "width": 1},
+    }
     for name, case in cases.items():
         write_cfdbench_case(tmp_path / name, rand(T, X, Y), rand(T, X, Y, seed=1), case)
     trajs = list(read_cfdbench(tmp_path, "cfdbench"))

@@ -1,4 +1,5 @@
 """The generate -> shard path a user runs, through the CLI, on every data set of the small suite."""
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,38 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
     raw, shards = tmp_path / "raw", tmp_path / "shards"
-    _cli("data", "generate", "--suite", "small", "--out", str(raw), "--trajectories", "5", "--resolution", "16",
-         "--frames", "6", "--seed", "1")
+    _cli(
+        "data",
+        "generate",
+        "--suite",
+        "small",
+        "--out",
+        str(raw),
+        "--trajectories",
+        "5",
+        "--resolution",
+        "16",
+        "--frames",
+        "6",
+        "--seed",
+        "1",
+    )
     index = json.loads((raw / "sources.json").read_text())
-    assert {e["format"] for e in index.values()} == {"fno_mat", "pdebench_grouped", "pdebench_cfd", "pdearena_ns",
-                                                     "cfdbench"}
+    assert {e["format"] for e in index.values()} == {
+        "fno_mat",
+        "pdebench_grouped",
+        "pdebench_cfd",
+        "pdearena_ns",
+        "cfdbench",
+    }
     for name, entry in index.items():  # each source really is in its original layout
-        first = next(open_source(entry["path"], entry["format"], name, split="train" if entry["format"] ==
-                                 "pdearena_ns" else None))
+        first = next(
+            open_source(
+                entry["path"], entry["format"], name, split="train" if entry["format"] == "pdearena_ns" else None
+            )
+        )
         assert first.data.shape[1:3] == (16, 16) and first.data.shape[0] >= 5
-    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards), "--shard-size", "7kB",
-               "--workers", "2")
+    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards), "--shard-size", "7kB", "--workers", "2")
     assert "ns2d_pda: train" in out.stdout
     for name, entry in index.items():
         train, test = read_manifest(shards / name / "train"), read_manifest(shards / name / "test")
@@ -47,7 +69,9 @@ def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
     assert read_manifest(shards / "cfdbench" / "test")["count"] == 4
     cfd = read_manifest(shards / "ns2d_pdb_M1_eta1e-1_zeta1e-1" / "train")
     assert cfd["channels"] == ["Vx", "Vy", "density", "pressure"]
-    assert len(read_manifest(shards / "ns2d_fno_1e-3" / "train")["shards"]) == 3  # 16x16x6 floats = 6.1 kB: one per 7 kB shard
+    assert (
+        len(read_manifest(shards / "ns2d_fno_1e-3" / "train")["shards"]) == 3
+    )  # 16x16x6 floats = 6.1 kB: one per 7 kB shard
     # one worker writes the very same shards as two
     _cli("data", "shard", "--from-suite", str(raw), "--out", str(tmp_path / "one"), "--shard-size", "7kB")
     for name in index:
@@ -56,13 +80,30 @@ def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
             assert [(s["name"], s["count"]) for s in a["shards"]] == [(s["name"], s["count"]) for s in b["shards"]]
             for shard in a["shards"]:  # tar headers carry mtimes; the samples themselves must be identical
                 got = [(r["__key__"], r["data.npy"]) for r in iter_raw_samples(shards / name / split / shard["name"])]
-                want = [(r["__key__"], r["data.npy"])
-                        for r in iter_raw_samples(tmp_path / "one" / name / split / shard["name"])]
+                want = [
+                    (r["__key__"], r["data.npy"])
+                    for r in iter_raw_samples(tmp_path / "one" / name / split / shard["name"])
+                ]
                 assert got == want, (name, split, shard["name"])
 
 
 def test_shard_errors_are_named(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "data", "shard", "--dataset", "swe_pdb", "--source",
-                          str(tmp_path / "missing.h5"), "--out", str(tmp_path)], cwd=REPO, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "data",
+            "shard",
+            "--dataset",
+            "swe_pdb",
+            "--source",
+            str(tmp_path / "missing.h5"),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "missing.h5" in out.stderr and "Traceback" not in out.stderr

@@ -1,4 +1,5 @@
 """The mixed window stream: proportions, disjoint slots, exact resume, shapes, masks."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,28 +14,70 @@ from nestor_ds.data.shards import write_shards
 from nestor_ds.data.trajectory import Trajectory
 
 
-def make_set(root: Path, name: str, n: int, res: int, channels: int, frames: int = 8, per_shard: int = 2,
-             mask: bool = False, split: str = "train") -> None:
+def make_set(
+    root: Path,
+    name: str,
+    n: int,
+    res: int,
+    channels: int,
+    frames: int = 8,
+    per_shard: int = 2,
+    mask: bool = False,
+    split: str = "train",
+) -> None:
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     geometry = None
     if mask:
         geometry = np.ones((res, res), dtype=np.float32)
         geometry[: res // 2, : res // 4] = 0
-    trajs = (Trajectory(name, i, rng.standard_normal((frames, res, res, channels)).astype(np.float32),
-                        [f"c{k}" for k in range(channels)], 0.1, 1 / res, 1 / res, mask=geometry)
-             for i in range(n))
+    trajs = (
+        Trajectory(
+            name,
+            i,
+            rng.standard_normal((frames, res, res, channels)).astype(np.float32),
+            [f"c{k}" for k in range(channels)],
+            0.1,
+            1 / res,
+            1 / res,
+            mask=geometry,
+        )
+        for i in range(n)
+    )
     write_shards(trajs, root / name, name, split, per_shard=per_shard)
 
 
-def run_config(root: Path, sets: dict[str, tuple[int, int, float]], *, workers: int = 0, batch: int = 4,
-               resolution: int = 16, channels: int = 4, **data) -> object:
-    custom = {name: {"format": "shards", "resolution": res, "channels": c, "frames": 8, "train": 1, "test": 1,
-                     "weight": w} for name, (res, c, w) in sets.items()}
+def run_config(
+    root: Path,
+    sets: dict[str, tuple[int, int, float]],
+    *,
+    workers: int = 0,
+    batch: int = 4,
+    resolution: int = 16,
+    channels: int = 4,
+    **data,
+) -> object:
+    custom = {
+        name: {"format": "shards", "resolution": res, "channels": c, "frames": 8, "train": 1, "test": 1, "weight": w}
+        for name, (res, c, w) in sets.items()
+    }
     raw = {
-        "model": {"resolution": resolution, "patch_size": 4, "width": 16, "heads": 2, "afno_blocks": 2,
-                  "t_in": 3, "t_out": 1, "channels": channels},
-        "data": {"root": str(root), "datasets": [{"name": n} for n in sets], "custom": custom,
-                 "workers": workers, **data},
+        "model": {
+            "resolution": resolution,
+            "patch_size": 4,
+            "width": 16,
+            "heads": 2,
+            "afno_blocks": 2,
+            "t_in": 3,
+            "t_out": 1,
+            "channels": channels,
+        },
+        "data": {
+            "root": str(root),
+            "datasets": [{"name": n} for n in sets],
+            "custom": custom,
+            "workers": workers,
+            **data,
+        },
         "train": {"steps": 10, "micro_batch_per_rank": batch, "seed": 3},
     }
     return parse_config(raw)
@@ -82,8 +125,13 @@ def test_ranks_and_workers_see_disjoint_data_within_an_epoch(tmp_path: Path) -> 
 @pytest.mark.parametrize("workers,start,per_traj", [(2, 5, 3), (2, 4, 1), (0, 3, 3), (0, 2, 4)])
 def test_restart_at_step_n_repeats_the_same_batches(two_sets: Path, workers: int, start: int, per_traj: int) -> None:
     """Also mid-trajectory: with several windows per decoded trajectory a restart may land inside one."""
-    cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}, workers=workers, batch=3,
-                     windows_per_trajectory=per_traj)
+    cfg = run_config(
+        two_sets,
+        {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)},
+        workers=workers,
+        batch=3,
+        windows_per_trajectory=per_traj,
+    )
     straight = take(build_train_loader(cfg, 1, 2), 9)
     resumed = take(build_train_loader(cfg, 1, 2, start_batch=start), 9 - start)
     for a, b in zip(straight[start:], resumed):
@@ -101,10 +149,10 @@ def test_each_decoded_trajectory_serves_k_windows_of_its_data_set(two_sets: Path
     xs = torch.cat([b["x"] for b in batches])
     for d in (0, 1):
         picks = [i for i, dd in enumerate(ids) if dd == d]
-        runs = [[trajs[i] for i in picks[j:j + 3]] for j in range(0, len(picks) - 2, 3)]
+        runs = [[trajs[i] for i in picks[j : j + 3]] for j in range(0, len(picks) - 2, 3)]
         assert runs and all(len(set(r)) == 1 for r in runs), runs  # 3 consecutive picks, one trajectory
         assert len({r[0] for r in runs}) == len(runs)  # then the next trajectory
-        starts = [[xs[i] for i in picks[j:j + 3]] for j in range(0, len(picks) - 2, 3)]
+        starts = [[xs[i] for i in picks[j : j + 3]] for j in range(0, len(picks) - 2, 3)]
         assert any(not torch.equal(w[0], w[1]) or not torch.equal(w[1], w[2]) for w in starts)  # own starts
 
 

@@ -1,6 +1,7 @@
 """Files laid out exactly as the original projects' writers lay them out (raw h5py/numpy here, not our
 writers), sharded under the published split: values bit-exact, channels in DPOT's order, CFDBench masks as
 its loader derives them, splits and registry counts as published."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,11 @@ def rand(*shape: int, seed: int = 0, dtype=np.float32) -> np.ndarray:
 
 def shard_data(folder: Path) -> list[np.ndarray]:
     manifest = read_manifest(folder)
-    return [decode_sample(raw, manifest["channels"]).data for s in manifest["shards"]
-            for raw in iter_raw_samples(folder / s["name"])]
+    return [
+        decode_sample(raw, manifest["channels"]).data
+        for s in manifest["shards"]
+        for raw in iter_raw_samples(folder / s["name"])
+    ]
 
 
 # ---------------------------------------------------------------- PDEArena: a folder of per-split files
@@ -56,8 +60,11 @@ def test_pdearena_folder_valid_folded_into_train(tmp_path: Path) -> None:
     test = write_pdearena_like_pdearena(release, "test", 3, 0.5, 2)
     shard_dataset("ns2d_pda", release, tmp_path / "shards", per_shard=2, progress=False)
     got_train, got_test = shard_data(tmp_path / "shards/ns2d_pda/train"), shard_data(tmp_path / "shards/ns2d_pda/test")
-    want = [np.stack([part[k][i] for k in ("u", "vx", "vy")], -1).astype(np.float32)
-            for part in (train, valid) for i in range(len(part["u"]))]
+    want = [
+        np.stack([part[k][i] for k in ("u", "vx", "vy")], -1).astype(np.float32)
+        for part in (train, valid)
+        for i in range(len(part["u"]))
+    ]
     assert len(got_train) == 5 and all(np.array_equal(a, b) for a, b in zip(got_train, want))
     assert len(got_test) == 2 and np.array_equal(got_test[1][..., 2], test["vy"][1].astype(np.float32))
     assert read_manifest(tmp_path / "shards/ns2d_pda/train")["channels"] == ["u", "vx", "vy"]
@@ -108,23 +115,34 @@ def dpot_split_trajectory(x: np.ndarray, steps: int = 20, size: int = 64) -> np.
     """DPOT preprocess.py's split_trajectory for one case, to [S, steps, size, size, C]."""
     count = int(np.ceil(x.shape[0] / steps))
     padded = np.zeros((count * steps, *x.shape[1:]))
-    padded[:x.shape[0]] = x
+    padded[: x.shape[0]] = x
     if x.shape[0] % steps:
-        padded[x.shape[0]:] = x[-1]
+        padded[x.shape[0] :] = x[-1]
     padded = F.interpolate(torch.from_numpy(padded), size=(size, size), mode="bilinear", align_corners=True).numpy()
     return padded.reshape(count, steps, *padded.shape[1:]).transpose(0, 1, 3, 4, 2)
 
 
 def test_cfdbench_release_tree(tmp_path: Path) -> None:
     root = tmp_path / "cfdbench"
-    cases = {"cavity": ("prop", 7, lambda k: {"vel_top": 1.0 + k, "density": 1, "viscosity": 1e-3, "height": 1,
-                                               "width": 1}),
-             "cylinder": ("geo", 6, lambda k: {"vel_in": 0.1 * (k + 1), "density": 1000, "viscosity": 0.01,
-                                               "radius": 0.1 + 0.02 * k, "x_min": -0.4, "x_max": 1.6,
-                                               "y_min": 0.1, "y_max": 0.9}),
-             "tube": ("bc", 5, lambda k: {"vel_in": 0.5 + k, "density": 1, "viscosity": 1e-3, "height": 0.1,
-                                          "width": 1.0}),
-             "dam": ("prop", 2, lambda k: {"velocity": 1.0, "barrier_width": 0.1, "barrier_height": 0.1})}
+    cases = {
+        "cavity": ("prop", 7, lambda k: {"vel_top": 1.0 + k, "density": 1, "viscosity": 1e-3, "height": 1, "width": 1}),
+        "cylinder": (
+            "geo",
+            6,
+            lambda k: {
+                "vel_in": 0.1 * (k + 1),
+                "density": 1000,
+                "viscosity": 0.01,
+                "radius": 0.1 + 0.02 * k,
+                "x_min": -0.4,
+                "x_max": 1.6,
+                "y_min": 0.1,
+                "y_max": 0.9,
+            },
+        ),
+        "tube": ("bc", 5, lambda k: {"vel_in": 0.5 + k, "density": 1, "viscosity": 1e-3, "height": 0.1, "width": 1.0}),
+        "dam": ("prop", 2, lambda k: {"velocity": 1.0, "barrier_width": 0.1, "barrier_height": 0.1}),
+    }
     for problem, (subset, n, params) in cases.items():
         for k in range(n):
             d = root / problem / subset / f"case{k:04d}"
@@ -141,7 +159,7 @@ def test_cfdbench_release_tree(tmp_path: Path) -> None:
         random.shuffle(dirs)
         cut = round if problem == "cavity" else int
         n_train, n_dev = cut(n * 0.8), cut(n * 0.1)
-        for split, part in (("train", dirs[:n_train]), ("test", dirs[n_train + n_dev:])):
+        for split, part in (("train", dirs[:n_train]), ("test", dirs[n_train + n_dev :])):
             for d in part:
                 want[split] += list(dpot_split_trajectory(cfdbench_loader_features(d, problem)).astype(np.float32))
     for split in ("train", "test"):
@@ -188,8 +206,9 @@ def test_pdebench_grouped_groups_out_of_order_and_compressed(tmp_path: Path, com
         for i in (3, 0, 9, 1, 2, 8, 4, 7, 5, 6):
             f.create_dataset(f"{i:04d}/data", data=arrays[i], dtype="float32", compression=compression)
             for axis, n in (("x", 5), ("y", 5), ("t", 6)):
-                f.create_dataset(f"{i:04d}/grid/{axis}", data=np.linspace(0, 1, n), dtype="float32",
-                                 compression=compression)
+                f.create_dataset(
+                    f"{i:04d}/grid/{axis}", data=np.linspace(0, 1, n), dtype="float32", compression=compression
+                )
             f[f"{i:04d}"].attrs["config"] = "sim:\n  seed: %d\n" % i
     shard_dataset("dr_pdb", path, tmp_path / "s", per_shard=4, progress=False)
     train, test = shard_data(tmp_path / "s/dr_pdb/train"), shard_data(tmp_path / "s/dr_pdb/test")
@@ -250,8 +269,7 @@ def test_registry_counts_for_pdebench_and_pdearena_sizes(tmp_path: Path) -> None
     release = tmp_path / "pda"
     release.mkdir()
     for mode, n in (("train", 5200), ("valid", 1300), ("test", 1300)):  # PDEArena NavierStokes-2D sizes
-        with h5py.File(release / f"NavierStokes2D_{mode}_0_0.50000{'_5200' if mode == 'train' else ''}.h5",
-                       "w") as f:
+        with h5py.File(release / f"NavierStokes2D_{mode}_0_0.50000{'_5200' if mode == 'train' else ''}.h5", "w") as f:
             f.create_group(mode).create_dataset("u", shape=(n, 1, 1, 1), dtype=float)
     plan = plan_splits(REGISTRY["ns2d_pda"], "pdearena_ns", release)
     assert (len(plan["train"]), len(plan["test"])) == (REGISTRY["ns2d_pda"].train, REGISTRY["ns2d_pda"].test)

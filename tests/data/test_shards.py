@@ -1,20 +1,20 @@
 """Shards: atomic writing, manifests, and bad input that is named (or skipped and counted), never silent."""
+
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_loader import make_set, run_config, take
 
 from nestor_ds.data.loader import build_train_loader
 from nestor_ds.data.shards import DataError, encode_npy, read_manifest, write_shards
 from nestor_ds.data.trajectory import Trajectory
-
-from test_loader import make_set, run_config, take
 
 
 def traj(i: int, value: float | None = None) -> Trajectory:
@@ -91,11 +91,15 @@ def _rewrite_shard(path: Path, mutate) -> None:
 
 
 BAD = {
-    "nan": (lambda n, d: encode_npy(np.full((8, 8, 8, 1), np.nan, np.float32)) if n == "00000001.data.npy" else d,
-            "sample 00000001: NaN or Inf"),
+    "nan": (
+        lambda n, d: encode_npy(np.full((8, 8, 8, 1), np.nan, np.float32)) if n == "00000001.data.npy" else d,
+        "sample 00000001: NaN or Inf",
+    ),
     "missing key": (lambda n, d: None if n == "00000001.meta.json" else d, "sample 00000001: missing meta.json"),
-    "wrong shape": (lambda n, d: encode_npy(np.zeros((8, 4, 8, 1), np.float32)) if n == "00000001.data.npy" else d,
-                    "sample 00000001: data shape [8, 4, 8, 1] does not match meta shape"),
+    "wrong shape": (
+        lambda n, d: encode_npy(np.zeros((8, 4, 8, 1), np.float32)) if n == "00000001.data.npy" else d,
+        "sample 00000001: data shape [8, 4, 8, 1] does not match meta shape",
+    ),
     "corrupt npy": (lambda n, d: b"garbage" if n == "00000001.data.npy" else d, "sample 00000001: cannot decode"),
 }
 
@@ -119,7 +123,9 @@ def test_truncated_tar_is_named(tmp_path: Path) -> None:
     make_set(tmp_path, "alpha", 4, 8, 1, per_shard=4)
     shard = tmp_path / "alpha" / "train" / "shard-000000.tar"
     shard.write_bytes(shard.read_bytes()[:5000])
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1)
+    cfg = run_config(
+        tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1
+    )
     with pytest.raises(DataError, match="shard-000000.tar"):
         take(build_train_loader(cfg, 0, 1), 3)
 
@@ -128,8 +134,15 @@ def test_skip_mode_skips_the_rest_of_a_truncated_tar_and_goes_on(tmp_path: Path)
     make_set(tmp_path, "alpha", 4, 8, 1, per_shard=2)
     shard = tmp_path / "alpha" / "train" / "shard-000000.tar"
     shard.write_bytes(shard.read_bytes()[:5000])  # its first sample whole, then the tar ends
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False,
-                     windows_per_trajectory=1, on_bad_sample="skip")
+    cfg = run_config(
+        tmp_path,
+        {"alpha": (8, 1, 1.0)},
+        batch=2,
+        resolution=8,
+        verify_checksums=False,
+        windows_per_trajectory=1,
+        on_bad_sample="skip",
+    )
     batches = take(build_train_loader(cfg, 0, 1), 6)
     assert batches[-1]["skipped"].item() >= 2  # once per epoch: the shard is dealt again
     assert {int(i) for b in batches for i in b["traj_index"]} <= {0, 2, 3}  # 1 sits past the truncation
@@ -142,8 +155,16 @@ def test_skip_mode_stops_when_nothing_is_usable(tmp_path: Path, count: int) -> N
     make_set(tmp_path, "alpha", count, 8, 1, per_shard=1)
     for shard in (tmp_path / "alpha" / "train").glob("*.tar"):
         shard.write_bytes(shard.read_bytes()[:700])
-    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False,
-                     windows_per_trajectory=1, on_bad_sample="skip", max_bad_samples=5)
+    cfg = run_config(
+        tmp_path,
+        {"alpha": (8, 1, 1.0)},
+        batch=2,
+        resolution=8,
+        verify_checksums=False,
+        windows_per_trajectory=1,
+        on_bad_sample="skip",
+        max_bad_samples=5,
+    )
     expected = "not one usable sample in an epoch" if count < 5 else r"5 bad samples or shards in a row \(data.max"
     with pytest.raises(DataError, match=f"alpha: {expected}"):
         take(build_train_loader(cfg, 0, 1), 1)
@@ -169,14 +190,18 @@ def test_a_full_disk_while_resharding_keeps_the_old_data_set(tmp_path: Path) -> 
     from small_disk import small_disk
 
     with small_disk(tmp_path / "disk", "10m") as disk:
+
         def big(offset: int):
             for i in range(50):
                 data = np.random.default_rng(i + offset).standard_normal((8, 64, 64, 1)).astype(np.float32)
                 yield Trajectory("alpha", i, data, ["c0"], 0.1, 1 / 64, 1 / 64)
 
         old = write_shards(big(0), disk / "alpha", "alpha", "train", per_shard=5)
-        with pytest.raises(DataError, match=r"writing alpha/train into .*\.train\.writing-.* failed \(No space left "
-                                            r"on device\); .*/alpha/train is unchanged"):
+        with pytest.raises(
+            DataError,
+            match=r"writing alpha/train into .*\.train\.writing-.* failed \(No space left "
+            r"on device\); .*/alpha/train is unchanged",
+        ):
             write_shards(big(100), disk / "alpha", "alpha", "train", per_shard=5)
         assert read_manifest(disk / "alpha" / "train") == old
         assert [p.name for p in (disk / "alpha").iterdir()] == ["train"]  # the staging is gone: space is back

@@ -3,6 +3,7 @@
 Every test runs on a small grid for a short time; the quantities measured are printed
 (``pytest -s``) so a regression shows by how much, not just that it failed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -110,8 +111,10 @@ def _inject(fine: np.ndarray, n: int) -> np.ndarray:
 def test_dr_space_error_falls_at_second_order() -> None:
     t_final, ns, ref_n = 0.2, (10, 30, 90), 270
     ref = simulate_diffusion_reaction(ref_n, t_final, 2, rng=0, u0=_smooth_dr_start(ref_n))[-1]
-    errors = [np.abs(simulate_diffusion_reaction(n, t_final, 2, rng=0, u0=_smooth_dr_start(n))[-1]
-                     - _inject(ref, n)).max() for n in ns]
+    errors = [
+        np.abs(simulate_diffusion_reaction(n, t_final, 2, rng=0, u0=_smooth_dr_start(n))[-1] - _inject(ref, n)).max()
+        for n in ns
+    ]
     orders = [np.log(errors[i] / errors[i + 1]) / np.log(3) for i in range(2)]
     print(f"DR space: errors {[f'{e:.2e}' for e in errors]}, observed orders {[f'{p:.2f}' for p in orders]}")
     assert all(abs(p - 2.0) < 0.3 for p in orders)
@@ -148,8 +151,7 @@ def test_swe_reflective_walls_keep_mass_and_depth_positive() -> None:
     mass = h.sum(axis=(1, 2)) * run.dx**2
     drift = np.abs(mass / mass[0] - 1).max()
     asym = max(np.abs(h - h.transpose(0, 2, 1)).max(), np.abs(h - h[:, ::-1]).max())
-    print(f"SWE: mass drift {drift:.1e}, min depth {run.min_depth:.3f} over {run.n_steps} steps, "
-          f"asymmetry {asym:.1e}")
+    print(f"SWE: mass drift {drift:.1e}, min depth {run.min_depth:.3f} over {run.n_steps} steps, asymmetry {asym:.1e}")
     assert drift < 1e-12
     assert run.min_depth > 0.0
     assert np.abs(h[-1] - h[0]).max() > 0.1  # the dam really broke
@@ -259,8 +261,10 @@ def test_cavity_centreline_profile_at_re_100() -> None:
     y_min = y[profile.argmin()]
     crossing = y[np.flatnonzero(np.diff(np.sign(profile)) > 0)]
     change = np.abs(frames[-1] - frames[-2]).max()
-    print(f"cavity Re=100: u top {profile[-1]:.3f}, min {profile.min():.3f} at y={y_min:.3f}, "
-          f"zero at y={crossing}, late change {change:.1e}, divergence {div.max():.1e}")
+    print(
+        f"cavity Re=100: u top {profile[-1]:.3f}, min {profile.min():.3f} at y={y_min:.3f}, "
+        f"zero at y={crossing}, late change {change:.1e}, divergence {div.max():.1e}"
+    )
     assert mask.dtype == np.float32 and np.all(mask == 1)
     assert change < 1e-2  # steady
     assert profile[-1] > 0.8  # dragged along by the lid
@@ -273,8 +277,10 @@ def test_cavity_centreline_profile_at_re_100() -> None:
 def test_cavity_obstacle_is_at_rest_and_flow_is_solenoidal() -> None:
     frames, mask, vx, vy, div = run_cavity(32, 1.0, 1e-2, 2.0, 3, rng=np.random.default_rng(4), obstacle=True)
     solid = mask == 0
-    print(f"cavity obstacle: {int(solid.sum())} solid cells, |v| inside {np.abs(frames[:, solid]).max():.1e}, "
-          f"divergence {div.max():.1e}")
+    print(
+        f"cavity obstacle: {int(solid.sum())} solid cells, |v| inside {np.abs(frames[:, solid]).max():.1e}, "
+        f"divergence {div.max():.1e}"
+    )
     assert mask.dtype == np.float32 and set(np.unique(mask)) == {0.0, 1.0}
     assert 0 < solid.sum() < 0.2 * mask.size
     assert np.abs(frames[:, solid]).max() == 0.0

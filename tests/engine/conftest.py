@@ -20,8 +20,14 @@ HELD_OUT = "ns2d_fno_1e-5"
 def shards(tmp_path_factory) -> Path:
     """The small suite, made by our solvers and sharded, for the training tests."""
     root = tmp_path_factory.mktemp("suite")
-    written = generate_suite("small", root / "raw", Size(trajectories=16, resolution=32, frames=12), seed=0,
-                             only=PRETRAIN_SETS + [HELD_OUT], progress=False)
+    written = generate_suite(
+        "small",
+        root / "raw",
+        Size(trajectories=16, resolution=32, frames=12),
+        seed=0,
+        only=PRETRAIN_SETS + [HELD_OUT],
+        progress=False,
+    )
     for e in written:
         shard_dataset(e.name, e.path, root / "shards", fmt=e.format, per_shard=2, test=e.test, progress=False)
     return root / "shards"
@@ -29,14 +35,30 @@ def shards(tmp_path_factory) -> Path:
 
 def run_args(shards: Path, out: Path, *extra: str, sets: list[str] = PRETRAIN_SETS) -> list[str]:
     names = ", ".join(f"{{name: {s}}}" for s in sets)
-    return ["--ds_config", "ds_configs/cpu_fp32.json", "--config", "configs/tiny_cpu.yaml",
-            "--set", f"data.root={shards}", "--set", f"data.datasets=[{names}]",
-            "--set", f"train.output_dir={out}", "--set", "train.log_every=1", *extra]
+    return [
+        "--ds_config",
+        "ds_configs/cpu_fp32.json",
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        f"data.root={shards}",
+        "--set",
+        f"data.datasets=[{names}]",
+        "--set",
+        f"train.output_dir={out}",
+        "--set",
+        "train.log_every=1",
+        *extra,
+    ]
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return dict(
+        os.environ,
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
 
 
 def launch(launcher: str, nproc: int, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -44,11 +66,29 @@ def launch(launcher: str, nproc: int, args: list[str], timeout: int = 600) -> su
 
     script = str(REPO / "launch" / "train.py")
     if launcher == "deepspeed":
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
-               "--master_port", str(free_port()), script, *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--num_gpus",
+            str(nproc),
+            "--master_port",
+            str(free_port()),
+            script,
+            *args,
+        ]
     elif launcher == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(free_port()), script, *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(free_port()),
+            script,
+            *args,
+        ]
     else:
         cmd = [sys.executable, script, *args]
     out = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
@@ -61,10 +101,20 @@ def launch_and_kill_after_checkpoint(nproc: int, args: list[str], out: Path, tim
     """Start a run and SIGKILL the whole process group once a checkpoint is complete."""
     from multiproc import free_port
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-           str(free_port()), str(REPO / "launch" / "train.py"), *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(free_port()),
+        str(REPO / "launch" / "train.py"),
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + timeout
     try:

@@ -1,5 +1,6 @@
 """launch/train.py with one fault injected: on rank 1 the gradient of one dense parameter turns NaN in the
 backward passes listed in NAN_GRAD_STEPS, while the loss stays finite. Everything else is the real run."""
+
 from __future__ import annotations
 
 import os

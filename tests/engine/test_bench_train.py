@@ -1,12 +1,12 @@
 """The benchmark scripts run end to end and report what the speed issue asks for (figures are not asserted:
 speed is measured by the scripts, not by tests)."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, env
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
@@ -18,8 +18,25 @@ def _rows(stdout: str) -> dict[str, list[str]]:
 
 
 def test_bench_model_reports_syncs_ops_and_the_loop_ratio() -> None:
-    out = subprocess.run([sys.executable, "scripts/bench_model.py", "--resolution", "16", "--batch", "4", "--steps",
-                          "1", "--warmup", "0"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench_model.py",
+            "--resolution",
+            "16",
+            "--batch",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _rows(out.stdout)
     assert rows.keys() == {"nestor tiny", "nestor tiny loop", "dpot tiny"}
@@ -28,8 +45,14 @@ def test_bench_model_reports_syncs_ops_and_the_loop_ratio() -> None:
 
 
 def test_bench_train_runs_real_training_jobs() -> None:
-    out = subprocess.run([sys.executable, "scripts/bench_train.py", "--resolution", "16", "--batch", "2", "--steps",
-                          "2"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "scripts/bench_train.py", "--resolution", "16", "--batch", "2", "--steps", "2"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = _rows(out.stdout)
     assert rows.keys() == {"nestor tiny", "nestor tiny loop", "dpot tiny"}

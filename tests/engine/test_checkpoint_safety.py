@@ -1,5 +1,6 @@
 """Checkpoints as an adversary meets them, on real runs: bit flips, truncation, pickle payloads, a full disk,
 and resumes with a changed config. Each test checks what was kept on disk and what the user was told."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import PRETRAIN_SETS, REPO, env, launch, run_args
+from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 SETS = PRETRAIN_SETS[:2]
@@ -65,8 +65,20 @@ def _plant_payload(tag: Path, marker: Path) -> Path:
 def trained(shards: Path, tmp_path_factory) -> Path:
     """A finished 1-process run with checkpoints at steps 2 and 4 (kept: 2)."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    launch("plain", 1, _one_process(shards, out, "--set", "train.steps=4", "--set", "train.checkpoint_every=2",
-                                    "--set", "train.keep_checkpoints=2"))
+    launch(
+        "plain",
+        1,
+        _one_process(
+            shards,
+            out,
+            "--set",
+            "train.steps=4",
+            "--set",
+            "train.checkpoint_every=2",
+            "--set",
+            "train.keep_checkpoints=2",
+        ),
+    )
     return out
 
 
@@ -107,43 +119,75 @@ def test_no_intact_checkpoint_left_stops_naming_the_file(trained: Path, tmp_path
     assert "no intact checkpoint left" in done.stderr
     assert f"{out}/checkpoints/step00000004/mp_rank_00_model_states.pt has 1000 bytes" in done.stderr
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "latest", "step00000002.damaged", "step00000004.damaged"]
+        "latest",
+        "step00000002.damaged",
+        "step00000004.damaged",
+    ]
 
 
-def test_pickle_payloads_are_refused_everywhere_naming_the_file(trained: Path, tmp_path: Path,
-                                                                shards: Path) -> None:
+def test_pickle_payloads_are_refused_everywhere_naming_the_file(trained: Path, tmp_path: Path, shards: Path) -> None:
     """Resume, evaluate --weights DIR, fine-tuning from train.init_from and `nestor-ds export`: none runs the
     payload; each names the file and the global it asked for."""
     out = _copy(trained, tmp_path / "run")
     marker = tmp_path / "pwned"
     target = _plant_payload(out / "checkpoints" / "step00000004", marker)
     attempts = {
-        "resume": [sys.executable, str(REPO / "launch" / "train.py"),
-                   *_one_process(shards, out, "--set", "train.steps=6")],
-        "evaluate": [sys.executable, "-m", "nestor_ds", "evaluate", "--weights", str(out / "checkpoints"),
-                     "--out", str(tmp_path / "eval")],
-        "finetune": [sys.executable, str(REPO / "launch" / "train.py"), "--mode", "finetune",
-                     *_one_process(shards, tmp_path / "ft", "--set", "train.steps=1",
-                                   "--set", f"train.init_from={out / 'checkpoints'}")],
-        "export": [sys.executable, "-m", "nestor_ds", "export", str(out / "checkpoints"),
-                   "--out", str(tmp_path / "exported")],
+        "resume": [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            *_one_process(shards, out, "--set", "train.steps=6"),
+        ],
+        "evaluate": [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "evaluate",
+            "--weights",
+            str(out / "checkpoints"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        "finetune": [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            "--mode",
+            "finetune",
+            *_one_process(
+                shards, tmp_path / "ft", "--set", "train.steps=1", "--set", f"train.init_from={out / 'checkpoints'}"
+            ),
+        ],
+        "export": [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "export",
+            str(out / "checkpoints"),
+            "--out",
+            str(tmp_path / "exported"),
+        ],
     }
     for what, cmd in attempts.items():
         done = _run(cmd)
         assert done.returncode != 0, what
-        assert f"{target}: refused to load: it asks to unpickle the global posix.system" in done.stderr, \
-            (what, done.stderr[-3000:])
+        assert f"{target}: refused to load: it asks to unpickle the global posix.system" in done.stderr, (
+            what,
+            done.stderr[-3000:],
+        )
         assert not marker.exists(), f"{what} ran the payload"
     # the same file loads fine where the user says they trust it: the payload is real
     pickle.loads(pickle.dumps(Payload(marker)))
     assert marker.exists()
 
 
-def test_resume_refuses_a_changed_model_and_applies_a_new_length_and_lr(trained: Path, tmp_path: Path,
-                                                                        shards: Path) -> None:
+def test_resume_refuses_a_changed_model_and_applies_a_new_length_and_lr(
+    trained: Path, tmp_path: Path, shards: Path
+) -> None:
     out = _copy(trained, tmp_path / "run")
-    refused = _train(_one_process(shards, out, "--set", "train.steps=6", "--set", "model.width=32",
-                                  "--set", "train.micro_batch_per_rank=2"))
+    refused = _train(
+        _one_process(
+            shards, out, "--set", "train.steps=6", "--set", "model.width=32", "--set", "train.micro_batch_per_rank=2"
+        )
+    )
     assert refused.returncode == 2
     assert "cannot change mid-run: model.width: 64 -> 32; train.micro_batch_per_rank: 4 -> 2" in refused.stderr
     assert (out / "checkpoints" / "latest").read_text() == "step00000004"
@@ -161,8 +205,7 @@ def test_resume_refuses_a_changed_model_and_applies_a_new_length_and_lr(trained:
     import torch
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=8, pct_start=0.2,
-                                                cycle_momentum=False)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=8, pct_start=0.2, cycle_momentum=False)
     for _ in range(5):
         opt.step()
         sched.step()
@@ -178,8 +221,18 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(shards: Path, tm
 
     with small_disk(tmp_path / "disk", "24m") as disk:
         out = tmp_path / "run"
-        done = _train(_one_process(shards, out, "--set", "train.steps=3", "--set", "train.checkpoint_every=1",
-                                   "--set", f"train.checkpoint_dir={disk}"))
+        done = _train(
+            _one_process(
+                shards,
+                out,
+                "--set",
+                "train.steps=3",
+                "--set",
+                "train.checkpoint_every=1",
+                "--set",
+                f"train.checkpoint_dir={disk}",
+            )
+        )
         assert done.returncode == 1, done.stderr[-3000:]
         assert f"writing checkpoint {disk}/step00000002 failed" in done.stderr
         assert "no space left on device" in done.stderr

@@ -1,4 +1,5 @@
 """A hung rank (SIGSTOP) stops the run within parallel.collective_timeout_s, naming the rank."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PRETRAIN_SETS, REPO, env, run_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
@@ -19,11 +19,38 @@ def test_hung_rank_ends_the_run_within_the_timeout_naming_it(shards: Path, tmp_p
     from multiproc import free_port
 
     out = tmp_path / "run"
-    args = run_args(shards, out, "--set", "train.steps=100000", "--set", "parallel.collective_timeout_s=15",
-                    "--set", "train.eval_every=100000", "--set", "train.checkpoint_every=2", sets=PRETRAIN_SETS[:2])
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             str(free_port()), str(REPO / "launch" / "train.py"), *args], cwd=REPO, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    args = run_args(
+        shards,
+        out,
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "parallel.collective_timeout_s=15",
+        "--set",
+        "train.eval_every=100000",
+        "--set",
+        "train.checkpoint_every=2",
+        sets=PRETRAIN_SETS[:2],
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            str(REPO / "launch" / "train.py"),
+            *args,
+        ],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     beat = out / "heartbeat" / "rank1"
     pid = None
     try:
@@ -48,8 +75,9 @@ def test_hung_rank_ends_the_run_within_the_timeout_naming_it(shards: Path, tmp_p
             proc.wait()
     assert proc.returncode != 0
     assert waited < 15 + 90, waited  # the timeout, plus the launcher tearing the job down
-    assert "a collective timed out after 15 s (parallel.collective_timeout_s): rank 1 (silent for" in stderr, \
-        stderr[-3000:]
+    assert "a collective timed out after 15 s (parallel.collective_timeout_s): rank 1 (silent for" in stderr, stderr[
+        -3000:
+    ]
     assert "rank 0 (" not in stderr.split("collective timed out")[-1].split("\n")[0]  # only the hung one named
     latest = (out / "checkpoints" / "latest").read_text().strip()
     assert (out / "checkpoints" / latest).is_dir()  # the last complete checkpoint is intact

@@ -1,4 +1,5 @@
 """The evaluator: baselines scored as the model is, and rollouts fed back by the one rule."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,9 +25,17 @@ def small_shards(tmp_path_factory) -> Path:
 
 
 def _cfg(shards: Path, name: str, t_out: int = 1):
-    return load_config(REPO / "configs" / "tiny_cpu.yaml", {
-        "data.root": str(shards), "data.datasets": [{"name": name}], "parallel.ep_size": 1,
-        "train.micro_batch_per_rank": 2, "data.pad_value": 1.5, "model.t_out": t_out})
+    return load_config(
+        REPO / "configs" / "tiny_cpu.yaml",
+        {
+            "data.root": str(shards),
+            "data.datasets": [{"name": name}],
+            "parallel.ep_size": 1,
+            "train.micro_batch_per_rank": 2,
+            "data.pad_value": 1.5,
+            "model.t_out": t_out,
+        },
+    )
 
 
 def _run(cfg, seen: list[torch.Tensor] | None = None) -> EvalResult:
@@ -46,10 +55,13 @@ def test_persistence_equals_a_direct_numpy_computation(small_shards: Path) -> No
     src = open_sources(cfg, "test")[0]
     t_in, one, roll, lin = cfg.model.t_in, [], [], []
     for traj in iter_split(src):
-        u = traj.data[:t_in + src.rollout, :, :, 0].astype(np.float64)  # [T, X, Y], native 32 = the model's grid
+        u = traj.data[: t_in + src.rollout, :, :, 0].astype(np.float64)  # [T, X, Y], native 32 = the model's grid
         one.append(np.mean([np.linalg.norm(u[s] - u[s - 1]) / np.linalg.norm(u[s]) for s in range(t_in, len(u))]))
-        lin.append(np.mean([np.linalg.norm(u[s] - (2 * u[s - 1] - u[s - 2])) / np.linalg.norm(u[s])
-                            for s in range(t_in, len(u))]))
+        lin.append(
+            np.mean(
+                [np.linalg.norm(u[s] - (2 * u[s - 1] - u[s - 2])) / np.linalg.norm(u[s]) for s in range(t_in, len(u))]
+            )
+        )
         roll.append(np.linalg.norm(u[t_in:] - u[t_in - 1]) / np.linalg.norm(u[t_in:]))
     d = result.datasets[0]
     assert d.trajectories == len(one)
@@ -59,8 +71,14 @@ def test_persistence_equals_a_direct_numpy_computation(small_shards: Path) -> No
     assert d.ratio_one_step == pytest.approx(d.one_step / d.persistence.one_step)
     assert d.persistence.curve.shape == d.rollout_curve.shape
     row = result.rows()[0]
-    assert {"persistence_one_step", "linear_one_step", "ratio_one_step", "persistence_rollout", "linear_rollout",
-            "ratio_rollout"} <= set(row)
+    assert {
+        "persistence_one_step",
+        "linear_one_step",
+        "ratio_one_step",
+        "persistence_rollout",
+        "linear_rollout",
+        "ratio_rollout",
+    } <= set(row)
     metrics = result.metrics()
     assert metrics["eval/ns2d_fno_1e-3/persistence_rollout"] == pytest.approx(d.persistence.rollout)
     assert metrics["eval/mean/ratio_rollout"] == pytest.approx(d.ratio_rollout)
@@ -95,9 +113,15 @@ def test_bundled_steps_score_frames_jointly_and_baselines_roll_out_alike(small_s
     src = open_sources(_cfg(small_shards, "ns2d_fno_1e-3", 2), "test")[0]
     t_in, ref = 4, []
     for traj in iter_split(src):
-        u = traj.data[:t_in + src.rollout, :, :, 0].astype(np.float64)
-        ref.append(np.mean([np.linalg.norm(u[s:s + 2] - u[s - 1]) / np.linalg.norm(u[s:s + 2])
-                            for s in range(t_in, len(u) - 1)]))
+        u = traj.data[: t_in + src.rollout, :, :, 0].astype(np.float64)
+        ref.append(
+            np.mean(
+                [
+                    np.linalg.norm(u[s : s + 2] - u[s - 1]) / np.linalg.norm(u[s : s + 2])
+                    for s in range(t_in, len(u) - 1)
+                ]
+            )
+        )
     assert two.persistence.one_step == pytest.approx(np.mean(ref), rel=1e-5)
     assert two.persistence.rollout == pytest.approx(one.persistence.rollout, rel=1e-6)
     assert two.linear.rollout == pytest.approx(one.linear.rollout, rel=1e-5)

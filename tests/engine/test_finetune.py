@@ -1,4 +1,5 @@
 """Fine-tuning starts from pre-trained weights even when the channel count changes, and freezes parts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,13 @@ def test_other_channel_count_keeps_everything_but_input_and_output_layers(weight
     model = build_model(cfg, seed=0)
     fresh = load_pretrained(model, weights)
     # DPOT's patch embedding is C * p + 3 wide, so both of its convs change shape with C
-    assert fresh == ["encoder.patch_embed.proj.0.bias", "encoder.patch_embed.proj.0.weight",
-                     "encoder.patch_embed.proj.2.weight", "head.out_layer.4.bias", "head.out_layer.4.weight"]
+    assert fresh == [
+        "encoder.patch_embed.proj.0.bias",
+        "encoder.patch_embed.proj.0.weight",
+        "encoder.patch_embed.proj.2.weight",
+        "head.out_layer.4.bias",
+        "head.out_layer.4.weight",
+    ]
     source = build_model(load_config(REPO / "configs" / "tiny_cpu.yaml").model, seed=5).state_dict()
     mine = model.state_dict()
     shared = [k for k in mine if k not in fresh]
@@ -41,7 +47,6 @@ def test_freeze_routers_and_encoder(weights: Path) -> None:
     assert frozen > 0 and routers and all(".gate.scorer." in n or ".router." in n for n in routers)
     freeze(model, ["encoder"])
     assert not any(p.requires_grad for p in model.encoder.parameters())
-
 
 
 def test_weights_of_another_variant_load_only_what_fits(weights: Path) -> None:

@@ -1,5 +1,6 @@
 """The finite guard on gradient norms, in real 2-rank runs: a NaN gradient on one rank (finite loss) skips the
 update on both, at ZeRO 0 (fused Adam's found_inf) and ZeRO 1 (DeepSpeed's overflow check)."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import PRETRAIN_SETS, REPO, env, run_args
+from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 HERE = Path(__file__).parent
@@ -19,13 +19,24 @@ HERE = Path(__file__).parent
 def _run(shards: Path, out: Path, bad: str, ds_config: Path, *extra: str) -> subprocess.CompletedProcess:
     from multiproc import free_port
 
-    args = run_args(shards, out, "--set", "train.steps=5", "--set", "train.max_bad_steps=2", *extra,
-                    sets=PRETRAIN_SETS[:2])
+    args = run_args(
+        shards, out, "--set", "train.steps=5", "--set", "train.max_bad_steps=2", *extra, sets=PRETRAIN_SETS[:2]
+    )
     args[args.index("--ds_config") + 1] = str(ds_config)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), str(HERE / "nan_grad_worker.py"), *args]
-    return subprocess.run(cmd, cwd=REPO, env={**env(), "NAN_GRAD_STEPS": bad}, capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(HERE / "nan_grad_worker.py"),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, cwd=REPO, env={**env(), "NAN_GRAD_STEPS": bad}, capture_output=True, text=True, timeout=600
+    )
 
 
 def _ds(tmp_path: Path, stage: int) -> Path:
@@ -77,8 +88,20 @@ def test_rollback_restores_the_last_checkpoint_with_a_lower_lr(shards: Path, tmp
     checkpoint (written before the verdict on step 4, whose update was skipped: its weights are good), halves
     the lr, runs steps 5.. again and finishes."""
     out = tmp_path / "run"
-    done = _run(shards, out, "3,4", _ds(tmp_path, 0), "--set", "train.steps=8", "--set", "train.checkpoint_every=2",
-                "--set", "train.on_nonfinite=rollback", "--set", "train.rollback_lr_factor=0.5")
+    done = _run(
+        shards,
+        out,
+        "3,4",
+        _ds(tmp_path, 0),
+        "--set",
+        "train.steps=8",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.on_nonfinite=rollback",
+        "--set",
+        "train.rollback_lr_factor=0.5",
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "rollback 1/2: non-finite gradient norm in 2 consecutive steps, the last at step 5" in done.stdout
     assert "Back to step00000004 (step 4), lr x0.5" in done.stdout

@@ -1,4 +1,5 @@
 """L2RE counts only real points and channels, and padded channels give no NaN gradient."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,10 @@ def test_l2re_matches_definition_over_valid_channels() -> None:
     mask[:, :2, :, :, :] = 0  # and the first two rows are not real points
     got = l2re(pred, target, mask)
     for b in range(2):
-        errs = [((pred[b, 2:, :, :, c] - target[b, 2:, :, :, c]).norm() / target[b, 2:, :, :, c].norm()).item()
-                for c in range(2)]
+        errs = [
+            ((pred[b, 2:, :, :, c] - target[b, 2:, :, :, c]).norm() / target[b, 2:, :, :, c].norm()).item()
+            for c in range(2)
+        ]
         assert abs(got[b].item() - sum(errs) / 2) < 1e-5
 
 
@@ -28,4 +31,3 @@ def test_padded_channels_do_not_poison_gradients() -> None:
     l2re(pred, target, mask).mean().backward()
     assert torch.isfinite(pred.grad).all()
     assert pred.grad[..., 1].abs().sum() == 0 and pred.grad[..., 0].abs().sum() > 0
-

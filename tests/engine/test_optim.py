@@ -1,4 +1,5 @@
 """The one-cycle schedule resized mid-run (train.fit_steps_to_time) continues as a fresh one of that length."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Signals become a collective stop; only the time-limit warning asks for a requeue."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Step maths: baselines, noise modes and patch jittering."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,6 +51,6 @@ def test_jitter_rolls_periodic_sets_and_pads_the_others() -> None:
         else:
             k = kept[i, :, :, 0, 0]
             sx, sy = int((k.sum(1) == 0).sum()), int((k.sum(0) == 0).sum())  # empty rows, empty columns
-            torch.testing.assert_close(moved[i, sx:, sy:], frames[i, :n - sx, :n - sy])  # shifted, edge-padded
+            torch.testing.assert_close(moved[i, sx:, sy:], frames[i, : n - sx, : n - sy])  # shifted, edge-padded
             assert kept[i, sx:, sy:].all() and (kept[i, :sx].sum() == 0)
     assert len(shifts) > 4 and all(0 <= s < 4 for pair in shifts for s in pair)

@@ -1,5 +1,6 @@
 """train.time_limit_s (a study's wall-time budget): the run ends at the first step boundary past it, with a
 checkpoint, the final evaluation and its summary, as a finished run."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import PRETRAIN_SETS, launch, run_args
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
@@ -15,8 +15,11 @@ pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 
 def test_time_limit_ends_the_run_as_finished(shards: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    done = launch("torchrun", 2, run_args(shards, out, "--set", "train.steps=100000", "--set",
-                                          "train.time_limit_s=3", sets=PRETRAIN_SETS[:2]))
+    done = launch(
+        "torchrun",
+        2,
+        run_args(shards, out, "--set", "train.steps=100000", "--set", "train.time_limit_s=3", sets=PRETRAIN_SETS[:2]),
+    )
     found = re.search(r"train.time_limit_s=3 reached at step (\d+) of 100000: the run ends here", done.stdout)
     assert found, done.stdout[-3000:]
     step = int(found.group(1))

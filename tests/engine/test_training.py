@@ -1,4 +1,5 @@
 """The training job as users run it: real launchers, real gloo ranks, real shards, a real MLflow store."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import HELD_OUT, PRETRAIN_SETS, REPO, env, launch, launch_and_kill_after_checkpoint, run_args
+from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 STEPS = 60
@@ -18,9 +18,24 @@ STEPS = 60
 @pytest.fixture(scope="module")
 def pretrained(shards: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain")
-    launch("deepspeed", 2, run_args(shards, out, "--set", f"train.steps={STEPS}", "--set", "train.eval_every=30",
-                                    "--set", "train.checkpoint_every=30", "--set", "tracking.run_name=pretrain",
-                                    "--set", "train.count_host_syncs=true"))
+    launch(
+        "deepspeed",
+        2,
+        run_args(
+            shards,
+            out,
+            "--set",
+            f"train.steps={STEPS}",
+            "--set",
+            "train.eval_every=30",
+            "--set",
+            "train.checkpoint_every=30",
+            "--set",
+            "tracking.run_name=pretrain",
+            "--set",
+            "train.count_host_syncs=true",
+        ),
+    )
     return out
 
 
@@ -48,14 +63,22 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     assert run.data.params["config.model.moe.experts"] == "4"
     assert run.data.params["ds_config.train_batch_size"] == "8"
     metrics = run.data.metrics
-    for key in ("train/loss", "train/aux_image", "load/image/expert0", "perf/samples_per_s",
-                f"eval/{PRETRAIN_SETS[0]}/l2re_rollout", "train/swe_pdb/l2re"):
+    for key in (
+        "train/loss",
+        "train/aux_image",
+        "load/image/expert0",
+        "perf/samples_per_s",
+        f"eval/{PRETRAIN_SETS[0]}/l2re_rollout",
+        "train/swe_pdb/l2re",
+    ):
         assert key in metrics, key
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == STEPS
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert {"eval/eval_table.csv", "eval/experts_image.png", "eval/rollout_errors.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} >= {
-        "config/tiny_cpu.yaml", "config/config.resolved.yaml"}
+        "config/tiny_cpu.yaml",
+        "config/config.resolved.yaml",
+    }
     resolved = client.download_artifacts(run.info.run_id, "config/config.resolved.yaml")
     assert "count_host_syncs: true" in Path(resolved).read_text()  # the --set overrides, applied
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
@@ -64,8 +87,10 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     assert list(channels) == PRETRAIN_SETS and channels["swe_pdb"] == ["h"]
     tags = run.data.tags
     assert tags["world_size"] == "2" and tags["ep_size"] == "2" and tags["device"] == "cpu"
-    assert tags["git_commit"] == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                                                text=True).stdout.strip()
+    assert (
+        tags["git_commit"]
+        == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    )
     assert tags["version.torch"] == __import__("torch").__version__
     # per-expert checkpoint files of the ep_size=2 run
     assert len(list((pretrained / "checkpoints" / "step00000060").glob("layer_*_expert_*"))) == 2 * 4
@@ -77,8 +102,11 @@ def http_shards(shards: Path):
     from multiproc import free_port
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                               "--directory", str(shards)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(shards)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         import time
@@ -96,10 +124,21 @@ def http_shards(shards: Path):
         server.wait(timeout=10)
 
 
-def test_killed_run_over_http_resumes_with_the_local_runs_losses(shards: Path, http_shards: str,
-                                                                 tmp_path: Path) -> None:
-    common = ("--set", "train.steps=12", "--set", "train.checkpoint_every=4", "--set", "train.eval_every=100",
-              "--set", "train.eval_trajectories=1", "--set", "train.keep_checkpoints=2")
+def test_killed_run_over_http_resumes_with_the_local_runs_losses(
+    shards: Path, http_shards: str, tmp_path: Path
+) -> None:
+    common = (
+        "--set",
+        "train.steps=12",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.eval_every=100",
+        "--set",
+        "train.eval_trajectories=1",
+        "--set",
+        "train.keep_checkpoints=2",
+    )
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     launch("torchrun", 2, run_args(shards, straight, *common))
     kept = sorted(p.name for p in (straight / "checkpoints").iterdir() if p.is_dir())
@@ -115,23 +154,68 @@ def test_killed_run_over_http_resumes_with_the_local_runs_losses(shards: Path, h
 
 
 def test_finetune_beats_scratch_and_compare(pretrained: Path, shards: Path, tmp_path: Path) -> None:
-    common = ("--set", "train.steps=30", "--set", "train.eval_every=100", "--set", "data.noise_scale=0",
-              "--set", "train.aux_weight_image=0.01", "--set", "train.aux_weight_token=0.005")
+    common = (
+        "--set",
+        "train.steps=30",
+        "--set",
+        "train.eval_every=100",
+        "--set",
+        "data.noise_scale=0",
+        "--set",
+        "train.aux_weight_image=0.01",
+        "--set",
+        "train.aux_weight_token=0.005",
+    )
     tuned, scratch = tmp_path / "tuned", tmp_path / "scratch"
     store = f"sqlite:///{tmp_path / 'shared.db'}"
     common += ("--set", f"tracking.uri={store}", "--set", "tracking.experiment=heldout")
-    launch("torchrun", 2, run_args(shards, tuned, "--mode", "finetune", "--weights", str(pretrained / "checkpoints"),
-                                   "--set", "tracking.run_name=finetune", "--set", "train.freeze=[routers]", *common,
-                                   sets=[HELD_OUT]))
+    launch(
+        "torchrun",
+        2,
+        run_args(
+            shards,
+            tuned,
+            "--mode",
+            "finetune",
+            "--weights",
+            str(pretrained / "checkpoints"),
+            "--set",
+            "tracking.run_name=finetune",
+            "--set",
+            "train.freeze=[routers]",
+            *common,
+            sets=[HELD_OUT],
+        ),
+    )
     launch("torchrun", 2, run_args(shards, scratch, "--set", "tracking.run_name=scratch", *common, sets=[HELD_OUT]))
-    score = {name: json.loads((d / "eval" / "eval_table.json").read_text())["datasets"][0]
-             for name, d in (("tuned", tuned), ("scratch", scratch))}
+    score = {
+        name: json.loads((d / "eval" / "eval_table.json").read_text())["datasets"][0]
+        for name, d in (("tuned", tuned), ("scratch", scratch))
+    }
     print("fine-tuned vs scratch on", HELD_OUT, score)
     assert score["tuned"]["l2re_one_step"] < score["scratch"]["l2re_one_step"]
 
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "compare", "finetune", "scratch", "--tracking-uri", store,
-                          "--experiment", "heldout", "--markdown", str(tmp_path / "compare.md")], cwd=REPO,
-                         env=env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "compare",
+            "finetune",
+            "scratch",
+            "--tracking-uri",
+            store,
+            "--experiment",
+            "heldout",
+            "--markdown",
+            str(tmp_path / "compare.md"),
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "finetune" in out.stdout and "scratch" in out.stdout
     assert f"eval/{HELD_OUT}/l2re_one_step" in out.stdout
@@ -147,8 +231,11 @@ def test_finetune_beats_scratch_and_compare(pretrained: Path, shards: Path, tmp_
 def _hashes(folder: Path) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and "evaluation" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "evaluation" not in p.parts
+    }
 
 
 def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path, tmp_path: Path) -> None:
@@ -158,8 +245,14 @@ def test_single_process_run_and_evaluate_command(pretrained: Path, shards: Path,
     # the ep_size=2 checkpoint, evaluated in one plain process (experts consolidated onto it), with the config it
     # was trained with (no --config), into its own folder: the training run's files stay as they were
     before = _hashes(pretrained)
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "evaluate", "--weights", str(pretrained / "checkpoints")],
-                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "nestor_ds", "evaluate", "--weights", str(pretrained / "checkpoints")],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "1-step persist.  linear  ratio" in out.stdout  # the model beside its baselines
     assert _hashes(pretrained) == before
@@ -180,15 +273,26 @@ def test_run_killed_by_an_exception_is_failed_in_mlflow(shards: Path, tmp_path: 
     for tar in (broken / PRETRAIN_SETS[0] / "train").glob("*.tar"):
         tar.write_bytes(tar.read_bytes()[:3000])  # truncated: the loader raises in the first step
     out = tmp_path / "run"
-    args = run_args(broken, out, "--set", "parallel.ep_size=1", "--set", "train.steps=3",
-                    "--set", "data.verify_checksums=false", sets=[PRETRAIN_SETS[0]])
+    args = run_args(
+        broken,
+        out,
+        "--set",
+        "parallel.ep_size=1",
+        "--set",
+        "train.steps=3",
+        "--set",
+        "data.verify_checksums=false",
+        sets=[PRETRAIN_SETS[0]],
+    )
     with pytest.raises(AssertionError, match="unreadable tar"):
         launch("plain", 1, args)
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
     assert run.info.status == "FAILED"
-    assert run.data.tags["git_commit"] == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
-                                                         capture_output=True, text=True).stdout.strip()
+    assert (
+        run.data.tags["git_commit"]
+        == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    )
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(shards: Path, tmp_path: Path) -> None:
@@ -200,8 +304,18 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(shards: Path, tmp_path:
     from nestor_ds.safe_load import torch_load
 
     out = tmp_path / "nan"
-    args = run_args(shards, out, "--set", "train.steps=20", "--set", "train.optimizer.lr=1e6",
-                    "--set", "train.checkpoint_every=1", "--set", "train.max_bad_steps=2")
+    args = run_args(
+        shards,
+        out,
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.optimizer.lr=1e6",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.max_bad_steps=2",
+    )
     with pytest.raises(AssertionError, match="non-finite loss in 2 consecutive steps") as failed:
         launch("torchrun", 2, args)
     assert "Last good checkpoint: step0000000" in str(failed.value)
@@ -223,15 +337,33 @@ def test_signal_checkpoints_at_a_step_boundary_and_the_rerun_finishes(shards: Pa
     import time
 
     import psutil
-
     from multiproc import free_port
 
     out = tmp_path / "run"
-    args = run_args(shards, out, "--set", "train.steps=40", "--set", "train.checkpoint_every=1000",
-                    "--set", "train.eval_every=1000", "--set", "train.eval_trajectories=1")
+    args = run_args(
+        shards,
+        out,
+        "--set",
+        "train.steps=40",
+        "--set",
+        "train.checkpoint_every=1000",
+        "--set",
+        "train.eval_every=1000",
+        "--set",
+        "train.eval_trajectories=1",
+    )
     log = tmp_path / "first.log"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(REPO / "launch" / "train.py"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "launch" / "train.py"),
+        *args,
+    ]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, env={**env(), "PYTHONUNBUFFERED": "1"}, stdout=f, stderr=f)
         deadline = time.time() + 300
@@ -261,8 +393,22 @@ def test_compiled_blocks_train_as_eager_ones(shards: Path, tmp_path: Path) -> No
     losses = {}
     for compiled in ("false", "true"):
         out = tmp_path / f"compile_{compiled}"
-        run = launch("torchrun", 2, run_args(shards, out, "--set", "train.steps=3", "--set", f"model.compile={compiled}",
-                                             "--set", "train.eval_every=100", "--set", "train.checkpoint_every=100"))
+        run = launch(
+            "torchrun",
+            2,
+            run_args(
+                shards,
+                out,
+                "--set",
+                "train.steps=3",
+                "--set",
+                f"model.compile={compiled}",
+                "--set",
+                "train.eval_every=100",
+                "--set",
+                "train.checkpoint_every=100",
+            ),
+        )
         assert ("blocks compiled by torch.compile" in run.stdout + run.stderr) == (compiled == "true")
         losses[compiled] = _history(out)
     assert losses["true"].keys() == losses["false"].keys() == {1, 2, 3}

@@ -1,4 +1,5 @@
 """Prediction on a user's own fields: the model's training preparation, at the user's grid."""
+
 from __future__ import annotations
 
 import subprocess
@@ -34,14 +35,16 @@ def model_dir(tmp_path_factory) -> Path:
 def _manual(model, fields: torch.Tensor, res: int, channels: int, pad: float) -> torch.Tensor:
     """resize -> pad -> model -> resize, by hand, one step: [B, X, Y, T, c] -> [B, X, Y, 1, c]."""
     b, nx, ny, t, c = fields.shape
-    frames = F.interpolate(fields.permute(0, 3, 4, 1, 2).reshape(b * t, c, nx, ny), size=(res, res),
-                           mode="bilinear", align_corners=False)
+    frames = F.interpolate(
+        fields.permute(0, 3, 4, 1, 2).reshape(b * t, c, nx, ny), size=(res, res), mode="bilinear", align_corners=False
+    )
     x = frames.reshape(b, t, c, res, res).permute(0, 3, 4, 1, 2)
     x = torch.cat([x, torch.full((b, res, res, t, channels - c), pad)], dim=-1)
     with torch.no_grad():
         y = model(x).pred[..., :c]  # [B, R, R, 1, c]
-    y = F.interpolate(y.permute(0, 3, 4, 1, 2).reshape(b, c, res, res), size=(nx, ny), mode="bilinear",
-                      align_corners=False)
+    y = F.interpolate(
+        y.permute(0, 3, 4, 1, 2).reshape(b, c, res, res), size=(nx, ny), mode="bilinear", align_corners=False
+    )
     return y.reshape(b, c, nx, ny).permute(0, 2, 3, 1)[:, :, :, None]
 
 
@@ -86,9 +89,26 @@ def test_predict_command_writes_rollout_and_figure(model_dir: Path, tmp_path: Pa
         with h5py.File(source, "w") as f:
             f["velocity"] = fields
     out = tmp_path / "pred"
-    run = subprocess.run([sys.executable, "-m", "nestor_ds", "predict", "--model", str(model_dir), "--input",
-                          str(source), "--steps", "4", "--out", str(out)], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(source),
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     pred = np.load(out / "prediction.npy") if suffix == ".npy" else h5py.File(out / "prediction.h5")["prediction"][()]
     assert pred.shape == (48, 48, 4, 3) and np.isfinite(pred).all()
@@ -117,9 +137,10 @@ def test_channels_by_name_follow_a_training_data_set(model_dir: Path, tmp_path: 
 def test_rollout_feeds_back_by_the_evaluators_rule(model_dir: Path) -> None:
     """Padded channels stay at the pad value and input-only ones (CFDBench's mask) come from the given frames."""
     model = load_model(model_dir)
-    model.run_config = load_config(REPO / "configs" / "tiny_cpu.yaml",
-                                   {"parallel.ep_size": 1, "data.datasets": [{"name": "cfdbench"}],
-                                    "data.pad_value": 2.5})
+    model.run_config = load_config(
+        REPO / "configs" / "tiny_cpu.yaml",
+        {"parallel.ep_size": 1, "data.datasets": [{"name": "cfdbench"}], "data.pad_value": 2.5},
+    )
     t_in = model.run_config.model.t_in
     seen: list[torch.Tensor] = []
     model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
@@ -130,7 +151,7 @@ def test_rollout_feeds_back_by_the_evaluators_rule(model_dir: Path) -> None:
     assert len(seen) == 3
     for k, x in enumerate(seen):
         assert (x[..., 3] == 2.5).all()
-        torch.testing.assert_close(x[0, :, :, :, 2], fields[:, :, k:k + t_in, 2])
+        torch.testing.assert_close(x[0, :, :, :, 2], fields[:, :, k : k + t_in, 2])
     assert not torch.allclose(seen[-1][0, :, :, -1, 0], fields[:, :, t_in + 1, 0])  # u, v: the model's own
     # fewer frames than the rollout needs: the input-only channel holds its last given frame
     seen.clear()

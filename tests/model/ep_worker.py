@@ -3,6 +3,7 @@
 Runs one optimizer step of the tiny NESTOR through deepspeed.initialize and writes
 what the test compares (outputs, loss, grad norms, consolidated weights) to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,14 +15,14 @@ import torch
 import torch.distributed as dist
 
 from nestor_ds.config import build_deepspeed_config, load_config, read_ds_json
-from nestor_ds.engine.distributed import init_distributed, shutdown
 from nestor_ds.config.deepspeed_config import engine_clips_itself
+from nestor_ds.engine.distributed import init_distributed, shutdown
 from nestor_ds.engine.grad_norm import clip_global_grad_norm_, global_grad_norm
 from nestor_ds.engine.losses import l2re
 from nestor_ds.engine.optim import build_optimizer
 from nestor_ds.model import build_model
-from nestor_ds.profiling import count_host_syncs
 from nestor_ds.model.export import gather_consolidated
+from nestor_ds.profiling import count_host_syncs
 
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 8
@@ -42,8 +43,12 @@ def main() -> None:
     ap.add_argument("--variant", default="nestor")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, default=None, help="save a checkpoint after the step, reload it")
-    ap.add_argument("--imported", type=Path, default=None,
-                    help="instead: evaluate a folder written by 'nestor-ds import' on --input (forward only)")
+    ap.add_argument(
+        "--imported",
+        type=Path,
+        default=None,
+        help="instead: evaluate a folder written by 'nestor-ds import' on --input (forward only)",
+    )
     ap.add_argument("--input", type=Path, default=None, help="with --imported: .npy input [B, X, Y, T_in, C]")
     ap.add_argument("--temperature", type=float, default=None, help="with --imported: router temperature")
     args = ap.parse_args()
@@ -54,21 +59,28 @@ def main() -> None:
         evaluate_imported(args, rank, world)
         shutdown()
         return
-    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", {
-        "parallel.ep_size": args.ep_size,
-        "model.variant": args.variant, "model.moe.drop_tokens": False,
-        "train.micro_batch_per_rank": GLOBAL_BATCH // world, "train.grad_clip": 0.05,  # clipping active
-    })
+    cfg = load_config(
+        REPO / "configs" / "tiny_cpu.yaml",
+        {
+            "parallel.ep_size": args.ep_size,
+            "model.variant": args.variant,
+            "model.moe.drop_tokens": False,
+            "train.micro_batch_per_rank": GLOBAL_BATCH // world,
+            "train.grad_clip": 0.05,  # clipping active
+        },
+    )
     ds_json = read_ds_json(REPO / "ds_configs" / "cpu_fp32.json")
     ds_json["zero_optimization"] = {"stage": args.zero_stage}
     ds = build_deepspeed_config(cfg, ds_json, world)
     model = build_model(cfg.model, args.ep_size, seed=cfg.train.seed)
     local_expert_params = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds
+    )
 
     x, y = batch(cfg)
     per = GLOBAL_BATCH // world
-    x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+    x, y = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
     with count_host_syncs() as syncs:  # forward and backward through real all-to-alls: nothing read back
         out = engine(x)
         task = l2re(out.pred, y).mean()
@@ -99,11 +111,15 @@ def main() -> None:
         engine.eval()
         with torch.no_grad():
             before = engine(x).pred
-        engine.save_checkpoint(str(args.checkpoint), tag="step1",  # client state as the trainer writes it
-                               client_state={"step": 1, "config": cfg.model_dump(mode="json")})
+        engine.save_checkpoint(
+            str(args.checkpoint),
+            tag="step1",  # client state as the trainer writes it
+            client_state={"step": 1, "config": cfg.model_dump(mode="json")},
+        )
         model2 = build_model(cfg.model, args.ep_size, seed=999)  # different init: the load must overwrite it
-        engine2, _, _, _ = deepspeed.initialize(model=model2, optimizer=build_optimizer(model2, cfg.train.optimizer),
-                                                config=ds)
+        engine2, _, _, _ = deepspeed.initialize(
+            model=model2, optimizer=build_optimizer(model2, cfg.train.optimizer), config=ds
+        )
         engine2.load_checkpoint(str(args.checkpoint), tag="step1")
         engine2.eval()
         with torch.no_grad():
@@ -125,8 +141,9 @@ def evaluate_imported(args: argparse.Namespace, rank: int, world: int) -> None:
 
     x = torch.from_numpy(np.load(args.input))
     per = x.shape[0] // world
-    cfg = load_config(args.imported / "config.yaml", {"parallel.ep_size": args.ep_size,
-                                                      "train.micro_batch_per_rank": per})
+    cfg = load_config(
+        args.imported / "config.yaml", {"parallel.ep_size": args.ep_size, "train.micro_batch_per_rank": per}
+    )
     model = build_model(cfg.model, args.ep_size, seed=7)
     model.load_state_dict(local_state_dict(model, read_weights(args.imported)))
     ds = build_deepspeed_config(cfg, read_ds_json(REPO / "ds_configs" / "cpu_fp32.json"), world)
@@ -135,7 +152,7 @@ def evaluate_imported(args: argparse.Namespace, rank: int, world: int) -> None:
     if args.temperature is not None:
         engine.module.set_temperature(args.temperature)
     with torch.no_grad():
-        pred = engine(x[rank * per:(rank + 1) * per]).pred
+        pred = engine(x[rank * per : (rank + 1) * per]).pred
     args.out.mkdir(parents=True, exist_ok=True)
     experts = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
     torch.save({"pred": pred, "local_expert_params": experts}, args.out / f"rank{rank}.pt")

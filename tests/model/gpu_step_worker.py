@@ -1,4 +1,5 @@
 """One GPU rank: three bf16 training steps of the tiny NESTOR through DeepSpeed ZeRO-1 on NCCL."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ def main(out: Path) -> None:
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", {"parallel.ep_size": 1, "model.resolution": 64})
     ds = build_deepspeed_config(cfg, REPO / "ds_configs" / "zero1_bf16.json", 1)
     model = build_model(cfg.model, 1)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds
+    )
     m = cfg.model
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(4, 64, 64, m.t_in, m.channels, device="cuda", generator=g).bfloat16()
@@ -34,8 +37,9 @@ def main(out: Path) -> None:
         engine.backward(loss)
         engine.step()
         losses.append(float(loss))
-    out.write_text(json.dumps({"losses": losses, "dtype": str(o.pred.dtype),
-                               "grad_norm": float(engine.get_global_grad_norm())}))
+    out.write_text(
+        json.dumps({"losses": losses, "dtype": str(o.pred.dtype), "grad_norm": float(engine.get_global_grad_norm())})
+    )
     shutdown()
 
 

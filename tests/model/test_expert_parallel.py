@@ -3,18 +3,18 @@
 Each case runs one optimizer step through deepspeed.initialize (ZeRO 0, 1, 2) and
 compares outputs, loss, gradient norm and the parameters after the step (fp32, 1e-5).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from multiproc import REPO, torchrun
 
 from nestor_ds.config import load_config
 from nestor_ds.model import build_model
 from nestor_ds.model.export import export_checkpoint, load_consolidated
-
-from multiproc import REPO, torchrun
 
 WORKER = Path(__file__).with_name("ep_worker.py")
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
@@ -60,15 +60,17 @@ def test_checkpoint_per_expert_files_reload_and_export(tmp: Path) -> None:
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml").model
     expert_files = sorted(p.name for p in (ckpt / "step1").glob("layer_*_expert_*_model_states.pt"))
     assert expert_files == sorted(
-        f"layer_{layer}_expert_{e}_mp_rank_00_model_states.pt" for layer in range(cfg.blocks)
+        f"layer_{layer}_expert_{e}_mp_rank_00_model_states.pt"
+        for layer in range(cfg.blocks)
         for e in range(cfg.moe.experts)
     )
     for r in two:
         torch.testing.assert_close(r["eval_pred_after"], r["eval_pred_before"], rtol=0, atol=0)
 
     weights = export_checkpoint(ckpt, tmp / "consolidated.safetensors")
-    single = build_model(cfg.model_copy(update={"moe": cfg.moe.model_copy(update={"drop_tokens": False})}),
-                         ep_size=1, seed=123)
+    single = build_model(
+        cfg.model_copy(update={"moe": cfg.moe.model_copy(update={"drop_tokens": False})}), ep_size=1, seed=123
+    )
     load_consolidated(single, weights)
     single.eval()
     from ep_worker import GLOBAL_BATCH, batch  # noqa: E402  (same data as the workers)
@@ -104,11 +106,25 @@ def test_imported_moepot_at_ep2_gives_the_ep1_outputs(tmp: Path) -> None:
     preds = {}
     for ep in (1, 2):
         out = tmp / f"imported_ep{ep}"
-        torchrun(WORKER, ep, "--ep-size", str(ep), "--imported", str(folder), "--input", str(tmp / "moepot_input.npy"),
-                 "--temperature", "2.0", "--out", str(out))
+        torchrun(
+            WORKER,
+            ep,
+            "--ep-size",
+            str(ep),
+            "--imported",
+            str(folder),
+            "--input",
+            str(tmp / "moepot_input.npy"),
+            "--temperature",
+            "2.0",
+            "--out",
+            str(out),
+        )
         ranks = [torch.load(out / f"rank{r}.pt") for r in range(ep)]
         preds[ep] = torch.cat([r["pred"] for r in ranks])
         if ep == 2:
-            assert [r["local_expert_params"] for r in ranks] == [8 * 2 * (64 * 64 + 64)] * 2  # 8 of 16 experts x 2 blocks
+            assert [r["local_expert_params"] for r in ranks] == [
+                8 * 2 * (64 * 64 + 64)
+            ] * 2  # 8 of 16 experts x 2 blocks
     torch.testing.assert_close(preds[2], preds[1], **TOL)
     np.testing.assert_allclose(preds[2][:3].numpy(), np.load(fixture / "output.npy"), rtol=0, atol=1e-5)

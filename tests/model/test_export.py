@@ -1,4 +1,5 @@
 """Experts are seeded by global id, and consolidated weights load into any ep_size."""
+
 from __future__ import annotations
 
 import pytest

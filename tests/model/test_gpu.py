@@ -1,4 +1,5 @@
 """GPU checks: bf16 forward/backward on the fused attention kernels, and a DeepSpeed bf16 step."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, variant
 
 from nestor_ds.model import build_model
 from nestor_ds.model.attention import HAS_FLASH_ATTN
-
-from conftest import REPO, variant
 
 pytestmark = pytest.mark.gpu
 
@@ -53,13 +53,26 @@ def test_deepspeed_bf16_zero1_steps_on_nccl(tmp_path: Path) -> None:
     out = tmp_path / "gpu_step.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.pop("DS_ACCELERATOR", None)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
-                           str(Path(__file__).with_name("gpu_step_worker.py")), str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "1",
+            str(Path(__file__).with_name("gpu_step_worker.py")),
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(out.read_text())
     assert result["dtype"] == "torch.bfloat16"
-    assert all(l == l and l < 10 for l in result["losses"])
+    assert all(loss == loss and loss < 10 for loss in result["losses"])
     assert result["grad_norm"] > 0
 
 
@@ -71,8 +84,8 @@ def _train_step(model: torch.nn.Module, x: torch.Tensor):
 
 def test_grouped_experts_on_cuda_bf16_match_the_loop_and_never_sync(tiny_model_cfg) -> None:
     """On a Hopper GPU in bf16 the experts run as F.grouped_mm: the loop's outputs, and no device read."""
-    from nestor_ds.profiling import count_host_syncs
     from nestor_ds.model.grouped import grouped_mm_applies
+    from nestor_ds.profiling import count_host_syncs
 
     x = torch.randn(8, 32, 32, tiny_model_cfg.t_in, tiny_model_cfg.channels, device="cuda", dtype=torch.bfloat16)
     outs = {}

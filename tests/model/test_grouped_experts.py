@@ -1,14 +1,14 @@
 """The grouped local experts (one grouped GEMM per layer for all experts) compute what the reference
 loop (one expert after another, module by module) computes: outputs, losses, loads and gradients."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import variant
 
 from nestor_ds.model import build_model
 from nestor_ds.model.grouped import group_mm, row_groups
-
-from conftest import variant
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -21,12 +21,23 @@ def _run(cfg, x: torch.Tensor) -> tuple[object, dict[str, torch.Tensor]]:
     return out, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("model_variant,drop,sub_moe", [
-    ("nestor", False, True), ("nestor", True, True), ("nestor", False, False), ("moepot", False, True),
-])
+@pytest.mark.parametrize(
+    "model_variant,drop,sub_moe",
+    [
+        ("nestor", False, True),
+        ("nestor", True, True),
+        ("nestor", False, False),
+        ("moepot", False, True),
+    ],
+)
 def test_grouped_equals_the_reference_loop(tiny_model_cfg, model_variant: str, drop: bool, sub_moe: bool) -> None:
-    cfg = variant(tiny_model_cfg, variant=model_variant, moe__drop_tokens=drop, moe__capacity_factor=0.5,
-                  ablation__sub_moe=sub_moe)
+    cfg = variant(
+        tiny_model_cfg,
+        variant=model_variant,
+        moe__drop_tokens=drop,
+        moe__capacity_factor=0.5,
+        ablation__sub_moe=sub_moe,
+    )
     x = torch.randn(8, 32, 32, 4, 4)
     grouped, grouped_grads = _run(cfg, x)
     loop, loop_grads = _run(variant(cfg, moe__expert_compute="loop"), x)

@@ -1,16 +1,16 @@
 """A MoE training step never reads anything back from the device, and runs far fewer kernels than the
 one-expert-at-a-time loop it replaced (``model.moe.expert_compute: loop``, kept as the reference)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import REPO, variant
 
 from nestor_ds.config import load_config
 from nestor_ds.model import build_model
-from nestor_ds.profiling import count_host_syncs, count_ops
 from nestor_ds.model.sub_moe import SubMoE, loop_sub_moe
-
-from conftest import REPO, variant
+from nestor_ds.profiling import count_host_syncs, count_ops
 
 
 def _step(fn) -> None:

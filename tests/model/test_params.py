@@ -1,16 +1,16 @@
 """Parameter accounting on the published configurations, and per-rank expert shards."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from conftest import REPO
 from deepspeed.moe.utils import is_moe_param
 
 from nestor_ds.config import load_config
 from nestor_ds.model import build_model
 from nestor_ds.model.params import param_report
-
-from conftest import REPO
 
 
 def test_published_tiny_figures() -> None:
@@ -32,8 +32,12 @@ def test_each_rank_holds_only_its_share(tiny_model_cfg) -> None:
 
 
 def test_params_command_prints_figures() -> None:
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "params", "--config", "configs/nestor_tiny.yaml",
-                          "--ep-size", "2"], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "nestor_ds", "params", "--config", "configs/nestor_tiny.yaml", "--ep-size", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     for label in ("total parameters", "active per sample", "held per rank", "active share"):
         assert label in out.stdout

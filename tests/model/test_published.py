@@ -1,9 +1,11 @@
 """Our dpot and moepot compute what the published DPOTNet and MoEPOTNet compute, and their checkpoints import.
 
-The fixtures (tests/fixtures/reference, copied from the team's shared/fixtures) were made by running the reference code unchanged (see its README):
+The fixtures (tests/fixtures/reference, copied from the team's shared/fixtures) were made by running the reference
+code unchanged (see its README):
 small models saved as the published checkpoints are, a fixed input, the reference output, and the
 name -> shape tables of the published sizes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from nestor_ds.config import ModelConfig, load_config
 from nestor_ds.model import build_model
 from nestor_ds.model.params import param_report
-from nestor_ds.model.published import (NESTOR_REFERENCE_TINY_PARAMS, PUBLISHED, import_checkpoint,
-                                       infer_model_config, map_state)
-
-from conftest import REPO
+from nestor_ds.model.published import (
+    NESTOR_REFERENCE_TINY_PARAMS,
+    PUBLISHED,
+    import_checkpoint,
+    infer_model_config,
+    map_state,
+)
 
 FIXTURES = REPO / "tests" / "fixtures" / "reference"  # a copy of ../shared/fixtures, README inside
 
@@ -41,10 +47,20 @@ def test_imported_fixture_reproduces_the_reference_output(kind: str, tmp_path: P
     result = import_checkpoint(kind, fixture / "model.pth", tmp_path)
     assert result.params == reference["params"]
     kwargs = reference["DPOTNet_kwargs" if kind == "dpot" else "MoEPOTNet_kwargs"]
-    for ours, theirs in (("width", "embed_dim"), ("blocks", "depth"), ("afno_blocks", "n_blocks"),
-                         ("patch_size", "patch_size"), ("resolution", "img_size"), ("t_in", "in_timesteps"),
-                         ("t_out", "out_timesteps"), ("channels", "in_channels"), ("mlp_ratio", "mlp_ratio"),
-                         ("decoder_width", "out_layer_dim"), ("normalize", "normalize"), ("n_cls", "n_cls")):
+    for ours, theirs in (
+        ("width", "embed_dim"),
+        ("blocks", "depth"),
+        ("afno_blocks", "n_blocks"),
+        ("patch_size", "patch_size"),
+        ("resolution", "img_size"),
+        ("t_in", "in_timesteps"),
+        ("t_out", "out_timesteps"),
+        ("channels", "in_channels"),
+        ("mlp_ratio", "mlp_ratio"),
+        ("decoder_width", "out_layer_dim"),
+        ("normalize", "normalize"),
+        ("n_cls", "n_cls"),
+    ):
         assert result.model[ours] == kwargs[theirs], ours
 
     model = _load_imported(tmp_path)
@@ -120,8 +136,9 @@ def test_import_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown \['blocks.0.surprise'\]"):
         import_checkpoint("dpot", extra, tmp_path / "c")
     diverged = tmp_path / "diverged.pth"
-    torch.save({"model": {**good, "blocks.1.filter.w2": torch.full_like(good["blocks.1.filter.w2"], float("nan"))}},
-               diverged)
+    torch.save(
+        {"model": {**good, "blocks.1.filter.w2": torch.full_like(good["blocks.1.filter.w2"], float("nan"))}}, diverged
+    )
     with pytest.raises(ValueError, match=r"non-finite values \(NaN/inf\) in \['blocks.1.filter.w2'\]"):
         import_checkpoint("dpot", diverged, tmp_path / "e")
     truncated = tmp_path / "truncated.pth"
@@ -135,28 +152,62 @@ def test_trainer_style_checkpoints_import(tmp_path: Path) -> None:
     """What DPOT/MoE-POT trainers save ({'args', 'model', 'optimizer'}, DDP 'module.' names) imports too."""
     good = torch.load(FIXTURES / "dpot_small" / "model.pth", weights_only=True)["model"]
     saved = tmp_path / "trainer.pth"
-    torch.save({"args": argparse.Namespace(lr=1e-3), "model": {f"module.{k}": v for k, v in good.items()},
-                "optimizer": {}}, saved)
+    torch.save(
+        {"args": argparse.Namespace(lr=1e-3), "model": {f"module.{k}": v for k, v in good.items()}, "optimizer": {}},
+        saved,
+    )
     assert import_checkpoint("dpot", saved, tmp_path / "out").params == 243827
 
 
 def test_import_command(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "import", "moepot",
-                          str(FIXTURES / "moepot_small" / "model.pth"), "--out", str(tmp_path / "m")],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "import",
+            "moepot",
+            str(FIXTURES / "moepot_small" / "model.pth"),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "16 experts + 2 shared" in out.stdout and "409,123 parameters" in out.stdout
     assert "--mode finetune --weights" in out.stdout
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.safetensors", "config.yaml", "import.json"}
-    bad = subprocess.run([sys.executable, "-m", "nestor_ds", "import", "dpot", str(tmp_path / "missing.pth"),
-                          "--out", str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "import",
+            "dpot",
+            str(tmp_path / "missing.pth"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "missing.pth does not exist" in bad.stderr
 
 
 @pytest.mark.parametrize("config,figure", [("dpot_ti", "7.53 M"), ("dpot_h", "1031.08 M"), ("moepot_s", "166.34 M")])
 def test_params_command_shows_the_published_count(config: str, figure: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", "params", "--config", f"configs/{config}.yaml"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "nestor_ds", "params", "--config", f"configs/{config}.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     total, published = out.stdout.splitlines()[1], out.stdout.splitlines()[-1]
     assert total.startswith("total parameters") and figure in total
@@ -169,8 +220,12 @@ def test_normalize_option_computes_dpots_normalisation(tmp_path: Path) -> None:
     tokens rescaled by Linear(mu, sigma), the prediction mapped back with sigma and mu."""
     state = torch.load(FIXTURES / "dpot_small" / "model.pth", weights_only=True)["model"]
     width, channels = state["pos_embed"].shape[1], 4
-    identity = {"scale_feats_mu.weight": torch.zeros(width, 2 * channels), "scale_feats_mu.bias": torch.zeros(width),
-                "scale_feats_sigma.weight": torch.zeros(width, 2 * channels), "scale_feats_sigma.bias": torch.ones(width)}
+    identity = {
+        "scale_feats_mu.weight": torch.zeros(width, 2 * channels),
+        "scale_feats_mu.bias": torch.zeros(width),
+        "scale_feats_sigma.weight": torch.zeros(width, 2 * channels),
+        "scale_feats_sigma.bias": torch.ones(width),
+    }
     torch.save({"model": {**state, **identity}}, tmp_path / "normalized.pth")
     assert import_checkpoint("dpot", tmp_path / "normalized.pth", tmp_path / "n").model["normalize"] is True
     import_checkpoint("dpot", FIXTURES / "dpot_small" / "model.pth", tmp_path / "plain")

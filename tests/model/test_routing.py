@@ -1,15 +1,15 @@
 """Routing at both levels: weights, capacity and dropping, gradients, load-balancing losses."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import variant
 from torch import nn
 
 from nestor_ds.model import build_model
 from nestor_ds.model.routing import SampleGate
 from nestor_ds.model.sub_moe import SubMoE
-
-from conftest import variant
 
 
 def test_sample_gate_weights_sum_to_one_and_capacity_drops() -> None:
@@ -71,8 +71,12 @@ def test_sub_moe_matches_a_per_token_reference() -> None:
         gate, up = (t @ moe.w_gate_up[e]).chunk(2)
         return (torch.nn.functional.silu(gate) * up) @ moe.w_down[e]
 
-    ref = torch.stack([sum(w[t, j] * expert(int(top_i[t, j]), tokens[t]) for j in range(2)) + moe.shared[0](tokens[t])
-                       for t in range(15)])
+    ref = torch.stack(
+        [
+            sum(w[t, j] * expert(int(top_i[t, j]), tokens[t]) for j in range(2)) + moe.shared[0](tokens[t])
+            for t in range(15)
+        ]
+    )
     torch.testing.assert_close(out.reshape(-1, 8), ref, rtol=1e-5, atol=1e-6)
     assert counts.sum() == 30 and counts.tolist() == torch.bincount(top_i.reshape(-1), minlength=4).tolist()
     f, p = counts.float() / 30, probs.mean(0)
@@ -124,12 +128,27 @@ def test_every_routed_expert_gets_gradient_and_aux_reaches_routers(tiny_model_cf
 
 
 def test_temperature_schedules(tiny_model_cfg) -> None:
-    linear = build_model(variant(tiny_model_cfg, variant="moepot", moe__temperature_schedule="linear",
-                                 moe__temperature_start=2.0, moe__temperature_end=0.5, moe__anneal_steps=100))
+    linear = build_model(
+        variant(
+            tiny_model_cfg,
+            variant="moepot",
+            moe__temperature_schedule="linear",
+            moe__temperature_start=2.0,
+            moe__temperature_end=0.5,
+            moe__anneal_steps=100,
+        )
+    )
     assert [linear.set_step(n) for n in (0, 50, 100, 1000)] == [2.0, 1.25, 0.5, 0.5]
     assert float(linear.moe_layers[-1].deepspeed_moe.gate.temperature) == 0.5  # every layer follows
-    moepot = build_model(variant(tiny_model_cfg, variant="moepot", moe__temperature_schedule="exponential",
-                                 moe__temperature_start=2.0, moe__temperature_end=0.5))
+    moepot = build_model(
+        variant(
+            tiny_model_cfg,
+            variant="moepot",
+            moe__temperature_schedule="exponential",
+            moe__temperature_start=2.0,
+            moe__temperature_end=0.5,
+        )
+    )
     assert moepot.set_step(0) == 2.0 and moepot.set_step(1) == 2.0 * 0.99  # MoE-POT: x0.99 per forward
     assert moepot.set_step(137) == pytest.approx(2.0 * 0.99**137) and moepot.set_step(138) == 0.5  # floor 0.5
 

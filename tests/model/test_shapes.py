@@ -1,12 +1,12 @@
 """Every variant maps [B, X, X, T_in, C] to [B, X, X, T_out, C] for several shapes."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import variant
 
 from nestor_ds.model import build_model
-
-from conftest import variant
 
 SHAPES = [  # resolution, patch, channels, t_in, t_out
     (32, 8, 4, 4, 1),
@@ -19,8 +19,9 @@ SHAPES = [  # resolution, patch, channels, t_in, t_out
 @pytest.mark.parametrize("kind", ["nestor", "dpot", "moepot"])
 @pytest.mark.parametrize("res,patch,channels,t_in,t_out", SHAPES)
 def test_output_shape(tiny_model_cfg, kind, res, patch, channels, t_in, t_out) -> None:
-    cfg = variant(tiny_model_cfg, variant=kind, resolution=res, patch_size=patch, channels=channels,
-                  t_in=t_in, t_out=t_out)
+    cfg = variant(
+        tiny_model_cfg, variant=kind, resolution=res, patch_size=patch, channels=channels, t_in=t_in, t_out=t_out
+    )
     model = build_model(cfg)
     out = model(torch.randn(3, res, res, t_in, channels))
     assert out.pred.shape == (3, res, res, t_out, channels)
@@ -28,10 +29,16 @@ def test_output_shape(tiny_model_cfg, kind, res, patch, channels, t_in, t_out) -
     assert out.aux_image.dim() == 0 and out.aux_token.dim() == 0
 
 
-@pytest.mark.parametrize("ablation", [
-    {"ablation__sub_moe": False}, {"ablation__shared_afno": False}, {"ablation__load_balancing": False},
-    {"fusion": "gated"}, {"fusion": "mean"},
-])
+@pytest.mark.parametrize(
+    "ablation",
+    [
+        {"ablation__sub_moe": False},
+        {"ablation__shared_afno": False},
+        {"ablation__load_balancing": False},
+        {"fusion": "gated"},
+        {"fusion": "mean"},
+    ],
+)
 def test_ablations_build_and_run(tiny_model_cfg, ablation) -> None:
     model = build_model(variant(tiny_model_cfg, **ablation))
     out = model(torch.randn(2, 32, 32, 4, 4))
@@ -51,7 +58,11 @@ def test_wrong_input_shape_is_named(tiny_model_cfg) -> None:
 
 
 def test_same_seed_same_weights_different_seed_differs(tiny_model_cfg) -> None:
-    a, b, c = build_model(tiny_model_cfg, seed=0), build_model(tiny_model_cfg, seed=0), build_model(tiny_model_cfg, seed=1)
+    a, b, c = (
+        build_model(tiny_model_cfg, seed=0),
+        build_model(tiny_model_cfg, seed=0),
+        build_model(tiny_model_cfg, seed=1),
+    )
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)

@@ -1,4 +1,5 @@
 """Fixtures for the Slurm job scripts: a real one-node Slurm, small shards, job polling."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SETS = ["ns2d_fno_1e-3", "swe_pdb"]
 UNAVAILABLE = 3  # scripts/slurm_up.sh: the packages are missing and cannot be installed
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                "DEADLINE", "PREEMPTED"}
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +63,7 @@ class Slurm:
         return job_env(SLURM_CONF=self.conf, **extra)
 
     def run(self, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, env=kw.pop("env", self.env()),
-                             **kw)
+        out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, env=kw.pop("env", self.env()), **kw)
         if check and out.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out
@@ -76,8 +85,10 @@ class Slurm:
             if until(fields):
                 return fields
             if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id}: no {what} within {timeout:.0f} s; state {fields.get('JobState')}"
-                                     f" restarts {fields.get('Restarts')}\n{self.diagnostics(log)}")
+                raise AssertionError(
+                    f"job {job_id}: no {what} within {timeout:.0f} s; state {fields.get('JobState')}"
+                    f" restarts {fields.get('Restarts')}\n{self.diagnostics(log)}"
+                )
             time.sleep(poll)
 
     def diagnostics(self, log: Path | None) -> str:
@@ -108,8 +119,14 @@ def slurm():
     Skips only when scripts/slurm_up.sh says the packages cannot be installed (exit 3:
     not root, no apt-get, no package registry); any other failure is an error.
     """
-    up = subprocess.run(["bash", str(REPO / "scripts" / "slurm_up.sh")], capture_output=True, text=True,
-                        stdin=subprocess.DEVNULL, timeout=600, env=job_env())
+    up = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm_up.sh")],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        env=job_env(),
+    )
     if up.returncode == UNAVAILABLE:
         reason = (up.stderr.strip().splitlines() or ["slurm_up.sh exited 3"])[-1]
         pytest.skip(f"no Slurm on this machine and it cannot be installed: {reason}")
@@ -121,6 +138,12 @@ def slurm():
     try:
         yield cluster
     finally:
-        down = subprocess.run(["bash", str(REPO / "scripts" / "slurm_down.sh")], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=120, env=cluster.env())
+        down = subprocess.run(
+            ["bash", str(REPO / "scripts" / "slurm_down.sh")],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            env=cluster.env(),
+        )
         assert down.returncode == 0, f"scripts/slurm_down.sh failed:\n{down.stdout}\n{down.stderr}"

@@ -1,6 +1,7 @@
 """slurm/*.sbatch on a real one-node Slurm: two CPU ranks (gloo, ep_size=2) started by srun; a
 pre-training run to completion, a fine-tuning run from its checkpoint, and a preemption (SIGUSR1)
 that checkpoints, requeues and resumes into the same MLflow run."""
+
 from __future__ import annotations
 
 import re
@@ -51,8 +52,9 @@ def pretrained(slurm, shard_args: list[str], tmp_path_factory) -> tuple[str, dic
     tmp = tmp_path_factory.mktemp("pretrain-job")
     run_dir, log = tmp / "run", tmp / "job.out"
     # Settings through the environment, as documented; EXTRA_ARGS holds a quoted value with spaces.
-    extra = shlex.join([*COMMON, "--set", f"train.steps={PRETRAIN_STEPS}", "--set", "train.checkpoint_every=10",
-                        *shard_args])
+    extra = shlex.join(
+        [*COMMON, "--set", f"train.steps={PRETRAIN_STEPS}", "--set", "train.checkpoint_every=10", *shard_args]
+    )
     env = slurm.env(RUN_DIR=str(run_dir), EXTRA_ARGS=extra)
     # Submitted from outside the repository: the script must find it through the job record.
     job, fields = _run_job(slurm, SLURM_DIR / "pretrain.sbatch", env=env, cwd=tmp, log=log)
@@ -83,8 +85,19 @@ def test_finetune_job_from_pretrained_checkpoint(slurm, pretrained, shard_args: 
     _, _, pretrain_dir, _ = pretrained
     steps, log = 8, tmp_path / "job.out"
     env = slurm.env(RUN_DIR=str(tmp_path / "run"), WEIGHTS=str(pretrain_dir / "checkpoints"))
-    job, _ = _run_job(slurm, SLURM_DIR / "finetune.sbatch", *COMMON, "--set", f"train.steps={steps}",
-                      "--set", "data.noise_scale=0", *shard_args, env=env, cwd=REPO, log=log)
+    job, _ = _run_job(
+        slurm,
+        SLURM_DIR / "finetune.sbatch",
+        *COMMON,
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        "data.noise_scale=0",
+        *shard_args,
+        env=env,
+        cwd=REPO,
+        log=log,
+    )
     text = log.read_text(errors="replace")
     assert f"job {job} (finetune) run 1" in text
     assert f"--weights {pretrain_dir / 'checkpoints'}" in text

@@ -5,6 +5,7 @@ per node and ep_size=2, so the experts live on different hosts and every all-to-
 A preempted job requeues and finishes with every step logged once; a node that dies mid-run (its link cut,
 its slurmd and job processes killed: a power loss) ends the job within parallel.collective_timeout_s,
 naming the rank that did not answer, with the last checkpoint intact."""
+
 from __future__ import annotations
 
 import re
@@ -14,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import REPO, UNAVAILABLE, Slurm, job_env
+from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.multiproc]
 
@@ -30,14 +30,25 @@ TIMEOUT_S = 20
 def cluster():
     """Two slurmd hosts, each in its own network namespace; down (namespaces removed) afterwards."""
     env = job_env(NESTOR_SLURM_NODES="2", NESTOR_SLURM_DIR="/tmp/nestor-slurm2", NESTOR_SLURMD_TIMEOUT="10")
-    up = subprocess.run(["bash", str(REPO / "scripts" / "slurm_up.sh")], capture_output=True, text=True,
-                        stdin=subprocess.DEVNULL, timeout=600, env=env)
+    up = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm_up.sh")],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        env=env,
+    )
     if up.returncode in (UNAVAILABLE, NO_NAMESPACES):
         reason = (up.stderr.strip().splitlines() or [f"slurm_up.sh exited {up.returncode}"])[-1]
         pytest.skip(f"no two-node Slurm here: {reason}")
     if up.returncode != 0:
-        subprocess.run(["bash", str(REPO / "scripts" / "slurm_down.sh")], capture_output=True, timeout=120,
-                       stdin=subprocess.DEVNULL, env={**env, "SLURM_CONF": "/tmp/nestor-slurm2/slurm.conf"})
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "slurm_down.sh")],
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env={**env, "SLURM_CONF": "/tmp/nestor-slurm2/slurm.conf"},
+        )
         raise RuntimeError(f"scripts/slurm_up.sh (two nodes) failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
     match = re.search(r"^export SLURM_CONF=(\S+)$", up.stdout, re.M)
     assert match, up.stdout
@@ -45,8 +56,14 @@ def cluster():
     try:
         yield slurm
     finally:
-        down = subprocess.run(["bash", str(REPO / "scripts" / "slurm_down.sh")], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=120, env={**slurm.env(), **env})
+        down = subprocess.run(
+            ["bash", str(REPO / "scripts" / "slurm_down.sh")],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            env={**slurm.env(), **env},
+        )
         assert down.returncode == 0, f"scripts/slurm_down.sh failed:\n{down.stdout}\n{down.stderr}"
 
 
@@ -73,21 +90,31 @@ def _submit(slurm: Slurm, tmp: Path, shard_args: list[str], *args: str) -> tuple
     log, run_dir = tmp / "job.out", tmp / "run"
     extra = shlex.join([*COMMON, *args, *shard_args])
     env = slurm.env(RUN_DIR=str(run_dir), EXTRA_ARGS=extra)
-    return slurm.sbatch(*ALLOC, f"--output={log}", str(REPO / "slurm" / "pretrain.sbatch"), env=env, cwd=tmp), \
-        log, run_dir
+    return (
+        slurm.sbatch(*ALLOC, f"--output={log}", str(REPO / "slurm" / "pretrain.sbatch"), env=env, cwd=tmp),
+        log,
+        run_dir,
+    )
 
 
-def test_two_node_job_is_preempted_requeued_and_logs_every_step_once(cluster: Slurm, shard_args: list[str],
-                                                                      tmp_path: Path) -> None:
+def test_two_node_job_is_preempted_requeued_and_logs_every_step_once(
+    cluster: Slurm, shard_args: list[str], tmp_path: Path
+) -> None:
     steps = 60
     before = _bridge_bytes(2)
-    job, log, run_dir = _submit(cluster, tmp_path, shard_args, "--set", f"train.steps={steps}",
-                                "--set", "train.checkpoint_every=1000")
+    job, log, run_dir = _submit(
+        cluster, tmp_path, shard_args, "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=1000"
+    )
     try:
         _wait_for_step(cluster, job, log, 5)
         cluster.run("scancel", "--signal=USR1", job)
-        fields = cluster.wait(job, lambda f: f.get("Restarts") == "1" and cluster.finished(f), timeout=300,
-                              what="requeue and completion", log=log)
+        fields = cluster.wait(
+            job,
+            lambda f: f.get("Restarts") == "1" and cluster.finished(f),
+            timeout=300,
+            what="requeue and completion",
+            log=log,
+        )
     finally:
         cluster.cancel(job)
     text = log.read_text(errors="replace")
@@ -101,18 +128,25 @@ def test_two_node_job_is_preempted_requeued_and_logs_every_step_once(cluster: Sl
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("nestor-tiny-cpu").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == \
-        list(range(1, steps + 1))
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == list(range(1, steps + 1))
 
 
-def test_a_dead_node_ends_the_job_within_the_timeout_with_the_checkpoint_intact(cluster: Slurm,
-                                                                                shard_args: list[str],
-                                                                                tmp_path: Path) -> None:
+def test_a_dead_node_ends_the_job_within_the_timeout_with_the_checkpoint_intact(
+    cluster: Slurm, shard_args: list[str], tmp_path: Path
+) -> None:
     from nestor_ds.engine.checkpoint_integrity import problems
 
-    job, log, run_dir = _submit(cluster, tmp_path, shard_args, "--set", "train.steps=100000",
-                                "--set", "train.checkpoint_every=5",
-                                "--set", f"parallel.collective_timeout_s={TIMEOUT_S}")
+    job, log, run_dir = _submit(
+        cluster,
+        tmp_path,
+        shard_args,
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "train.checkpoint_every=5",
+        "--set",
+        f"parallel.collective_timeout_s={TIMEOUT_S}",
+    )
     try:
         _wait_for_step(cluster, job, log, 8)
         # power loss on node2: its link goes first (no goodbye packets), then everything on it
@@ -120,15 +154,23 @@ def test_a_dead_node_ends_the_job_within_the_timeout_with_the_checkpoint_intact(
         pids = subprocess.run(["ip", "netns", "pids", "nestor-n2"], capture_output=True, text=True).stdout.split()
         subprocess.run(["kill", "-9", *pids], check=False)
         killed_at = time.monotonic()
-        cluster.wait(job, lambda f: f.get("JobState") != "RUNNING", timeout=TIMEOUT_S + 60,
-                     what="the job to stop running", log=log)
+        cluster.wait(
+            job,
+            lambda f: f.get("JobState") != "RUNNING",
+            timeout=TIMEOUT_S + 60,
+            what="the job to stop running",
+            log=log,
+        )
         ended_after = time.monotonic() - killed_at
     finally:
         cluster.cancel(job)
     text = log.read_text(errors="replace")
     assert ended_after < TIMEOUT_S + 45, ended_after
-    assert re.search(rf"stopped: a collective timed out after {TIMEOUT_S} s \(parallel.collective_timeout_s\): "
-                     r"rank 1 \(silent for \d+ s, last finished step \d+\) did not answer", text), text[-3000:]
+    assert re.search(
+        rf"stopped: a collective timed out after {TIMEOUT_S} s \(parallel.collective_timeout_s\): "
+        r"rank 1 \(silent for \d+ s, last finished step \d+\) did not answer",
+        text,
+    ), text[-3000:]
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert int(latest.removeprefix("step")) >= 5
     assert problems(run_dir / "checkpoints" / latest, shared=False) == []

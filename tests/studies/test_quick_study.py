@@ -1,5 +1,6 @@
 """studies/quick.yaml end to end on CPU, as a user runs it: killed mid-way, run again, every arm reported;
 finished runs are not run twice and killed ones resume from their checkpoints."""
+
 from __future__ import annotations
 
 import os
@@ -32,15 +33,22 @@ def _summaries(out: Path) -> dict[str, float]:
 
 def test_quick_study_killed_then_finished_reports_every_arm(quick_shards: Path, tmp_path: Path) -> None:
     out = tmp_path / "quick"
-    run = _study("run", "studies/quick.yaml", "--out", str(out), "--set", f"data.root={quick_shards}",
-                 "--parallel", "2")
-    proc = subprocess.Popen(run, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    run = _study(
+        "run", "studies/quick.yaml", "--out", str(out), "--set", f"data.root={quick_shards}", "--parallel", "2"
+    )
+    proc = subprocess.Popen(
+        run, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 600
     try:  # kill once two runs are finished and another has a checkpoint but no summary
-        while not (len(_summaries(out)) >= 2 and any(
-                (p.parent.parent / "checkpoints" / "latest").is_file() and not (p.parent.parent / "summary.json").exists()
-                for p in out.glob("*/seed*/checkpoints/latest"))):
+        while not (
+            len(_summaries(out)) >= 2
+            and any(
+                (p.parent.parent / "checkpoints" / "latest").is_file()
+                and not (p.parent.parent / "summary.json").exists()
+                for p in out.glob("*/seed*/checkpoints/latest")
+            )
+        ):
             assert proc.poll() is None, "the study ended before it could be killed"
             assert time.monotonic() < deadline, "no progress in time"
             time.sleep(0.1)
@@ -59,8 +67,11 @@ def test_quick_study_killed_then_finished_reports_every_arm(quick_shards: Path, 
     after = _summaries(out)
     assert {k: after[k] for k in before} == before  # not run again
     assert len(after) == 2 * len(ARMS)
-    resumed = [p for p in out.glob("*/seed*/run.log") if re.search(r"resumed from \S+step0000000\d at step \d",
-                                                                    p.read_text(errors="replace"))]
+    resumed = [
+        p
+        for p in out.glob("*/seed*/run.log")
+        if re.search(r"resumed from \S+step0000000\d at step \d", p.read_text(errors="replace"))
+    ]
     assert resumed, "no killed run resumed from its checkpoint"
 
     report = (out / "report.md").read_text()
@@ -71,8 +82,8 @@ def test_quick_study_killed_then_finished_reports_every_arm(quick_shards: Path, 
     rows = [line for line in report.splitlines() if line.startswith("| ns2d_fno_1e-3 |")]
     assert len(rows) == 3  # one-step, rollout, paired difference
     cells = rows[0].split("|")[2:-1]
-    assert all(re.search(r"\d\.\d+ ± \d.* \(\d\.\d\d×\)", cell) for cell in cells[:len(ARMS)])  # mean ± std (ratio)
-    assert all(re.fullmatch(r" \d\.\d+ ", cell) for cell in cells[len(ARMS):])  # persistence, linear
+    assert all(re.search(r"\d\.\d+ ± \d.* \(\d\.\d\d×\)", cell) for cell in cells[: len(ARMS)])  # mean ± std (ratio)
+    assert all(re.fullmatch(r" \d\.\d+ ", cell) for cell in cells[len(ARMS) :])  # persistence, linear
     assert re.search(r"\| \*\*beats persistence on\*\* \|( \d of 2 \|){%d}" % len(ARMS), report)
     assert re.search(r"\| \*\*best on\*\* \|( \d of 2 \|){%d}" % len(ARMS), report)
     assert "## Compute per arm" in report and "| nestor | 0.38 M |" in report

@@ -1,5 +1,6 @@
 """The report's published-numbers table on synthetic results of studies/paper_table.yaml: our means beside
 the paper's, rows over several sets averaged, and the setup stated."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ def _results(spec) -> StudyResults:
     res = StudyResults({m: {} for m in METRICS})
     for metric in METRICS:
         for arm, scale in (("dpot_ti", 1.0), ("nestor", 0.5)):
-            res.metrics[metric][arm] = {seed: {k: v * scale * (1 + seed / 10) for k, v in sets.items()}
-                                        for seed in (0, 1)}
+            res.metrics[metric][arm] = {
+                seed: {k: v * scale * (1 + seed / 10) for k, v in sets.items()} for seed in (0, 1)
+            }
     return res
 
 
@@ -54,8 +56,11 @@ def test_persistence_and_ratios_beside_every_arm() -> None:
     beats = next(line for line in text if line.startswith("| **beats persistence on** |"))
     # means over seeds: dpot_ti 0.0105, 0.021, 0.042; nestor 0.00525, 0.0105, 0.021: persistence is 0.02
     assert beats == "| **beats persistence on** | 1 of 3 | 2 of 3 |"
-    assert any(line == "Worse than persistence (the last input frame): `dpot_ti` on ns2d_pdb_M1_eta1e-1_zeta1e-1, "
-               "ns2d_pdb_M1_eta1e-2_zeta1e-2; `nestor` on ns2d_pdb_M1_eta1e-2_zeta1e-2." for line in text)
+    assert any(
+        line == "Worse than persistence (the last input frame): `dpot_ti` on ns2d_pdb_M1_eta1e-1_zeta1e-1, "
+        "ns2d_pdb_M1_eta1e-2_zeta1e-2; `nestor` on ns2d_pdb_M1_eta1e-2_zeta1e-2."
+        for line in text
+    )
     # an arm with results on fewer sets (a fine-tuning arm) is counted over its own sets
     for metric in METRICS:
         res.metrics[metric]["nestor"] = {seed: {"ns2d_fno_1e-3": 0.001} for seed in (0, 1)}

@@ -1,4 +1,5 @@
 """The report's statistics on made-up results whose answers are known by hand."""
+
 from __future__ import annotations
 
 import math
@@ -9,10 +10,16 @@ from nestor_ds.studies import stats
 
 # arm -> seed -> data set -> L2RE
 RESULTS = {
-    "base": {0: {"a": 0.10, "b": 0.50, "c": 0.30}, 1: {"a": 0.12, "b": 0.54, "c": 0.30},
-             2: {"a": 0.14, "b": 0.52, "c": 0.30}},
-    "better": {0: {"a": 0.08, "b": 0.40, "c": 0.31}, 1: {"a": 0.09, "b": 0.44, "c": 0.31},
-               2: {"a": 0.13, "b": 0.42, "c": 0.31}},
+    "base": {
+        0: {"a": 0.10, "b": 0.50, "c": 0.30},
+        1: {"a": 0.12, "b": 0.54, "c": 0.30},
+        2: {"a": 0.14, "b": 0.52, "c": 0.30},
+    },
+    "better": {
+        0: {"a": 0.08, "b": 0.40, "c": 0.31},
+        1: {"a": 0.09, "b": 0.44, "c": 0.31},
+        2: {"a": 0.13, "b": 0.42, "c": 0.31},
+    },
     "worse": {0: {"a": 0.20, "b": 0.60}, 1: {"a": 0.22, "b": 0.64}},
 }
 
@@ -34,8 +41,9 @@ def test_paired_difference_and_its_t_interval() -> None:
     assert d.n == 3 and d.mean == pytest.approx(-0.02)
     assert d.low == pytest.approx(-0.02 - half) and d.high == pytest.approx(-0.02 + half)
     assert not d.decided  # three seeds this noisy cannot exclude 0
-    b = stats.paired_difference({s: v["b"] for s, v in RESULTS["better"].items()},
-                                {s: v["b"] for s, v in RESULTS["base"].items()})
+    b = stats.paired_difference(
+        {s: v["b"] for s, v in RESULTS["better"].items()}, {s: v["b"] for s, v in RESULTS["base"].items()}
+    )
     assert b.mean == pytest.approx(-0.10) and b.high < 0 and b.decided  # the same -0.10 on every seed
     one = stats.paired_difference({0: 1.0}, {0: 0.5, 1: 0.7})
     assert one.n == 1 and one.low is None and not one.decided

@@ -1,4 +1,5 @@
 """compare_runs / format_* against two real runs in a SQLite MLflow store."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Tracker against a real SQLite MLflow store: what is logged must be readable back."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,16 @@ def test_limits_match_installed_mlflow() -> None:
 
 
 def test_flatten_nested_lists_and_long_values() -> None:
-    flat = flatten({"model": {"depth": 4, "moe": {"top_k": 2}}, "data": {"names": ["a", "b"]}, "lr": 1e-3,
-                    "empty": {}, "path": Path("/x/y"), "long": "z" * 10_000})
+    flat = flatten(
+        {
+            "model": {"depth": 4, "moe": {"top_k": 2}},
+            "data": {"names": ["a", "b"]},
+            "lr": 1e-3,
+            "empty": {},
+            "path": Path("/x/y"),
+            "long": "z" * 10_000,
+        }
+    )
     assert flat["model.depth"] == "4"
     assert flat["model.moe.top_k"] == "2"
     assert flat["data.names"] == '["a", "b"]'
@@ -49,8 +58,15 @@ def test_flatten_nested_lists_and_long_values() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("train/loss", "train/loss"), ("eval/l2re@ns2d", "eval/l2re_ns2d"), ("a//b/", "a/b"),
-     ("/abs", "abs"), ("./x/../y", "x/__/y"), ("ü:x", "__x"), ("", "_")],
+    [
+        ("train/loss", "train/loss"),
+        ("eval/l2re@ns2d", "eval/l2re_ns2d"),
+        ("a//b/", "a/b"),
+        ("/abs", "abs"),
+        ("./x/../y", "x/__/y"),
+        ("ü:x", "__x"),
+        ("", "_"),
+    ],
 )
 def test_sanitize_name(name: str, expected: str) -> None:
     from mlflow.utils.validation import _validate_metric_name

@@ -1,4 +1,5 @@
 """Every diagnostic plot writes a real PNG of the promised size; bad input fails clearly."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,8 +41,9 @@ def test_curves_and_heatmap_pngs(tmp_path: Path) -> None:
     history = {"train/loss": [(s, 1.0 / (1 + s)) for s in range(0, 200, 10)], "eval/l2re": [(100, 0.2), (0, 0.5)]}
     assert _png(plots.plot_loss_curves(history, tmp_path / "l.png")).shape == (height, width, 4)
     load = np.array([[90, 5, 5, 0], [10, 10, 40, 40], [0, 0, 0, 0]], dtype=float)  # last data set unrouted
-    heat = _png(plots.plot_expert_heatmap(load, ["ns2d", "swe", "cfd"], ["E0", "E1", "E2", "E3"], "layer 0",
-                                          tmp_path / "h.png"))
+    heat = _png(
+        plots.plot_expert_heatmap(load, ["ns2d", "swe", "cfd"], ["E0", "E1", "E2", "E3"], "layer 0", tmp_path / "h.png")
+    )
     assert heat.shape[2] == 4 and heat.shape[1] >= 5 * plots.DPI and heat.shape[0] >= 3.5 * plots.DPI
 
 

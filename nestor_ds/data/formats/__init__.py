@@ -9,6 +9,7 @@ memory can be read. ``indices`` are 0-based positions in the file (or split);
 the other layouts keep one pool per file and reject a split. The published splits
 of every layout are cut by :mod:`nestor_ds.data.splits`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -87,9 +88,28 @@ def open_source(
 
 
 __all__ = [
-    "READERS", "case_features", "case_split", "count_fno_mat", "count_pdearena_ns", "count_pdebench_cfd", "count_pdebench_grouped",
-    "dpot_segments", "find_cases", "open_source", "parse_conditioning", "pdearena_file_name", "pdearena_files",
+    "READERS",
+    "case_features",
+    "case_split",
+    "count_fno_mat",
+    "count_pdearena_ns",
+    "count_pdebench_cfd",
+    "count_pdebench_grouped",
+    "dpot_segments",
+    "find_cases",
+    "open_source",
+    "parse_conditioning",
+    "pdearena_file_name",
+    "pdearena_files",
     "pdearena_split_of",
-    "read_cfdbench", "read_fno_mat", "read_pdearena_ns", "read_pdebench_cfd", "read_pdebench_grouped",
-    "write_cfdbench_case", "write_fno_mat", "write_pdearena_ns", "write_pdebench_cfd", "write_pdebench_grouped",
+    "read_cfdbench",
+    "read_fno_mat",
+    "read_pdearena_ns",
+    "read_pdebench_cfd",
+    "read_pdebench_grouped",
+    "write_cfdbench_case",
+    "write_fno_mat",
+    "write_pdearena_ns",
+    "write_pdebench_cfd",
+    "write_pdebench_grouped",
 ]

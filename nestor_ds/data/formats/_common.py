@@ -3,6 +3,7 @@
 They exist so every reader reports bad input the same way: a ``ValueError`` that
 names the file and the key, never a bare ``KeyError`` or an ``assert``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -14,6 +14,7 @@ cylinder truncate). DPOT keeps cavity, cylinder and tube (not dam), train and te
 (not dev), cuts every case into 20-frame segments (the last one padded with the
 last frame) and resizes them to 64 x 64 (bilinear, ``align_corners=True``).
 """
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,7 @@ def case_split(cases: Sequence[Path], problem: str, seed: int = 0) -> dict[str, 
     n = len(order)
     cut = round if problem in _ROUNDED_SPLIT else int
     n_train, n_dev = cut(n * 0.8), cut(n * 0.1)
-    return {"train": order[:n_train], "dev": order[n_train:n_train + n_dev], "test": order[n_train + n_dev:]}
+    return {"train": order[:n_train], "dev": order[n_train : n_train + n_dev], "test": order[n_train + n_dev :]}
 
 
 def find_cases(root: PathLike, problems: Sequence[str] = PROBLEMS) -> list[tuple[str, Path]]:
@@ -127,12 +128,15 @@ def _problem_of(case_dir: Path, case: Mapping[str, Any]) -> str:
         return "cavity"
     if "vel_in" in case:
         return "tube"
-    raise DataError(f"{case_dir}: cannot tell the CFDBench problem (not under cavity/cylinder/tube, "
-                     f"and case.json has none of radius, vel_top, vel_in)")
+    raise DataError(
+        f"{case_dir}: cannot tell the CFDBench problem (not under cavity/cylinder/tube, "
+        f"and case.json has none of radius, vel_top, vel_in)"
+    )
 
 
-def case_features(u: np.ndarray, v: np.ndarray, case: Mapping[str, Any], problem: str,
-                  where: PathLike = "case") -> np.ndarray:
+def case_features(
+    u: np.ndarray, v: np.ndarray, case: Mapping[str, Any], problem: str, where: PathLike = "case"
+) -> np.ndarray:
     """``[T, h', w', 3]`` (u, v, mask) exactly as CFDBench's ``load_case_data`` derives them for ``problem``."""
     for key in _KEYS[problem]:
         if not isinstance(case.get(key), (int, float)):
@@ -190,8 +194,11 @@ def _load_case(problem: str, case_dir: Path) -> tuple[np.ndarray, dict[str, Any]
 
 
 def _numeric(case: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in case.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in case.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def read_cfdbench(
@@ -213,7 +220,9 @@ def read_cfdbench(
     """
     root = Path(root)
     if split is not None:
-        raise DataError(f"{root}: the {LAYOUT} layout keeps no split folders; the split is CFDBench's seeded case split")
+        raise DataError(
+            f"{root}: the {LAYOUT} layout keeps no split folders; the split is CFDBench's seeded case split"
+        )
     cases = find_cases(root, problems)
     chosen = select(indices, len(cases), root, what="cases")
     for i in chosen:  # cheap stat calls now, so a broken tree fails before training starts
@@ -223,8 +232,9 @@ def read_cfdbench(
     return _stream(dataset, [(i, *cases[i]) for i in chosen], segment_frames, resize)
 
 
-def _stream(dataset: str, chosen: list[tuple[int, str, Path]], segment_frames: int | None,
-            resize: int | None) -> Iterator[Trajectory]:
+def _stream(
+    dataset: str, chosen: list[tuple[int, str, Path]], segment_frames: int | None, resize: int | None
+) -> Iterator[Trajectory]:
     for i, problem, case_dir in chosen:
         features, case = _load_case(problem, case_dir)
         cond = _numeric(case)

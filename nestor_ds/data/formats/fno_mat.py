@@ -6,6 +6,7 @@ are under 2 GB). A v7.3 file is HDF5 whose arrays h5py sees with the axes revers
 fastest axis on disk). Both variants give the same ``[T, X, Y, 1]`` trajectories, in
 MATLAB's axis order as FNO's own ``MatReader`` returns them.
 """
+
 from __future__ import annotations
 
 import time
@@ -116,8 +117,9 @@ def _runs(chosen: list[int]) -> Iterator[range]:
         yield range(start, prev + 1)
 
 
-def _stream_v73(path: Path, dataset: str, chosen: list[int], dt: float, nx: int,
-                block_bytes: int = BLOCK_BYTES) -> Iterator[Trajectory]:
+def _stream_v73(
+    path: Path, dataset: str, chosen: list[int], dt: float, nx: int, block_bytes: int = BLOCK_BYTES
+) -> Iterator[Trajectory]:
     """Read consecutive trajectories as blocks ``u[..., i0:i1]``.
 
     N is the fastest axis of the HDF5 array, so one trajectory alone is a strided

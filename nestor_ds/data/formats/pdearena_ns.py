@@ -7,6 +7,7 @@ with ``u``, ``vx``, ``vy`` ``[N, T, X, Y]`` float64 and per trajectory ``t[N, T]
 ``x[N, X]``, ``y[N, Y]``, ``dt``, ``dx``, ``dy``, ``buo_y`` ``[N]``. The reader also
 accepts the grid arrays shared (no N axis) and files holding several split groups.
 """
+
 from __future__ import annotations
 
 import glob
@@ -175,8 +176,9 @@ def read_pdearena_ns(
     return _stream(path, dataset, split, chosen, shape)
 
 
-def _read_many(source: PathLike, dataset: str, split: str | None,
-               indices: Sequence[int] | range | None) -> Iterator[Trajectory]:
+def _read_many(
+    source: PathLike, dataset: str, split: str | None, indices: Sequence[int] | range | None
+) -> Iterator[Trajectory]:
     files = [f for f in pdearena_files(source) if split is None or pdearena_split_of(f) == split]
     if not files:
         raise DataError(f"{source}: no PDEArena file of split {split!r} found (names NavierStokes2D_{split}_*.h5)")

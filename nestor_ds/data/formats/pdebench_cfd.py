@@ -9,6 +9,7 @@ Channels come out in DPOT's order (Vx, Vy, density, pressure: DPOT's
 ``preprocess.py`` stacks them so, and its checkpoints expect it) unless
 ``channel_order="file"`` asks for PDEBench's own order.
 """
+
 from __future__ import annotations
 
 import re
@@ -93,6 +94,7 @@ def _attrs_conditioning(f: h5py.File) -> dict[str, float]:
 
 
 def count_pdebench_cfd(path: PathLike) -> int:
+    """Trajectories in a PDEBench 2-D CFD file, read from its shape alone."""
     with open_h5(path, LAYOUT) as f:
         return int(require_dataset(f, "density", path, LAYOUT, ndim=4).shape[0])
 
@@ -136,8 +138,16 @@ def read_pdebench_cfd(
     return _stream(path, dataset, chosen, dt, dx, dy, cond, CHANNEL_ORDERS[channel_order])
 
 
-def _stream(path: Path, dataset: str, chosen: list[int], dt: float, dx: float, dy: float,
-            cond: dict[str, float], channels: list[str]) -> Iterator[Trajectory]:
+def _stream(
+    path: Path,
+    dataset: str,
+    chosen: list[int],
+    dt: float,
+    dx: float,
+    dy: float,
+    cond: dict[str, float],
+    channels: list[str],
+) -> Iterator[Trajectory]:
     with h5py.File(path, "r") as f:
         sets = [f[name] for name in channels]
         for i in chosen:

@@ -3,6 +3,7 @@
 Groups ``'0000'``, ``'0001'``, ... each hold ``data [T, X, Y, C]`` and
 ``grid/x``, ``grid/y``, ``grid/t``. Reading one group is reading one trajectory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,6 +71,7 @@ def _names(f: h5py.File) -> list[str]:
 
 
 def count_pdebench_grouped(path: PathLike) -> int:
+    """Trajectories (groups) in a PDEBench grouped file."""
     with open_h5(path, LAYOUT) as f:
         return len(_names(f))
 

@@ -12,6 +12,7 @@ originals, on the same equations, domains and channel orders.  Conventions share
 Frame 0 is the initial state everywhere except :func:`simulate_ns_vorticity`, which follows
 FNO's files in leaving it out.
 """
+
 from __future__ import annotations
 
 from .cavity import simulate_cavity

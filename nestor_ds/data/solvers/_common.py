@@ -3,6 +3,7 @@
 Every solver checks the same kinds of argument; keeping the checks in one place keeps
 the error messages uniform: each ``ValueError`` names the argument at fault.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,6 +28,7 @@ def as_generator(rng: RngLike) -> np.random.Generator:
 
 
 def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int of at least ``minimum``; anything else raises UserError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise UserError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -34,8 +36,9 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_real(name: str, value: object, *, low: float | None = None, high: float | None = None,
-               strict_low: bool = True) -> float:
+def check_real(
+    name: str, value: object, *, low: float | None = None, high: float | None = None, strict_low: bool = True
+) -> float:
     """A finite real number in (low, high] (or [low, high] when ``strict_low`` is False)."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
         raise UserError(f"{name} must be a finite real number, got {value!r}")
@@ -69,8 +72,9 @@ def steps_between(interval: float, dt_max: float) -> tuple[int, float]:
     return steps, interval / steps
 
 
-def periodic_grf(n: int, rng: np.random.Generator, alpha: float = 2.5, tau: float = 7.0,
-                 sigma: float | None = None) -> np.ndarray:
+def periodic_grf(
+    n: int, rng: np.random.Generator, alpha: float = 2.5, tau: float = 7.0, sigma: float | None = None
+) -> np.ndarray:
     """Sample a mean-zero periodic Gaussian field on [0,1)^2 with covariance sigma^2 (-Lap + tau^2)^(-alpha).
 
     This is the prior FNO draws Navier-Stokes initial vorticity from (sigma = tau^(alpha-1));

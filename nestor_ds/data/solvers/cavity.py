@@ -10,6 +10,7 @@ the projected field's divergence is zero to the accuracy of the sparse LU solve.
 obstacle is a block of solid cells with every face touching it held at zero velocity
 (a staircase no-slip wall).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,9 @@ class _Cavity:
         ix = np.arange((n + 1) * n).reshape(n + 1, n)
         iy = np.arange(n * (n + 1)).reshape(n, n + 1)
         rows = np.concatenate([cells.ravel()] * 4)
-        cols = np.concatenate([ix[1:].ravel(), ix[:-1].ravel(), (n + 1) * n + iy[:, 1:].ravel(),
-                               (n + 1) * n + iy[:, :-1].ravel()])
+        cols = np.concatenate(
+            [ix[1:].ravel(), ix[:-1].ravel(), (n + 1) * n + iy[:, 1:].ravel(), (n + 1) * n + iy[:, :-1].ravel()]
+        )
         vals = np.concatenate([np.ones(n * n), -np.ones(n * n), np.ones(n * n), -np.ones(n * n)]) / self.h
         div = sp.csr_matrix((vals, (rows, cols)), shape=(n * n, 2 * n * (n + 1)))
         self.div = div[self.fluid]  # rows of fluid cells only
@@ -83,8 +85,9 @@ class _Cavity:
         return corr[:m].reshape(vx.shape), corr[m:].reshape(vy.shape)
 
 
-def _tendencies(vx: np.ndarray, vy: np.ndarray, lid: float, nu: float, h: float,
-                gamma: float) -> tuple[np.ndarray, np.ndarray]:
+def _tendencies(
+    vx: np.ndarray, vy: np.ndarray, lid: float, nu: float, h: float, gamma: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Advection + diffusion of vx on interior x-faces and of vy on interior y-faces.
 
     Ghost values mirror the walls so that the wall velocity (0, or the lid's) is met

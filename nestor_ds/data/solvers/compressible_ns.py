@@ -11,6 +11,7 @@ are kept to round-off.  The inviscid flux is HLL on minmod-limited MUSCL states 
 through the shocks that M = 1 data develop); the viscous stress is central at the faces;
 SSP-RK3 keeps the limiter's non-oscillatory property in time.
 """
+
 from __future__ import annotations
 
 import numpy as np

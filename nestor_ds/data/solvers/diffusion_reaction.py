@@ -8,6 +8,7 @@ explicit, so the step is bounded by the diffusion and reaction eigenvalues; with
 small PDEBench diffusivities that bound is mild, and a fourth-order clock leaves the
 second-order space error dominant, which is what the convergence test measures.
 """
+
 from __future__ import annotations
 
 import numpy as np

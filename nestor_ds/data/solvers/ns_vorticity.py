@@ -8,6 +8,7 @@ Diffusion is Crank-Nicolson (unconditionally stable, second order, so small visc
 not dictate the step) and advection plus forcing is Heun's method, matching the time
 accuracy of the diffusion part.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ neighbours' (hence positive) while giving second order in smooth regions; the HL
 positivity-preserving under the CFL bound used here, and SSP-RK2 keeps both properties.
 At a reflective wall the mirrored ghost state makes the HLL mass flux vanish exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -12,6 +12,7 @@ after it, the discrete divergence is zero to round-off.  Smoke and velocity are 
 semi-Lagrangian (second-order back-trace, bilinear sampling), which is stable for any
 step; the step still follows a CFL number for accuracy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,15 +67,24 @@ class _StaggeredBox:
 
     def gradient_scale(self, vx: np.ndarray, vy: np.ndarray) -> float:
         h = self.h
-        return float(max(np.abs(np.diff(vx, axis=0)).max(), np.abs(np.diff(vx, axis=1)).max(),
-                         np.abs(np.diff(vy, axis=0)).max(), np.abs(np.diff(vy, axis=1)).max()) / h)
+        return float(
+            max(
+                np.abs(np.diff(vx, axis=0)).max(),
+                np.abs(np.diff(vx, axis=1)).max(),
+                np.abs(np.diff(vy, axis=0)).max(),
+                np.abs(np.diff(vy, axis=1)).max(),
+            )
+            / h
+        )
 
-    def velocity_at(self, vx: np.ndarray, vy: np.ndarray, x: np.ndarray,
-                    y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def velocity_at(
+        self, vx: np.ndarray, vy: np.ndarray, x: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         return _sample(vx, x, y, (0.0, 0.5), self.h), _sample(vy, x, y, (0.5, 0.0), self.h)
 
-    def departure(self, vx: np.ndarray, vy: np.ndarray, x: np.ndarray, y: np.ndarray,
-                  dt: float) -> tuple[np.ndarray, np.ndarray]:
+    def departure(
+        self, vx: np.ndarray, vy: np.ndarray, x: np.ndarray, y: np.ndarray, dt: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Midpoint back-trace: where the fluid now at (x, y) was dt ago."""
         u, v = self.velocity_at(vx, vy, x, y)
         um, vm = self.velocity_at(vx, vy, x - 0.5 * dt * u, y - 0.5 * dt * v)
@@ -142,8 +152,9 @@ def run_smoke(
         if not np.all(np.isfinite(vx)) or not np.all(np.isfinite(vy)):
             raise RuntimeError(f"smoke velocity blew up before t={times[frame]}")
         frames[frame] = centred()
-    return SmokeRun(frames=frames, relative_divergence=np.array(divergence), n_steps=len(divergence),
-                    source_center=source)
+    return SmokeRun(
+        frames=frames, relative_divergence=np.array(divergence), n_steps=len(divergence), source_center=source
+    )
 
 
 def simulate_smoke(
