@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy: ``import nestor_ds`` stays light (no torch) for the CLI
+def __getattr__(name: str) -> object:  # lazy: ``import nestor_ds`` stays light (no torch) for the CLI
     if name in ("load_model", "Predictor", "export_model"):
         import nestor_ds.inference as inference
 

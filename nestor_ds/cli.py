@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 from nestor_ds import __version__
 from nestor_ds.config import ConfigError, build_deepspeed_config, load_config
@@ -86,14 +86,16 @@ def _run(args: argparse.Namespace, mode: str, weights: str | None) -> int:
     from pathlib import Path
 
     from nestor_ds.config.shipped import resolve_shipped
-    from nestor_ds.engine.context import RunArgs
+    from nestor_ds.engine.context import Mode, RunArgs
     from nestor_ds.engine.trainer import run
 
+    if mode not in ("pretrain", "finetune", "evaluate"):
+        raise ConfigError(f"unknown mode {mode!r}: pretrain, finetune or evaluate")
     run(
         RunArgs(
             resolve_shipped(args.config),
             resolve_shipped(args.ds_config),
-            mode,
+            cast(Mode, mode),
             Path(weights) if weights else None,
             _parse_sets(args.set),
             resume=not getattr(args, "no_resume", False),

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+Shape = Sequence[int]
 
 
 def _register_missing_flop_formulas() -> None:
@@ -23,7 +25,7 @@ def _register_missing_flop_formulas() -> None:
         return
 
     @fc.register_flop_formula(aten._grouped_mm)
-    def grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    def grouped_mm_flop(a_shape: Shape, b_shape: Shape, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
         if len(a_shape) == 2 and len(b_shape) == 3:  # [M, K] x [G, K, N]: every row meets one group
             return 2 * a_shape[0] * a_shape[1] * b_shape[2]
         if len(a_shape) == 2 and len(b_shape) == 2:  # [K, M] x [M, N] -> [G, K, N]: groups split M
@@ -33,13 +35,21 @@ def _register_missing_flop_formulas() -> None:
         return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
 
     @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-    def cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    def cpu_sdpa_flop(
+        query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: Any, out_shape: Any = None, **kwargs: Any
+    ) -> int:
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
     @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
     def cpu_sdpa_backward_flop(
-        grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
-    ) -> int:  # noqa: ANN001
+        grad_out_shape: Shape,
+        query_shape: Shape,
+        key_shape: Shape,
+        value_shape: Shape,
+        *args: Any,
+        out_shape: Any = None,
+        **kwargs: Any,
+    ) -> int:
         return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -76,7 +86,9 @@ class _SyncOps(TorchDispatchMode):
         super().__init__()
         self.counts = counts
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         name = func.overloadpacket.__name__
         if name in HOST_SYNC_OPS:
             self.counts["item" if name == "_local_scalar_dense" else name] += 1
@@ -171,7 +183,7 @@ def count_ops(fn: Callable[[], object]) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
 
-    def nested_in_aten(event: object) -> bool:
+    def nested_in_aten(event: Any) -> bool:
         parent = event.cpu_parent
         while parent is not None:
             if parent.name.startswith("aten::"):
@@ -179,7 +191,7 @@ def count_ops(fn: Callable[[], object]) -> int:
             parent = parent.cpu_parent
         return False
 
-    def runs_kernel(event: object) -> bool:
+    def runs_kernel(event: Any) -> bool:
         if event.name not in METADATA_OPS:
             return True
         return any(runs_kernel(child) for child in event.cpu_children if child.name.startswith("aten::"))

@@ -83,7 +83,7 @@ def _info(
     )
 
 
-_CNS = dict(
+_CNS = _info(
     fmt="pdebench_cfd",
     res=128,
     c=4,
@@ -104,10 +104,10 @@ REGISTRY: dict[str, DatasetInfo] = {
     "ns2d_fno_1e-5": _info("fno_mat", 64, 1, 20, 1000, 200, 8, "tail", 200, (1000, 200), 10, periodic=True),
     "ns2d_fno_1e-4": _info("fno_mat", 64, 1, 30, 9800, 200, 2, "tail", 200, (9800, 200), 20, periodic=True),
     "ns2d_fno_1e-3": _info("fno_mat", 64, 1, 50, 4800, 200, 8, "tail", 200, (1000, 200), 20, periodic=True),
-    "ns2d_pdb_M1_eta1e-1_zeta1e-1": _info(**_CNS),
-    "ns2d_pdb_M1_eta1e-2_zeta1e-2": _info(**_CNS),
-    "ns2d_pdb_M1e-1_eta1e-1_zeta1e-1": _info(**_CNS),
-    "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2": _info(**_CNS),
+    "ns2d_pdb_M1_eta1e-1_zeta1e-1": _CNS.model_copy(),
+    "ns2d_pdb_M1_eta1e-2_zeta1e-2": _CNS.model_copy(),
+    "ns2d_pdb_M1e-1_eta1e-1_zeta1e-1": _CNS.model_copy(),
+    "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2": _CNS.model_copy(),
     "swe_pdb": _info("pdebench_grouped", 128, 1, 101, 900, 100, 20, "fraction", 0.1, (900, 60), 91),
     "dr_pdb": _info("pdebench_grouped", 128, 2, 101, 900, 100, 20, "fraction", 0.1, (900, 60), 91),
     "ns2d_pda": _info("pdearena_ns", 128, 3, 14, 6500, 1300, 1, "files", 0, (6500, 650), 4),

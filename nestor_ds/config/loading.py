@@ -81,10 +81,14 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
                     f"--set {dotted}: {'.'.join(dotted.split('.')[:i]) or dotted} is a list of "
                     f"{len(node)}; {key!r} is not an index into it"
                 )
-            key = int(key)
-        elif not isinstance(node, dict):
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+            continue
+        if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {'.'.join(dotted.split('.')[:i])} is a value, not a section")
         if last:
             node[key] = value
         else:
-            node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+            node = node.setdefault(key, {})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Job:
 SMALL_TEST_SHARE = 0.25
 
 
-def _ns(nu: float, version: str) -> Callable[[Path, Size, np.random.Generator], Path]:
+def _ns(nu: float, version: Literal["5", "7.3"]) -> Callable[[Path, Size, np.random.Generator], Path]:
     def write(root: Path, size: Size, rng: np.random.Generator) -> Path:
         frames = [
             S.simulate_ns_vorticity(size.resolution, nu, float(size.frames), size.frames, rng, dt=1e-2)
@@ -68,7 +68,15 @@ def _cfd(mach: float, eta: float, zeta: float) -> Callable[[Path, Size, np.rando
         fields = [runs[..., c].astype(np.float32) for c in range(4)]
         name = f"2D_CFD_Rand_M{mach}_Eta{eta}_Zeta{zeta}_periodic_{size.resolution}_Train.hdf5"
         return F.write_pdebench_cfd(
-            root / name, *fields, t=np.linspace(0, 0.5, size.frames + 1), mach=mach, eta=eta, zeta=zeta
+            root / name,
+            fields[0],
+            fields[1],
+            fields[2],
+            fields[3],
+            t=np.linspace(0, 0.5, size.frames + 1),
+            mach=mach,
+            eta=eta,
+            zeta=zeta,
         )
 
     return write
@@ -107,7 +115,9 @@ def _smoke(root: Path, size: Size, rng: np.random.Generator) -> Path:
         F.write_pdearena_ns(
             folder / F.pdearena_file_name(split, seed, 0.5, n),
             split,
-            *(runs[..., c] for c in range(3)),
+            runs[..., 0],
+            runs[..., 1],
+            runs[..., 2],
             buo_y=0.5,
             t=np.linspace(0, 2.0, size.frames),
         )

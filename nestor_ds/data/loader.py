@@ -365,7 +365,8 @@ class MixedWindows(IterableDataset):
             on_bad,
         )
         self.max_bad = max_bad
-        self.shape = dict(t_in=t_in, t_out=t_out, resolution=resolution, channels=channels, pad_value=pad_value)
+        self.t_in, self.t_out, self.resolution, self.channels = t_in, t_out, resolution, channels
+        self.pad_value = pad_value
         weights = np.array([s.weight for s in sources], dtype=np.float64)
         self.probs = weights / weights.sum()
 
@@ -398,18 +399,19 @@ class MixedWindows(IterableDataset):
         ]
         served = [int(starts[s.id]) % k for s in self.sources]  # windows already cut from the current trajectory
         current: list[tuple[WindowCutter, np.ndarray] | None] = [None] * len(self.sources)
-        sh = self.shape
-        r, c = sh["resolution"], sh["channels"]
+        r, c = self.resolution, self.channels
         while True:
             ids = self.choices(slot, position, self.batch_size)
             # windows are written straight into the batch: no per-window tensors, no stacking pass
-            x = torch.empty(self.batch_size, r, r, sh["t_in"], c)
-            y = torch.empty(self.batch_size, r, r, sh["t_out"], c)
+            x = torch.empty(self.batch_size, r, r, self.t_in, c)
+            y = torch.empty(self.batch_size, r, r, self.t_out, c)
             masks, index = torch.empty(self.batch_size, r, r, 1, c), []
             for i, d in enumerate(ids):
                 if current[d] is None or served[d] == k:
                     traj, rng = next(streams[d])  # decoded once, cut into k windows
-                    cutter = WindowCutter(traj, **sh, scored=self.sources[d].scored)
+                    cutter = WindowCutter(
+                        traj, self.t_in, self.t_out, r, c, self.pad_value, scored=self.sources[d].scored
+                    )
                     current[d] = (cutter, cutter.starts(rng, k))
                     served[d] = served[d] if served[d] < k else 0
                 cutter, t0s = current[d]

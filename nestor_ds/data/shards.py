@@ -174,7 +174,8 @@ def write_manifest(
     folder: Path, dataset: str, split: str, results: list[ShardResult], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The split's manifest from its shards in order, written last and atomically."""
-    stats, shapes, channels, dt = ChannelStats(), set(), [], None
+    stats, shapes, dt = ChannelStats(), set(), None
+    channels: list[str] = []
     for r in results:
         if channels and r.channels and r.channels != channels:
             raise DataError(f"{folder / r.info.name}: channels {r.channels} differ from {channels}")
@@ -383,7 +384,8 @@ def _local_tar_members(path: str) -> Iterator[dict[str, Any]]:
     with tarfile.open(path, "r:") as tar:
         for member in tar:
             if member.isreg() and not member.name.startswith("__"):
-                yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": path}
+                file = tar.extractfile(member)  # a regular member always has one
+                yield {"fname": member.name, "data": file.read() if file else b"", "__url__": path}
     yield {}  # end of shard: the last sample is complete
 
 

@@ -12,7 +12,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def rng_state() -> dict[str, Any]:
     """Every generator's state as tensors and plain values: loadable with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
     state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
@@ -63,14 +63,17 @@ def prunable(root: Path, current: str, keep: int) -> list[str]:
     """Tags to delete after writing ``current``: only this run's own (``stepNNNNNNNN`` folders of earlier
     steps; a folder of a later step belongs to another run in a reused directory, any other name to the user),
     never ``current`` nor what ``latest`` names, keeping the newest ``keep`` including ``current``."""
-    step = int(TAG.fullmatch(current).group(1))
+    match = TAG.fullmatch(current)
+    if match is None:
+        raise ValueError(f"{current!r} is not a checkpoint tag of this run (stepNNNNNNNN)")
+    step = int(match.group(1))
     protected = {current, latest_tag(root)}
-    own = sorted(
+    numbered = sorted(
         (int(m.group(1)), p.name)
         for p in root.iterdir()
         if p.is_dir() and (m := TAG.fullmatch(p.name)) and int(m.group(1)) < step
     )
-    own = [name for _, name in own]
+    own = [name for _, name in numbered]
     kept_older = max(keep - 1, 0)
     old = own[:-kept_older] if kept_older else own
     return [tag for tag in old if tag not in protected]

@@ -77,8 +77,9 @@ def total_steps(cfg: RunConfig, train_count: int, world: int) -> int:
     """The step budget: ``train.steps``, or ``train.epochs`` over ``train_count`` trajectories at the global batch."""
     if cfg.train.steps is not None:
         return cfg.train.steps
+    epochs = cfg.train.epochs or 1  # the config's validator asks for steps or epochs
     per_step = cfg.train.micro_batch_per_rank * cfg.train.grad_accum * world
-    return max(1, cfg.train.epochs * math.ceil(train_count / per_step))
+    return max(1, epochs * math.ceil(train_count / per_step))
 
 
 @dataclass

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class EvalResult:
         return [d.name for d in self.datasets if not getattr(d, f"ratio_{which}") < 1]
 
 
-def _sum(t: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
+def _sum(t: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=op)
     return t
@@ -142,7 +143,7 @@ class _ModelForecast:
         for i in range(0, x.shape[0], self.batch):  # x's length is equal on every rank: so is the chunk count
             o = self.forward(x[i : i + self.batch].to(self.dtype))
             preds.append(o.pred.float())
-            if self.count_loads and o.image_load is not None:
+            if self.count_loads and o.image_load is not None and o.token_load is not None:
                 il, tl = o.image_load.double(), o.token_load.double()
                 self.image_load = il if self.image_load is None else self.image_load + il
                 self.token_load = tl if self.token_load is None else self.token_load + tl
@@ -220,7 +221,7 @@ def evaluate(
             channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device), cfg.data.pad_value
         )
         model = _ModelForecast(forward, batch, dtype)
-        forecasts: list[Forecast] = [model] + [lambda x, f=BASELINES[n]: f(x, m.t_out) for n in names[1:]]
+        forecasts: list[Forecast] = [model, *(partial(BASELINES[n], t_out=m.t_out) for n in names[1:])]
         example = None
         for b in range(n_batches):
             chunk = mine[b * batch : (b + 1) * batch]
@@ -251,7 +252,9 @@ def evaluate(
             weight_sum += weight.sum()
         _sum(stats), _sum(curves), _sum(weight_sum)
         image_load = token_load = None
-        if model.image_load is not None:  # each expert-parallel group holds its own sum: add groups, count each once
+        if (
+            model.image_load is not None and model.token_load is not None
+        ):  # each expert-parallel group holds its own sum: add groups, count each once
             image_load = (_sum(model.image_load) / cfg.parallel.ep_size).cpu().numpy()
             token_load = (_sum(model.token_load) / cfg.parallel.ep_size).cpu().numpy()
         n = max(weight_sum.item(), 1.0)

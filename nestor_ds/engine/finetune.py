@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -56,7 +57,7 @@ def freeze(model: torch.nn.Module, parts: list[str]) -> int:
     return frozen
 
 
-def default_freeze(variant: str, configured: list[str] | None) -> list[str]:
+def default_freeze(variant: str, configured: Sequence[str] | None) -> list[str]:
     """What fine-tuning keeps fixed when the config does not say: MoE-POT's routers, as MoE-POT does."""
     if configured is not None:
         return list(configured)

@@ -22,7 +22,7 @@ def global_grad_norm(model: torch.nn.Module) -> torch.Tensor:
     group_name = None
     for p in model.parameters():
         moe = is_moe_param(p)
-        group_name = p.group_name if moe else group_name  # known even where an expert got no gradient
+        group_name = getattr(p, "group_name") if moe else group_name  # known even where an expert got no gradient
         if p.grad is None:
             continue
         sq = p.grad.detach().double().square().sum()

@@ -13,7 +13,8 @@ from nestor_ds.config.schema import OptimizerConfig
 
 def moe_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Every input group needs a unique ``name``; DeepSpeed splits expert parameters out by group name."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)

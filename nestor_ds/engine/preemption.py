@@ -43,7 +43,8 @@ class Preemption:
         ``out_of_time`` (this rank passed train.time_limit_s) rides on the same reduction: when any rank
         says so, ``out_of_time`` is set on all, and the run ends as finished rather than preempted.
         """
-        code = {None: 0.0, signal.SIGTERM: 1.0, signal.SIGUSR1: 2.0}.get(self.received, 1.0)
+        codes: dict[int | None, float] = {None: 0.0, signal.SIGTERM: 1.0, signal.SIGUSR1: 2.0}
+        code = codes.get(self.received, 1.0)
         flag = torch.tensor([code, float(out_of_time)], device=device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)

@@ -56,9 +56,9 @@ def write_eval_outputs(
         paths["rollout"] = plot_rollout_errors(
             curves, folder / "rollout_errors.png", {d.name: d.persistence.curve for d in result.datasets}
         )
-    loaded = [d for d in result.datasets if d.image_load is not None]
+    loaded = [d for d in result.datasets if d.image_load is not None and d.token_load is not None]
     if loaded:
-        image = np.stack([d.image_load.sum(0) for d in loaded])
+        image = np.stack([np.asarray(d.image_load).sum(0) for d in loaded])
         paths["experts_image"] = plot_expert_heatmap(
             image,
             [d.name for d in loaded],
@@ -66,7 +66,7 @@ def write_eval_outputs(
             "image-level experts: share of each data set's samples",
             folder / "experts_image.png",
         )
-        token = np.stack([d.token_load.sum((0, 1)) for d in loaded])
+        token = np.stack([np.asarray(d.token_load).sum((0, 1)) for d in loaded])
         if token.size and token.sum() > 0:
             paths["experts_token"] = plot_expert_heatmap(
                 token,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import warnings
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -57,6 +57,7 @@ _SCHEDULE_KEYS = ("max_lr", "initial_lr", "min_lr")
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):

@@ -45,7 +45,8 @@ def _stale(holder: dict[str, object]) -> str | None:
     me = _me()
     if holder.get("job_id") and holder.get("job_id") == me["job_id"]:
         return f"Slurm job {holder['job_id']} requeued"
-    if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+    pid = holder.get("pid")
+    if holder.get("host") == me["host"] and isinstance(pid, int) and not _alive(pid):
         return f"pid {holder['pid']} on {holder['host']} is gone"
     return None
 

@@ -153,5 +153,7 @@ def unrolled_step(
         if k + 1 < steps:
             fed = out.pred.detach() if t.push_forward else out.pred
             x = feedback.next_window(x, fed.to(x.dtype), target)
+    if first is None or first_out is None:
+        raise ValueError(f"the target holds {y.shape[3]} frames, fewer than one bundle of t_out={m.t_out}")
     loss = torch.stack(losses).sum() if t.loss_reduction == "reference" else torch.stack(losses).mean()
     return StepResult(loss, first, first_out)

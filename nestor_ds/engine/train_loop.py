@@ -200,7 +200,8 @@ class _Loop:
                 if boundary and self.clip_here:
                     norm = clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
                     # fused Adam skips its update on the device where found_inf is 1: nothing read here
-                    self.grad_bad = self.optimizer.found_inf = (~torch.isfinite(norm)).float()
+                    self.grad_bad = (~torch.isfinite(norm)).float()
+                    setattr(self.optimizer, "found_inf", self.grad_bad)  # torch's fused Adam reads this attribute
                 engine.step()
                 if boundary and not self.clip_here and getattr(engine.optimizer, "overflow", False):
                     # ZeRO 1/2 found the gradient norm non-finite itself and skipped the update
@@ -211,7 +212,7 @@ class _Loop:
                     guard.good()
                 self.metrics.add(loss, per_sample, batch["dataset_id"], out, skipped)
         if probe:
-            self.host_syncs = dict(syncs)
+            self.host_syncs = dict(syncs or {})
         self.last_ids = batch["dataset_id"]
         if bad_loss:
             guard.skip(step, self.sets_of(self.last_ids), self.latest())
@@ -226,6 +227,8 @@ class _Loop:
             raise stop
         self.rollbacks += 1
         client = checkpointing.load(self.engine, ctx.ckpt_dir, lambda saved, where: None)  # this run's own
+        if client is None:  # latest() named a tag a moment ago: it vanished under us
+            raise stop
         ctx.lr_scale *= cfg.train.rollback_lr_factor
         ctx.step = int(client["step"])
         continue_schedule(self.scheduler, ctx.schedule, ctx.step, ctx.lr_scale)

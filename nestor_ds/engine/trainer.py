@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from deepspeed.runtime.engine import DeepSpeedEngine
     from torch.optim.lr_scheduler import OneCycleLR
 
+    from nestor_ds.model.operator import NeuralOperator
     from nestor_ds.tracking.mlflow_run import Tracker
 
 log = logging.getLogger("nestor_ds")
@@ -142,7 +143,7 @@ def build_context(args: RunArgs, cfg: RunConfig, progress: Progress) -> RunConte
     return _train_context(args, cfg, rank, world, ds, model, test_sources, preemption, progress)
 
 
-def _load_weights(args: RunArgs, cfg: RunConfig, model: torch.nn.Module) -> Path | None:
+def _load_weights(args: RunArgs, cfg: RunConfig, model: NeuralOperator) -> Path | None:
     """Fine-tuning and evaluation start from weights (frozen parts, final routing temperature); pre-training
     from the seed."""
     from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained

@@ -64,7 +64,8 @@ def predict_files(
         with h5py.File(written["prediction"], "w") as f:
             f["prediction"] = pred
     t_in = predictor.cfg.model.t_in
-    first, pred0 = (fields, pred) if fields.ndim == 4 else (fields[0], pred[0])
+    pred_np = np.asarray(pred)
+    first, pred0 = (fields, pred_np) if fields.ndim == 4 else (fields[0], pred_np[0])
     future = first[:, :, t_in : t_in + steps]
     figure = out / "prediction.png"
     if future.shape[2] > 0:

@@ -16,6 +16,7 @@ import yaml
 
 from nestor_ds.atomic import write_text_atomic
 from nestor_ds.config import ConfigError, RunConfig, parse_config
+from nestor_ds.model.operator import NeuralOperator
 
 WEIGHTS, CONFIG, CHANNELS = "model.safetensors", "config.yaml", "channels.json"
 
@@ -117,7 +118,7 @@ def load_model(
     path: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> torch.nn.Module:
+) -> NeuralOperator:
     """A trained model on one device, in evaluation mode, from a model folder (``nestor-ds export`` or
     ``nestor-ds import``) or a DeepSpeed checkpoint directory of any ep_size. MoE routers use the final
     temperature, as fine-tuning and evaluation do."""

@@ -81,7 +81,7 @@ class Predictor:
         missing = [c for c in channels if c not in names]
         if missing:
             raise ConfigError(f"data set {candidates[0]!r} has channels {names}, not {missing}")
-        return [names.index(c) for c in channels]
+        return [names.index(str(c)) for c in channels]
 
     def roles(self, order: list[int], dataset: str | None = None) -> torch.Tensor:
         """``data.feedback`` roles of the model's channels for input channels placed at ``order``: channels not

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal, Sequence
+from typing import Literal, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -132,9 +132,9 @@ class AttentionExpert(nn.Module):
             first.norm1.eps,
         )
         if isinstance(first.ffn, SubMoE):
-            f, aux, counts = run_sub_moes([e.ffn for e in experts], h, g)
+            f, aux, counts = run_sub_moes([cast(SubMoE, e.ffn) for e in experts], h, g)
         else:
-            f = grouped_swiglu([e.ffn for e in experts], h, g)
+            f = grouped_swiglu([cast(SwiGLU, e.ffn) for e in experts], h, g)
             aux, counts = h.new_zeros(len(experts), dtype=torch.float32), h.new_zeros(len(experts), 0, dtype=torch.long)
         y = grouped_layer_norm(
             h + f,

@@ -241,7 +241,7 @@ class SampleMoE(MoE):
         )
         self.deepspeed_moe.expected_ep_rank = ep_rank
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.deepspeed_moe(x)
 
     def set_temperature(self, value: float) -> None:

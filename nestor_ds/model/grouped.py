@@ -11,11 +11,13 @@ are stacked for the call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass
@@ -51,7 +53,7 @@ def one_group(rows: int, device: torch.device, valid: torch.Tensor | None = None
     )
 
 
-def stacked(modules: Sequence[nn.Module], get: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
+def stacked(modules: Sequence[ModuleT], get: Callable[[ModuleT], torch.Tensor]) -> torch.Tensor:
     """One parameter of every expert, stacked on a new leading dim (gradients flow back to each)."""
     params = [get(m) for m in modules]
     return params[0].unsqueeze(0) if len(params) == 1 else torch.stack(params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nestor_ds.config.schema import ModelConfig
+from nestor_ds.config.schema import ModelConfig, RunConfig
 from nestor_ds.model.encoder import DatasetClassifier, OutputHead, SpatioTemporalEncoder
 from nestor_ds.model.expert_parallel import SampleMoE
 from nestor_ds.model.moe_stats import reduce_moe_stats
@@ -26,6 +26,8 @@ class NeuralOperator(nn.Module):
         self.cls_head = DatasetClassifier(cfg.width, cfg.n_cls) if cfg.n_cls else None
         self.head = OutputHead(cfg.width, cfg.decoder_width, cfg.patch_size, cfg.channels, cfg.t_out)
         self.temperature = cfg.moe.temperature_at(0)
+        self.run_config: RunConfig | None = None  # set by load_model: what the model was trained with
+        self.channel_names: dict[str, list[str]] = {}  # set by load_model: channel names per training data set
 
     @property
     def moe_layers(self) -> list[SampleMoE]:
@@ -58,7 +60,7 @@ class NeuralOperator(nn.Module):
             pred = pred * sigma + (0 if c.residual else mu)
         if c.residual:  # a change from the last input frame
             pred = pred + x[:, :, :, -1:].to(pred.dtype)
-        out = reduce_moe_stats(self.moe_layers, pred, c.ablation.load_balancing, c.moe.balance_loss)
+        out = reduce_moe_stats(self.moe_layers, pred, c.ablation.load_balancing, c.moe.balance_loss or "switch")
         if self.cls_head is not None:
             out.extras["cls_logits"] = self.cls_head(z)
         return out

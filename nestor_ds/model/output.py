@@ -26,6 +26,6 @@ class ModelOutput:
     def aux_losses(self, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(image, token) aux terms: ``mean`` over layers (token: per expert), or ``reference``: summed
         over layers and, token-level, over the active experts, as the NESTOR and MoE-POT trainers do."""
-        if reduction == "mean" or self.aux_image_layers is None:
+        if reduction == "mean" or self.aux_image_layers is None or self.aux_token_layers is None:
             return self.aux_image, self.aux_token
         return self.aux_image_layers.sum(), self.aux_token_layers.sum()

@@ -31,6 +31,8 @@ class SampleGate(nn.Module):
     Nothing here reads the device: capacity, when dropping, is static (from the batch size).
     """
 
+    temperature: torch.Tensor  # a buffer: the routing softmax's temperature (annealed)
+
     def __init__(self, scorer: nn.Module, experts: int, top_k: int, capacity_factor: float, drop: bool) -> None:
         super().__init__()
         if top_k > experts:

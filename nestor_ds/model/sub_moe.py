@@ -10,7 +10,7 @@ host: a training step never waits on the device here.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +120,7 @@ def run_sub_moes(
         torch.zeros_like(tokens).index_add(0, token_of, y * weights.reshape(-1, 1).index_select(0, order)).view(n, t, d)
     )
     for s in range(len(first.shared)):
-        out = out + grouped_swiglu([m.shared[s] for m in moes], h, g)
+        out = out + grouped_swiglu([cast(SwiGLU, m.shared[s]) for m in moes], h, g)
 
     # Switch balance loss per parent over its real tokens: one sum per parent of [probs | routes | 1] over real
     # tokens (no bincount, which sizes its output from the data: a host sync on CUDA)

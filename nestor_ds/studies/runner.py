@@ -172,7 +172,9 @@ class StudyRunner:
 
     def _run_local(self, runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:
         by_key = {r.key: r for r in runs}
-        pending, running, failed = list(todo), {}, []
+        pending = list(todo)
+        running: dict[str, Any] = {}
+        failed: list[str] = []
         finished = len(runs) - len(todo)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:

@@ -96,9 +96,9 @@ class StudySpec(Strict):
                 raise ConfigError(f"arm {arm.name!r}: finetune needs init_from")
         from nestor_ds.studies.published import COLUMNS
 
-        for arm, column in self.published.items():
-            if arm not in names or column not in COLUMNS:
-                raise ConfigError(f"published: {arm!r} -> {column!r}: needs an arm and one of {COLUMNS}")
+        for arm_name, column in self.published.items():
+            if arm_name not in names or column not in COLUMNS:
+                raise ConfigError(f"published: {arm_name!r} -> {column!r}: needs an arm and one of {COLUMNS}")
         return self
 
     @property
@@ -167,7 +167,8 @@ def _steps(budget: Budget, config: str, sets: dict[str, Any], ranks: int) -> dic
         return {"train.steps": 10**9, "train.time_limit_s": budget.wall_time_s, "train.fit_steps_to_time": True}
     cfg = load_config(config, sets)
     per_step = cfg.train.micro_batch_per_rank * cfg.train.grad_accum * ranks
-    return {"train.steps": max(1, math.ceil(budget.samples / per_step))}
+    samples = budget.samples if budget.samples is not None else per_step  # the budget's validator gives one of three
+    return {"train.steps": max(1, math.ceil(samples / per_step))}
 
 
 def plan(spec: StudySpec, out: Path, tracking: dict[str, Any]) -> list[PlannedRun]:
@@ -177,7 +178,8 @@ def plan(spec: StudySpec, out: Path, tracking: dict[str, Any]) -> list[PlannedRu
     for arm in spec.arms:
         config = arm.config or spec.base.config
         for seed in spec.seeds:
-            for dataset in arm.each_dataset or [None]:
+            datasets: list[str | None] = [*arm.each_dataset] if arm.each_dataset else [None]
+            for dataset in datasets:
                 folder = out / arm.name / (dataset or "") / f"seed{seed}"
                 sets = {**spec.base.set, **arm.set, "train.seed": seed, "train.output_dir": str(folder)}
                 if dataset is not None:

@@ -32,7 +32,7 @@ class PairedDiff:
     @property
     def decided(self) -> bool:
         """The interval excludes 0: the difference is not seed noise at this confidence."""
-        return self.low is not None and (self.low > 0 or self.high < 0)
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
 
 def summarize(values: list[float]) -> Summary:

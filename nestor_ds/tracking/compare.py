@@ -61,7 +61,7 @@ def _search(uri: str, experiment: str | None) -> "pd.DataFrame":
             output_format="pandas",
         )
     finally:
-        mlflow.set_tracking_uri(previous)  # None: unset again, as it was
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: unset again, as it was
 
 
 def _pick(table: "pd.DataFrame", refs: list[str], experiment: str | None, uri: str) -> "pd.DataFrame":
@@ -125,9 +125,9 @@ def compare_runs(uri: str, runs: list[str], experiment: str | None = None) -> Co
         if values:
             result.metrics[column.removeprefix("metrics.")] = values
     for column in sorted(c for c in found.columns if c.startswith("params.")):
-        values = {rid: (v if isinstance(v, str) else None) for rid, v in zip(ids, found[column])}
-        if len(set(values.values())) > 1:
-            result.param_diffs[column.removeprefix("params.")] = values
+        texts = {rid: (v if isinstance(v, str) else None) for rid, v in zip(ids, found[column])}
+        if len(set(texts.values())) > 1:
+            result.param_diffs[column.removeprefix("params.")] = texts
     return result
 
 

@@ -87,10 +87,11 @@ def plot_sample(
         err = np.abs(pred_a[..., c] - truth_a[..., c])
         lo, hi = _finite_range(*fields)
         row = axes[c]
-        image = None
-        for ax, data in zip(row[:3], fields):
-            image = ax.imshow(data.T, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
-        fig.colorbar(image, ax=list(row[:3]), shrink=0.9, pad=0.01).set_label(cname)
+        images = [
+            ax.imshow(data.T, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            for ax, data in zip(row[:3], fields)
+        ]
+        fig.colorbar(images[-1], ax=list(row[:3]), shrink=0.9, pad=0.01).set_label(cname)
         err_finite = err[np.isfinite(err)]
         err_max = float(err_finite.max()) if err_finite.size else 0.0
         err_image = row[3].imshow(
@@ -108,7 +109,7 @@ def plot_sample(
     return _save(fig, path)
 
 
-def _log_axis_or_linear(ax, values: list[np.ndarray]) -> None:
+def _log_axis_or_linear(ax: Any, values: list[np.ndarray]) -> None:
     """Log y when every value is positive; otherwise say why it stays linear."""
     finite = [v[np.isfinite(v)] for v in values]
     if all(np.all(v > 0) for v in finite) and any(v.size for v in finite):
@@ -263,11 +264,12 @@ def plot_rollout_frames(inp: np.ndarray, pred: np.ndarray, title: str, path: Pat
     for c in range(channels):
         fields = [inp[..., c]] + [pred[:, :, t, c] for t in picks]
         lo, hi = _finite_range(*fields)
-        image = None
+        images = []
         for j, (ax, data) in enumerate(zip(axes[c], fields)):
             image = ax.imshow(data.T, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_title(("last input" if j == 0 else f"step {picks[j - 1] + 1}") if c == 0 else "", fontsize=11)
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.colorbar(image, ax=list(axes[c]), shrink=0.9, pad=0.01).set_label(f"channel {c}")
+            images.append(image)
+        fig.colorbar(images[-1], ax=list(axes[c]), shrink=0.9, pad=0.01).set_label(f"channel {c}")
     return _save(fig, path)

@@ -105,16 +105,16 @@ BLOCK_BYTES = 256 * 2**20  # one HDF5 read covers this much of consecutive traje
 
 def _runs(chosen: list[int]) -> Iterator[range]:
     """Consecutive runs of ``chosen`` (in its order): each run is one contiguous slice of the file."""
-    start = prev = None
-    for i in chosen:
-        if start is not None and i == prev + 1:
+    if not chosen:
+        return
+    start = prev = chosen[0]
+    for i in chosen[1:]:
+        if i == prev + 1:
             prev = i
             continue
-        if start is not None:
-            yield range(start, prev + 1)
-        start = prev = i
-    if start is not None:
         yield range(start, prev + 1)
+        start = prev = i
+    yield range(start, prev + 1)
 
 
 def _stream_v73(

@@ -162,10 +162,10 @@ def read_pdearena_ns(
         g = require(f, split, path, LAYOUT)
         if not isinstance(g, h5py.Group):
             raise DataError(f"{path}: key {split!r} is not a group ({LAYOUT} layout)")
-        shape = None
+        shape: tuple[int, ...] = ()
         for name in FIELDS:
             ds = require_dataset(g, name, path, LAYOUT, ndim=4)
-            if shape is not None and ds.shape != shape:
+            if shape and ds.shape != shape:
                 raise DataError(f"{path}: key '{split}/{name}' has shape {ds.shape}, u has {shape} ({LAYOUT} layout)")
             shape = ds.shape
         for a, b in (("dt", "t"), ("dx", "x"), ("dy", "y")):

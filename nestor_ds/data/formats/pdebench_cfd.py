@@ -121,10 +121,10 @@ def read_pdebench_cfd(
         raise DataError(f"{path}: channel_order {channel_order!r} is not one of {sorted(CHANNEL_ORDERS)}")
     with open_h5(path, LAYOUT) as f:
         cond = {**parse_conditioning(path), **_attrs_conditioning(f)}
-        shape = None
+        shape: tuple[int, ...] = ()
         for name in FIELDS:
             ds = require_dataset(f, name, path, LAYOUT, ndim=4)
-            if shape is not None and ds.shape != shape:
+            if shape and ds.shape != shape:
                 raise DataError(f"{path}: key {name!r} has shape {ds.shape}, density has {shape} ({LAYOUT} layout)")
             shape = ds.shape
         n, frames, nx, ny = shape

@@ -139,8 +139,8 @@ def run_smoke(
                 dt = min(dt, cfl * h / speed)
             # Advect smoke and both velocity components with the same (old) velocity.
             smoke = _sample(smoke, *box.departure(vx, vy, cx, cy, dt), (0.5, 0.5), h) + dt * inflow
-            new_vx = _sample(vx, *box.departure(vx, vy, *box.xfaces, dt), (0.0, 0.5), h)
-            new_vy = _sample(vy, *box.departure(vx, vy, *box.yfaces, dt), (0.5, 0.0), h)
+            new_vx = _sample(vx, *box.departure(vx, vy, box.xfaces[0], box.xfaces[1], dt), (0.0, 0.5), h)
+            new_vy = _sample(vy, *box.departure(vx, vy, box.yfaces[0], box.yfaces[1], dt), (0.5, 0.0), h)
             vx, vy = new_vx, new_vy
             vy[:, 1:-1] += dt * buoyancy * 0.5 * (smoke[:, 1:] + smoke[:, :-1])
             vx[0], vx[-1] = 0.0, 0.0  # solid walls: no flow through them
