@@ -43,7 +43,9 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"invalid run config {source}:\n{describe_validation(err)}") from None
+        faults = describe_validation(err)
+        sep = " " if faults.count("\n") == 0 else "\n"  # one fault: one line
+        raise ConfigError(f"invalid run config {source}:{sep}{faults.strip() if sep == ' ' else faults}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
