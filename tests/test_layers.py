@@ -24,6 +24,7 @@ FLOORS = {
     "studies": 4,
     "cli": 5,
     "__main__": 6,
+    "launch": 6,
 }
 
 

@@ -1,13 +1,23 @@
 """The configurations shipped with the project (``configs/``, ``ds_configs/``, ``studies/``), found from any
-directory."""
+directory: in a checkout (or an editable install) at the repository's top level, in an installed wheel as
+package data under ``nestor_ds/_shipped/`` (``pyproject.toml`` maps the top-level folders there)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-SHIPPED_ROOT = Path(__file__).resolve().parents[2]  # the checkout this package is installed from
 FOLDERS = ("configs", "ds_configs", "studies")
+
+
+def _shipped_root() -> Path:
+    """The folder holding configs/, ds_configs/ and studies/: the wheel's package data, else the checkout."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_shipped"
+    return installed if (installed / "configs").is_dir() else package.parent
+
+
+SHIPPED_ROOT = _shipped_root()
 
 
 def resolve_shipped(path: str | Path) -> Path:

@@ -58,6 +58,11 @@ def resize_one_cycle(scheduler: Any, steps: int, warmup_fraction: float, step: i
     # the phases depend on the length alone; the lrs (initial, peak, final) stay in the optimizer's groups
     fresh = one_cycle(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), steps, warmup_fraction)
     scheduler.total_steps, scheduler._schedule_phases = fresh.total_steps, fresh._schedule_phases
+    position_schedule(scheduler, step)
+
+
+def position_schedule(scheduler: Any, step: int) -> None:
+    """Move a scheduler to ``step``: every group's lr becomes the schedule's value there."""
     scheduler.last_epoch = step - 1
     with warnings.catch_warnings():  # "step() before optimizer.step()": intended, this only positions it
         warnings.simplefilter("ignore", UserWarning)

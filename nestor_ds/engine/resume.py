@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import warnings
 from typing import Any, Iterable
 
 import torch
 
 from nestor_ds.config.loading import ConfigError
+from nestor_ds.engine.optim import position_schedule
 from nestor_ds.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,4 @@ def continue_schedule(scheduler: Any, snapshot: list[dict[str, float]], step: in
         )
     for group, hyper in zip(groups, snapshot):
         group.update({k: v * lr_scale for k, v in hyper.items()})
-    scheduler.last_epoch = step - 1
-    with warnings.catch_warnings():  # "step() before optimizer.step()": intended, this only positions it
-        warnings.simplefilter("ignore", UserWarning)
-        scheduler.step()  # sets every group's lr to the schedule's value at ``step``
+    position_schedule(scheduler, step)
