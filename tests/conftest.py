@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -36,3 +38,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_shards(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str], int], Path]:
+    """``get(sets, trajectories)``: a private copy of small shards made with the CLI (``suite_data.make_shards``).
+    Each distinct (sets, trajectories) is generated and sharded once per test run; every call gets its own copy,
+    so no test sees another's writes."""
+    from suite_data import make_shards
+
+    made: dict[tuple[tuple[str, ...], int], Path] = {}
+
+    def get(sets: list[str], trajectories: int = 8) -> Path:
+        key = (tuple(sets), trajectories)
+        if key not in made:
+            made[key] = make_shards(tmp_path_factory.mktemp("shared-data"), sets, trajectories)
+        copy = tmp_path_factory.mktemp("shards-copy") / "shards"
+        shutil.copytree(made[key], copy)
+        return copy
+
+    return get

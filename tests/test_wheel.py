@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from suite_data import make_shards
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +23,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
     return done
 
 
-def test_the_wheel_installs_finds_its_configs_and_trains(tmp_path: Path) -> None:
+def test_the_wheel_installs_finds_its_configs_and_trains(tmp_path: Path, shared_shards) -> None:
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
     source.mkdir()
     for name in SOURCES:
@@ -53,7 +52,7 @@ def test_the_wheel_installs_finds_its_configs_and_trains(tmp_path: Path) -> None
     assert (work / "project" / "ds_configs" / "cpu_fp32.json").is_file()
     assert (work / "project" / "studies" / "quick.yaml").is_file()
 
-    shards = make_shards(tmp_path, ["ns2d_fno_1e-3"], trajectories=6)
+    shards = shared_shards(["ns2d_fno_1e-3", "swe_pdb"], 8)  # the studies' and Slurm tests' data
     out = work / "run"
     _run(
         [

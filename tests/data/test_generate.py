@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nestor_ds.data.formats import open_source
 from nestor_ds.data.shards import iter_raw_samples, read_manifest
 
@@ -19,6 +21,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return out
 
 
+@pytest.mark.slow
 def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
     raw, shards = tmp_path / "raw", tmp_path / "shards"
     _cli(

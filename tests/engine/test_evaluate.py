@@ -18,10 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def small_shards(tmp_path_factory) -> Path:
-    from suite_data import make_shards
-
-    return make_shards(tmp_path_factory.mktemp("eval"), ["ns2d_fno_1e-3", "cfdbench"], trajectories=4)
+def small_shards(shared_shards) -> Path:
+    return shared_shards(["ns2d_fno_1e-3", "cfdbench"], 4)
 
 
 def _cfg(shards: Path, name: str, t_out: int = 1):

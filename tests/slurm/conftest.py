@@ -28,11 +28,9 @@ FINAL_STATES = {
 
 
 @pytest.fixture(scope="session")
-def shards(tmp_path_factory) -> Path:
-    """Two small data sets made with the CLI as a user would, 8 trajectories each."""
-    from suite_data import make_shards
-
-    return make_shards(tmp_path_factory.mktemp("slurm-data"), SETS)
+def shards(shared_shards) -> Path:
+    """Two small data sets made with the CLI as a user would, 8 trajectories each (shared with the studies)."""
+    return shared_shards(SETS, 8)
 
 
 @pytest.fixture(scope="session")

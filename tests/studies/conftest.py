@@ -8,7 +8,6 @@ SETS = ["ns2d_fno_1e-3", "swe_pdb"]  # what studies/quick.yaml trains on
 
 
 @pytest.fixture(scope="session")
-def quick_shards(tmp_path_factory) -> Path:
-    from suite_data import make_shards
-
-    return make_shards(tmp_path_factory.mktemp("study-data"), SETS)
+def quick_shards(shared_shards) -> Path:
+    """The two sets of studies/quick.yaml, 8 trajectories each (shared with the Slurm tests)."""
+    return shared_shards(SETS, 8)
