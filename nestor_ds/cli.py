@@ -110,22 +110,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     """The config comes with the weights (a checkpoint or a model folder); outputs go to their own folder."""
-    from pathlib import Path
+    from nestor_ds.inference.model_io import evaluation_folder, write_model_config
 
-    import yaml
-
-    from nestor_ds.inference.model_io import WEIGHTS, model_config
-
-    weights = Path(args.weights)
-    run_dir = weights if (weights / WEIGHTS).is_file() else weights.parent
-    out = Path(args.out) if args.out else run_dir / "evaluation"
+    out = evaluation_folder(args.weights, args.out)
     if not args.config:
-        cfg = model_config(weights)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        args.config = str(out / "config.yaml")
+        args.config = str(write_model_config(args.weights, out))
     args.set = [f"train.output_dir={out}", *args.set]
-    return _run(args, "evaluate", str(weights))
+    return _run(args, "evaluate", args.weights)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -174,22 +165,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Reads an existing store (never creates one); writes a file only where --markdown says."""
-    import os
     from pathlib import Path
 
-    from nestor_ds.tracking.compare import (
-        compare_runs,
-        format_markdown,
-        format_terminal,
-    )
+    from nestor_ds.tracking.compare import compare_runs, existing_store, format_markdown, format_terminal
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        store = Path(args.output_dir) / "mlflow.db"
-        if not store.is_file():
-            raise ConfigError(f"no MLflow store at {store}: pass --tracking-uri, or --output-dir of a run folder")
-        uri = f"sqlite:///{store.resolve()}"
-    result = compare_runs(uri, args.runs, args.experiment)
+    result = compare_runs(existing_store(args.tracking_uri, args.output_dir), args.runs, args.experiment)
     print(format_terminal(result))
     if args.markdown:
         out = Path(args.markdown)

@@ -139,3 +139,18 @@ def load_model(
     names = Path(path) / CHANNELS
     model.channel_names = json.loads(names.read_text()) if names.is_file() else channel_names(cfg)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def evaluation_folder(weights: str | Path, out: str | Path | None) -> Path:
+    """Where ``nestor-ds evaluate`` writes: ``out``, else ``evaluation/`` beside the model folder or checkpoints."""
+    weights = Path(weights)
+    run_dir = weights if (weights / WEIGHTS).is_file() else weights.parent
+    return Path(out) if out else run_dir / "evaluation"
+
+
+def write_model_config(weights: str | Path, out: Path) -> Path:
+    """The run config that came with ``weights`` (a model folder or checkpoint), as ``out/config.yaml``."""
+    cfg = model_config(weights)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return out / "config.yaml"

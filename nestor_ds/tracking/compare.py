@@ -7,7 +7,9 @@ is identical across the runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nestor_ds.errors import UserError
@@ -196,3 +198,15 @@ def format_terminal(result: ComparisonResult, max_cell: int = 40) -> str:
         out += [line(row) for row in rows]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def existing_store(tracking_uri: str | None, output_dir: str | Path) -> str:
+    """The MLflow store to read: ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else ``<output_dir>/mlflow.db``,
+    which must exist (reading never creates a store)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = Path(output_dir) / "mlflow.db"
+    if not store.is_file():
+        raise UserError(f"no MLflow store at {store}: pass --tracking-uri, or --output-dir of a run folder")
+    return f"sqlite:///{store.resolve()}"
