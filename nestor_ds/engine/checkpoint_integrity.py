@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
-
+from nestor_ds.engine.distributed import gather, rank_world
 from nestor_ds.errors import CheckpointError
 from nestor_ds.integrity import (
     MANIFEST,
@@ -21,29 +20,13 @@ from nestor_ds.integrity import (
     write_folder_manifest,
 )
 
-__all__ = ["MANIFEST", "digest", "gather", "problems", "read_manifest", "write_manifest"]
+__all__ = ["MANIFEST", "digest", "problems", "read_manifest", "write_manifest"]
 read_manifest = read_folder_manifest
-
-
-def _rank_world(shared: bool = True) -> tuple[int, int]:
-    if shared and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather(items: list[Any], shared: bool = True) -> list[Any]:
-    """Every rank's items, concatenated (collective when distributed and ``shared``)."""
-    rank, world = _rank_world(shared)
-    if world == 1:
-        return items
-    parts: list[list[Any] | None] = [None] * world
-    dist.all_gather_object(parts, items)
-    return [x for part in parts for x in (part or [])]
 
 
 def write_manifest(folder: Path, step: int, config: dict[str, Any]) -> None:
     """Collective: every rank hashes its share of the tag's files; rank 0 writes the manifest."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     files = dict(gather([(name, digest(folder / name)) for name in names[rank::world]]))
     if rank == 0:
@@ -53,7 +36,7 @@ def write_manifest(folder: Path, step: int, config: dict[str, Any]) -> None:
 def problems(folder: Path, shared: bool = True) -> list[str]:
     """What is wrong with the tag ``folder`` (empty: intact). ``shared`` and distributed: collective, the
     ranks share the hashing and all return the same list; otherwise this process checks every file."""
-    rank, world = _rank_world(shared)
+    rank, world = rank_world(shared)
     try:
         files = sorted(read_folder_manifest(folder)["files"].items())
     except CheckpointError as err:

@@ -19,12 +19,8 @@ import torch
 import torch.distributed as dist
 
 from nestor_ds.atomic import write_text_atomic
-from nestor_ds.engine.checkpoint_integrity import (
-    gather,
-    problems,
-    read_manifest,
-    write_manifest,
-)
+from nestor_ds.engine.checkpoint_integrity import problems, read_manifest, write_manifest
+from nestor_ds.engine.distributed import gather
 from nestor_ds.errors import CheckpointError
 from nestor_ds.safe_load import weights_only_checkpoint_engine
 

@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -94,3 +95,24 @@ def shutdown() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def rank_world(shared: bool = True) -> tuple[int, int]:
+    """(rank, world size) of the default group when distributed and ``shared``; else (0, 1)."""
+    import torch.distributed as dist
+
+    if shared and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather(items: list[Any], shared: bool = True) -> list[Any]:
+    """Every rank's items, concatenated (collective when distributed and ``shared``)."""
+    rank, world = rank_world(shared)
+    if world == 1:
+        return items
+    import torch.distributed as dist
+
+    parts: list[list[Any] | None] = [None] * world
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in (part or [])]

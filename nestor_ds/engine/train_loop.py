@@ -145,7 +145,7 @@ class _Loop:
     def fit_steps_to_time(self, step: int) -> None:
         """train.fit_steps_to_time: the steps that fit in train.time_limit_s at the rate measured so far (the
         slowest rank's), and the one-cycle schedule rebuilt for them."""
-        from nestor_ds.engine.checkpoint_integrity import gather
+        from nestor_ds.engine.distributed import gather
         from nestor_ds.engine.optim import resize_one_cycle
 
         ctx, cfg = self.ctx, self.cfg

@@ -27,3 +27,5 @@ def test_time_limit_ends_the_run_as_finished(shards: Path, tmp_path: Path) -> No
     assert (out / "checkpoints" / "latest").read_text() == f"step{step:08d}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == step and "eval/ns2d_fno_1e-3/l2re_one_step" in summary
+    # a stop reason beside the plan, not a rewritten plan
+    assert summary["stop_reason"] == "time_limit" and summary["steps_planned"] == 100000
