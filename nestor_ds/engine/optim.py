@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import torch
 from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
+from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
 from nestor_ds.config.schema import OptimizerConfig
 
@@ -34,7 +34,7 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim
     )
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: float) -> Any:
+def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: float) -> OneCycleLR:
     """torch's OneCycleLR (cosine, no momentum cycling) over ``steps``, each group peaking at its own lr.
 
     torch divides by the length of each phase, so a warm-up of exactly one step (``fraction * steps == 1``:
@@ -52,7 +52,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: flo
     )
 
 
-def resize_one_cycle(scheduler: Any, steps: int, warmup_fraction: float, step: int) -> None:
+def resize_one_cycle(scheduler: OneCycleLR, steps: int, warmup_fraction: float, step: int) -> None:
     """Give a running one-cycle schedule a new length, keeping its place: its phases become those ``one_cycle``
     builds for ``steps`` and the lr that of the new schedule at ``step``."""
     # the phases depend on the length alone; the lrs (initial, peak, final) stay in the optimizer's groups
@@ -61,7 +61,7 @@ def resize_one_cycle(scheduler: Any, steps: int, warmup_fraction: float, step: i
     position_schedule(scheduler, step)
 
 
-def position_schedule(scheduler: Any, step: int) -> None:
+def position_schedule(scheduler: LRScheduler, step: int) -> None:
     """Move a scheduler to ``step``: every group's lr becomes the schedule's value there."""
     scheduler.last_epoch = step - 1
     with warnings.catch_warnings():  # "step() before optimizer.step()": intended, this only positions it

@@ -5,15 +5,15 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nestor_ds.engine.evaluate import EvalResult, format_table
+from nestor_ds.tracking.mlflow_run import Tracker
 
 
 def write_eval_outputs(
-    result: EvalResult, folder: Path, tracker: Any, step: int, history: list[dict[str, float]] | None = None
+    result: EvalResult, folder: Path, tracker: Tracker, step: int, history: list[dict[str, float]] | None = None
 ) -> dict[str, Path]:
     """Tables, plots and JSON of an evaluation into ``folder``, each logged to the tracker; returns the files."""
     from nestor_ds.tracking.plots import (

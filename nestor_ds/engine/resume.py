@@ -15,6 +15,7 @@ import logging
 from typing import Any, Iterable
 
 import torch
+from torch.optim.lr_scheduler import OneCycleLR
 
 from nestor_ds.config.loading import ConfigError
 from nestor_ds.engine.optim import position_schedule
@@ -100,7 +101,9 @@ def schedule_snapshot(optimizer: torch.optim.Optimizer) -> list[dict[str, float]
     return [{k: group[k] for k in _SCHEDULE_KEYS} for group in optimizer.param_groups]
 
 
-def continue_schedule(scheduler: Any, snapshot: list[dict[str, float]], step: int, lr_scale: float = 1.0) -> None:
+def continue_schedule(
+    scheduler: OneCycleLR, snapshot: list[dict[str, float]], step: int, lr_scale: float = 1.0
+) -> None:
     """Put the current config's schedule (its lrs times ``lr_scale``, which rollbacks lower) back over the loaded
     optimizer state and move it to ``step``."""
     groups = scheduler.optimizer.param_groups

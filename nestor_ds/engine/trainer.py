@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from deepspeed.runtime.engine import DeepSpeedEngine
     from torch.optim.lr_scheduler import OneCycleLR
 
+    from nestor_ds.data.loader import Source
+    from nestor_ds.engine.preemption import Preemption
     from nestor_ds.model.operator import NeuralOperator
     from nestor_ds.tracking.mlflow_run import Tracker
 
@@ -172,7 +174,7 @@ def _evaluate_context(
     ds: dict[str, Any],
     model: torch.nn.Module,
     weights: Path | None,
-    test_sources: list[Any],
+    test_sources: list[Source],
     progress: Progress,
 ) -> RunContext:
     import deepspeed
@@ -200,8 +202,8 @@ def _train_context(
     world: int,
     ds: dict[str, Any],
     model: torch.nn.Module,
-    test_sources: list[Any],
-    preemption: Any,
+    test_sources: list[Source],
+    preemption: Preemption,
     progress: Progress,
 ) -> RunContext:
     import deepspeed
