@@ -11,6 +11,7 @@ import math
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,10 +140,39 @@ def build_context(args: RunArgs, cfg: RunConfig, progress: Progress) -> RunConte
             "model.compile: %d blocks compiled by torch.compile; the first steps include compilation", len(model.blocks)
         )
     weights = _load_weights(args, cfg, model)
-    test_sources = open_sources(cfg, cfg.data.test_split)
+    started = _Started(args, cfg, rank, world, ds, model, open_sources(cfg, cfg.data.test_split), progress)
     if args.mode == "evaluate":
-        return _evaluate_context(args, cfg, rank, world, ds, model, weights, test_sources, progress)
-    return _train_context(args, cfg, rank, world, ds, model, test_sources, preemption, progress)
+        return _evaluate_context(started, weights)
+    return _train_context(started, preemption)
+
+
+@dataclass
+class _Started:
+    """What every run has built before its own part: config, ranks, DeepSpeed config, model and test data."""
+
+    args: RunArgs
+    cfg: RunConfig
+    rank: int
+    world: int
+    ds: dict[str, Any]
+    model: NeuralOperator
+    test_sources: list[Source]
+    progress: Progress
+
+    def context(self, engine: DeepSpeedEngine, tracker: Tracker, **train: Any) -> RunContext:
+        """The run's context around ``engine`` and ``tracker`` (``train``: the training parts)."""
+        return RunContext(
+            self.args,
+            self.cfg,
+            self.rank,
+            self.world,
+            self.ds,
+            engine,
+            tracker,
+            self.test_sources,
+            self.progress,
+            **train,
+        )
 
 
 def _load_weights(args: RunArgs, cfg: RunConfig, model: NeuralOperator) -> Path | None:
@@ -166,22 +196,13 @@ def _load_weights(args: RunArgs, cfg: RunConfig, model: NeuralOperator) -> Path 
     return weights
 
 
-def _evaluate_context(
-    args: RunArgs,
-    cfg: RunConfig,
-    rank: int,
-    world: int,
-    ds: dict[str, Any],
-    model: torch.nn.Module,
-    weights: Path | None,
-    test_sources: list[Source],
-    progress: Progress,
-) -> RunContext:
+def _evaluate_context(s: _Started, weights: Path | None) -> RunContext:
     import deepspeed
 
-    engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
-    ctx = RunContext(args, cfg, rank, world, ds, engine, _tracker(args, cfg, rank, world), test_sources, progress)
-    if rank == 0:
+    cfg, world = s.cfg, s.world
+    engine, _, _, _ = deepspeed.initialize(model=s.model, config=s.ds)
+    ctx = s.context(engine, _tracker(s.args, cfg, s.rank, world))
+    if s.rank == 0:
         with _closed_on_error(ctx.tracker):
             ctx.tracker.log_params(
                 {
@@ -195,41 +216,25 @@ def _evaluate_context(
     return ctx
 
 
-def _train_context(
-    args: RunArgs,
-    cfg: RunConfig,
-    rank: int,
-    world: int,
-    ds: dict[str, Any],
-    model: torch.nn.Module,
-    test_sources: list[Source],
-    preemption: Preemption,
-    progress: Progress,
-) -> RunContext:
+def _train_context(s: _Started, preemption: Preemption) -> RunContext:
     import deepspeed
 
     from nestor_ds.data.loader import TrainLoader, open_sources
     from nestor_ds.engine.optim import build_optimizer, one_cycle
     from nestor_ds.engine.resume import schedule_snapshot
 
+    args, cfg, rank, world, model = s.args, s.cfg, s.rank, s.world, s.model
     train_sources = open_sources(cfg, cfg.data.train_split)
     steps = total_steps(cfg, sum(s.manifest["count"] for s in train_sources), world)
     optimizer = build_optimizer(model, cfg.train.optimizer)
     scheduler = one_cycle(optimizer, steps, cfg.train.optimizer.warmup_fraction)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=s.ds)
     schedule = schedule_snapshot(optimizer)  # this config's, before a checkpoint's optimizer state replaces it
     client, changes = _resume(cfg, engine, scheduler, schedule) if args.resume else (None, {})
     tracker = _tracker(args, cfg, rank, world, client.get("mlflow_run_id") if client else None)
-    ctx = RunContext(
-        args,
-        cfg,
-        rank,
-        world,
-        ds,
+    ctx = s.context(
         engine,
         tracker,
-        test_sources,
-        progress,
         train_sources=train_sources,
         train_loader=TrainLoader(cfg, train_sources, rank, world),
         optimizer=optimizer,

@@ -11,20 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from nestor_ds.studies.runner import FINAL
+
 REPO = Path(__file__).resolve().parents[2]
 SETS = ["ns2d_fno_1e-3", "swe_pdb"]
 UNAVAILABLE = 3  # scripts/slurm_up.sh: the packages are missing and cannot be installed
-FINAL_STATES = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "PREEMPTED",
-}
+FINAL_STATES = FINAL  # the job states after which Slurm does nothing more, as the study runner knows them
 
 
 @pytest.fixture(scope="session")
