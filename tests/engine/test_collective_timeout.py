@@ -12,9 +12,38 @@ from pathlib import Path
 import pytest
 from conftest import PRETRAIN_SETS, REPO, env, run_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
+
+def test_a_timeout_is_told_by_type_and_timing_not_wording(tmp_path: Path) -> None:
+    """gloo's timeout is a plain RuntimeError raised after the wait: one that says "timed out" at once is not one,
+    and neither is another type that waited as long."""
+    import torch.distributed as dist
+
+    from nestor_ds.config import parse_config
+    from nestor_ds.engine.context import Progress
+    from nestor_ds.engine.trainer import _explained
+    from nestor_ds.errors import RunStopped
+
+    cfg = parse_config(
+        {
+            "data": {"datasets": [{"name": "ns2d_fno_1e-3"}]},
+            "train": {"steps": 1, "output_dir": str(tmp_path)},
+            "parallel": {"collective_timeout_s": 5},
+        }
+    )
+    fresh, stalled = Progress(), Progress()
+    stalled.at -= 6  # the run last moved 6 s ago, past the 5 s timeout
+    worded = RuntimeError("Timed out waiting 5000ms for recv")
+    assert _explained(worded, cfg, fresh) is worded
+    assert isinstance(_explained(worded, cfg, stalled), RunStopped)
+    assert isinstance(_explained(dist.DistBackendError("watchdog"), cfg, stalled), RunStopped)
+    bug = KeyError("step")
+    assert _explained(bug, cfg, stalled) is bug
+    stopped = _explained(RuntimeError("Application timeout caused pair closure"), cfg, stalled)
+    assert "a collective timed out after 5 s (parallel.collective_timeout_s)" in str(stopped)
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_hung_rank_ends_the_run_within_the_timeout_naming_it(shards: Path, tmp_path: Path) -> None:
     from multiproc import free_port
 
