@@ -83,7 +83,10 @@ def run(args: RunArgs) -> dict[str, Any]:
         shutdown()
         return summary
     except BaseException as err:
-        raise _explained(err, cfg, progress) from err
+        explained = _explained(err, cfg, progress)
+        if explained is err:
+            raise
+        raise explained from err
     finally:
         lock.release()
 
