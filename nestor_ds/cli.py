@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Sequence, cast
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from nestor_ds import __version__
 from nestor_ds.config import ConfigError, build_deepspeed_config, load_config
 from nestor_ds.errors import RunStopped, UserError
+
+if TYPE_CHECKING:  # the engine (torch, deepspeed) is imported only by the commands that run it
+    from nestor_ds.engine.context import Mode
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -82,20 +85,18 @@ def _add_run_arguments(p: argparse.ArgumentParser, ds_required: bool = True, con
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def _run(args: argparse.Namespace, mode: str, weights: str | None) -> int:
+def _run(args: argparse.Namespace, mode: Mode, weights: str | None) -> int:
     from pathlib import Path
 
     from nestor_ds.config.shipped import resolve_shipped
-    from nestor_ds.engine.context import Mode, RunArgs
+    from nestor_ds.engine.context import RunArgs
     from nestor_ds.engine.trainer import run
 
-    if mode not in ("pretrain", "finetune", "evaluate"):
-        raise ConfigError(f"unknown mode {mode!r}: pretrain, finetune or evaluate")
     run(
         RunArgs(
             resolve_shipped(args.config),
             resolve_shipped(args.ds_config),
-            cast(Mode, mode),
+            mode,
             Path(weights) if weights else None,
             _parse_sets(args.set),
             resume=not getattr(args, "no_resume", False),

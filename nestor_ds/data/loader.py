@@ -483,9 +483,3 @@ class TrainLoader:
     def restart(self, start_batch: int) -> Iterator[dict[str, torch.Tensor]]:
         """The batches from micro-batch ``start_batch`` on (``step * grad_accum`` after a resume or rollback)."""
         return iter(self.loader(start_batch))
-
-
-def build_train_loader(cfg: RunConfig, rank: int, world: int, start_batch: int = 0) -> DataLoader:
-    """Batches for ``train.micro_batch_per_rank`` from freshly opened train sources; ``start_batch`` =
-    micro-batches already consumed (runs open the sources once and use :class:`TrainLoader`)."""
-    return TrainLoader(cfg, open_sources(cfg, cfg.data.train_split), rank, world).loader(start_batch)

@@ -20,9 +20,6 @@ from nestor_ds.integrity import (
     write_folder_manifest,
 )
 
-__all__ = ["MANIFEST", "digest", "problems", "read_manifest", "write_manifest"]
-read_manifest = read_folder_manifest
-
 
 def write_manifest(folder: Path, step: int, config: dict[str, Any]) -> None:
     """Collective: every rank hashes its share of the tag's files; rank 0 writes the manifest."""

@@ -19,9 +19,10 @@ import torch
 import torch.distributed as dist
 
 from nestor_ds.atomic import write_text_atomic
-from nestor_ds.engine.checkpoint_integrity import problems, read_manifest, write_manifest
+from nestor_ds.engine.checkpoint_integrity import problems, write_manifest
 from nestor_ds.engine.distributed import gather
 from nestor_ds.errors import CheckpointError
+from nestor_ds.integrity import read_folder_manifest
 from nestor_ds.safe_load import weights_only_checkpoint_engine
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def load(engine: Any, root: Path, check_config: Callable[[dict[str, Any], str], 
     tag = intact_tag(root)
     if tag is None:
         return None
-    check_config(read_manifest(root / tag)["config"], str(root / tag))
+    check_config(read_folder_manifest(root / tag)["config"], str(root / tag))
     engine.checkpoint_engine = weights_only_checkpoint_engine(engine._config)
     path, client = engine.load_checkpoint(str(root), tag=tag, load_lr_scheduler_states=False)
     if path is None:

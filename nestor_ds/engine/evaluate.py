@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from nestor_ds.data.loader import Source
 from nestor_ds.data.trajectories import iter_split, to_common_grid
 from nestor_ds.engine.baselines import BASELINES
 from nestor_ds.engine.losses import l2re
+from nestor_ds.model.collectives import sum_together
 from nestor_ds.model.output import ModelOutput
 
 Forward = Callable[[torch.Tensor], ModelOutput]
@@ -123,9 +124,9 @@ class EvalResult:
         return [d.name for d in self.datasets if not getattr(d, f"ratio_{which}") < 1]
 
 
-def _sum(t: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
+def _max_over_ranks(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 
 
@@ -209,7 +210,7 @@ def evaluate(
     for src in sources:
         trajs = list(iter_split(src, cfg.train.eval_trajectories))
         mine = trajs[rank::world]
-        count = _sum(torch.tensor([len(mine)], device=device), dist.ReduceOp.MAX)
+        count = _max_over_ranks(torch.tensor([len(mine)], device=device))
         n_batches = -(-int(count.item()) // batch)
         template = trajs[0]
         frames = template.data.shape[0] if src.rollout is None else min(template.data.shape[0], m.t_in + src.rollout)
@@ -250,13 +251,13 @@ def evaluate(
                         "mask": mask[0, :, :, 0].cpu().numpy(),
                     }
             weight_sum += weight.sum()
-        _sum(stats), _sum(curves), _sum(weight_sum)
+        stats, curves, weight_sum = sum_together([stats, curves, weight_sum])
         image_load = token_load = None
-        if (
-            model.image_load is not None and model.token_load is not None
-        ):  # each expert-parallel group holds its own sum: add groups, count each once
-            image_load = (_sum(model.image_load) / cfg.parallel.ep_size).cpu().numpy()
-            token_load = (_sum(model.token_load) / cfg.parallel.ep_size).cpu().numpy()
+        if model.image_load is not None and model.token_load is not None:
+            # each expert-parallel group holds its own sum: add groups, count each once
+            image_load, token_load = (
+                (t / cfg.parallel.ep_size).cpu().numpy() for t in sum_together([model.image_load, model.token_load])
+            )
         n = max(weight_sum.item(), 1.0)
         scores = [
             Scores(stats[i, 0].item() / n, stats[i, 1].item() / n, (curves[i] / n).cpu().numpy())

@@ -11,9 +11,10 @@ import math
 import os
 import random
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -280,18 +281,14 @@ def _log_start(ctx: RunContext, fresh: bool, changes: dict[str, tuple[Any, Any]]
         ctx.log_config()
 
 
-class _closed_on_error:
+@contextmanager
+def _closed_on_error(tracker: Tracker) -> Iterator[None]:
     """Within: an exception ends the tracker's run FAILED before it propagates (the context is not built yet)."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self.tracker = tracker
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if kind is not None:
-            self.tracker.finish("FAILED")
+    try:
+        yield
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
 
 
 def _tracker(args: RunArgs, cfg: RunConfig, rank: int, world: int, run_id: str | None = None) -> Tracker:

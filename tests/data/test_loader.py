@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from suite_data import train_batches
 
 from nestor_ds.config import parse_config
-from nestor_ds.data.loader import build_train_loader, epoch_items, open_sources
+from nestor_ds.data.loader import epoch_items, open_sources
 from nestor_ds.data.shards import write_shards
 from nestor_ds.data.trajectory import Trajectory
 
@@ -101,7 +102,7 @@ def take(loader, n: int) -> list[dict]:
 
 def test_mixing_follows_weights(two_sets: Path) -> None:
     cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 3.0)}, batch=16)
-    ids = torch.cat([b["dataset_id"] for b in take(build_train_loader(cfg, 0, 1), 100)])
+    ids = torch.cat([b["dataset_id"] for b in take(train_batches(cfg, 0, 1), 100)])
     share = (ids == 1).float().mean().item()
     assert abs(share - 0.75) < 0.035, share  # 3 sigma of a binomial over 1600 draws
 
@@ -111,7 +112,7 @@ def test_ranks_and_workers_see_disjoint_data_within_an_epoch(tmp_path: Path) -> 
     cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, workers=2, batch=2, resolution=8, windows_per_trajectory=1)
     seen = []
     for rank in range(2):
-        batches = take(build_train_loader(cfg, rank, 2), 4)  # 2 per worker: one epoch of its 2 shards
+        batches = take(train_batches(cfg, rank, 2), 4)  # 2 per worker: one epoch of its 2 shards
         seen.append(torch.cat([b["traj_index"] for b in batches]).tolist())
     assert len(set(seen[0]) & set(seen[1])) == 0
     assert sorted(seen[0] + seen[1]) == list(range(16))
@@ -132,18 +133,18 @@ def test_restart_at_step_n_repeats_the_same_batches(two_sets: Path, workers: int
         batch=3,
         windows_per_trajectory=per_traj,
     )
-    straight = take(build_train_loader(cfg, 1, 2), 9)
-    resumed = take(build_train_loader(cfg, 1, 2, start_batch=start), 9 - start)
+    straight = take(train_batches(cfg, 1, 2), 9)
+    resumed = take(train_batches(cfg, 1, 2, start_batch=start), 9 - start)
     for a, b in zip(straight[start:], resumed):
         for key in ("x", "y", "mask", "dataset_id", "traj_index"):
             assert torch.equal(a[key], b[key]), key
-    other_rank = take(build_train_loader(cfg, 0, 2), 1)[0]
+    other_rank = take(train_batches(cfg, 0, 2), 1)[0]
     assert not torch.equal(other_rank["x"], straight[0]["x"])
 
 
 def test_each_decoded_trajectory_serves_k_windows_of_its_data_set(two_sets: Path) -> None:
     cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}, batch=4, windows_per_trajectory=3)
-    batches = take(build_train_loader(cfg, 0, 1), 12)
+    batches = take(train_batches(cfg, 0, 1), 12)
     ids = torch.cat([b["dataset_id"] for b in batches]).tolist()
     trajs = torch.cat([b["traj_index"] for b in batches]).tolist()
     xs = torch.cat([b["x"] for b in batches])
@@ -159,14 +160,14 @@ def test_each_decoded_trajectory_serves_k_windows_of_its_data_set(two_sets: Path
 def test_every_rank_gets_identical_shapes(two_sets: Path) -> None:
     cfg = run_config(two_sets, {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}, batch=5, resolution=16, channels=4)
     for rank in range(2):
-        for b in take(build_train_loader(cfg, rank, 2), 3):
+        for b in take(train_batches(cfg, rank, 2), 3):
             assert b["x"].shape == (5, 16, 16, 3, 4) and b["y"].shape == (5, 16, 16, 1, 4)
             assert b["mask"].shape == (5, 16, 16, 1, 4) and b["dataset_id"].shape == (5,)
 
 
 def test_masks_after_resize_and_padding(two_sets: Path) -> None:
     cfg = run_config(two_sets, {"beta": (8, 2, 1.0)}, batch=2, resolution=16, channels=4)
-    b = take(build_train_loader(cfg, 0, 1), 1)[0]
+    b = take(train_batches(cfg, 0, 1), 1)[0]
     mask = b["mask"][0, :, :, 0]
     assert torch.equal(mask[:, :, 2:], torch.zeros(16, 16, 2))  # padded channels are not real
     geometry = torch.ones(16, 16)
@@ -182,7 +183,7 @@ def test_mixing_is_proportional_to_size_times_weight_as_dpot(tmp_path: Path) -> 
     sets = {"big": (8, 1, 1.0), "small": (8, 1, 1.0)}
     for mixing, want in (("size_weighted", 0.8), ("weight", 0.5)):
         cfg = run_config(tmp_path, sets, batch=16, resolution=8, mixing=mixing)
-        ids = torch.cat([b["dataset_id"] for b in take(build_train_loader(cfg, 0, 1), 100)])
+        ids = torch.cat([b["dataset_id"] for b in take(train_batches(cfg, 0, 1), 100)])
         assert abs((ids == 0).float().mean().item() - want) < 0.04, mixing
 
 
@@ -190,10 +191,10 @@ def test_dpot_subset_uses_the_first_n_trajectories(tmp_path: Path) -> None:
     make_set(tmp_path, "alpha", 12, 8, 1, per_shard=5)
     cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=4, resolution=8, windows_per_trajectory=1)
     cfg.data.custom["alpha"] = cfg.data.custom["alpha"].model_copy(update={"dpot_train": 7})
-    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 20)]).tolist()
+    seen = torch.cat([b["traj_index"] for b in take(train_batches(cfg, 0, 1), 20)]).tolist()
     assert set(seen) == set(range(7))  # trajectories 7.. exist in the shards but DPOT never trains on them
     cfg.data.subset = "all"
-    seen = torch.cat([b["traj_index"] for b in take(build_train_loader(cfg, 0, 1), 20)]).tolist()
+    seen = torch.cat([b["traj_index"] for b in take(train_batches(cfg, 0, 1), 20)]).tolist()
     assert set(seen) == set(range(12))
 
 
@@ -228,10 +229,10 @@ def test_denoising_noise_is_scaled_by_the_l2_norm_per_channel() -> None:
 
 def test_shards_behind_a_pipe_command_give_the_same_batches(two_sets: Path) -> None:
     sets = {"alpha": (16, 1, 1.0), "beta": (8, 2, 1.0)}
-    local = take(build_train_loader(run_config(two_sets, sets, batch=3), 0, 1), 4)
+    local = take(train_batches(run_config(two_sets, sets, batch=3), 0, 1), 4)
     piped_cfg = run_config(two_sets, sets, batch=3)
     piped_cfg.data.root = f"pipe:cat {two_sets}/{{path}}"
-    piped = take(build_train_loader(piped_cfg, 0, 1), 4)
+    piped = take(train_batches(piped_cfg, 0, 1), 4)
     for a, b in zip(local, piped):
         assert torch.equal(a["x"], b["x"]) and torch.equal(a["traj_index"], b["traj_index"])
     cfg = run_config(two_sets, sets)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from suite_data import train_batches
 from test_loader import make_set, run_config, take
 
-from nestor_ds.data.loader import build_train_loader
 from nestor_ds.data.shards import DataError, encode_npy, read_manifest, write_shards
 from nestor_ds.data.trajectory import Trajectory
 
@@ -112,9 +112,9 @@ def test_bad_samples_raise_naming_shard_and_sample_or_are_skipped(tmp_path: Path
     one = dict(batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1)  # reach sample 1 early
     cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, **one)
     with pytest.raises(DataError, match=re.escape(f"shard-000000.tar {message}")):
-        take(build_train_loader(cfg, 0, 1), 3)
+        take(train_batches(cfg, 0, 1), 3)
     skip = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, **one, on_bad_sample="skip")
-    batches = take(build_train_loader(skip, 0, 1), 3)
+    batches = take(train_batches(skip, 0, 1), 3)
     assert batches[-1]["skipped"].item() >= 1
     assert 1 not in {int(i) for b in batches for i in b["traj_index"]}
 
@@ -127,7 +127,7 @@ def test_truncated_tar_is_named(tmp_path: Path) -> None:
         tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, verify_checksums=False, windows_per_trajectory=1
     )
     with pytest.raises(DataError, match="shard-000000.tar"):
-        take(build_train_loader(cfg, 0, 1), 3)
+        take(train_batches(cfg, 0, 1), 3)
 
 
 def test_skip_mode_skips_the_rest_of_a_truncated_tar_and_goes_on(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_skip_mode_skips_the_rest_of_a_truncated_tar_and_goes_on(tmp_path: Path)
         windows_per_trajectory=1,
         on_bad_sample="skip",
     )
-    batches = take(build_train_loader(cfg, 0, 1), 6)
+    batches = take(train_batches(cfg, 0, 1), 6)
     assert batches[-1]["skipped"].item() >= 2  # once per epoch: the shard is dealt again
     assert {int(i) for b in batches for i in b["traj_index"]} <= {0, 2, 3}  # 1 sits past the truncation
 
@@ -167,7 +167,7 @@ def test_skip_mode_stops_when_nothing_is_usable(tmp_path: Path, count: int) -> N
     )
     expected = "not one usable sample in an epoch" if count < 5 else r"5 bad samples or shards in a row \(data.max"
     with pytest.raises(DataError, match=f"alpha: {expected}"):
-        take(build_train_loader(cfg, 0, 1), 1)
+        take(train_batches(cfg, 0, 1), 1)
 
 
 def test_source_with_nan_is_refused_at_writing(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class Payload:
 def _plant_payload(tag: Path, marker: Path) -> Path:
     """Replace the tag's dense file by a payload and update the manifest to match, as an attacker who can
     write the folder would: the checksum passes, only the loader stands between the payload and its run."""
-    from nestor_ds.engine.checkpoint_integrity import MANIFEST, digest
+    from nestor_ds.integrity import MANIFEST, digest
 
     target = tag / "mp_rank_00_model_states.pt"
     import torch

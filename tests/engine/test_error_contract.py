@@ -22,6 +22,13 @@ ENTRY_POINTS = {
     "nestor-ds train": [sys.executable, "-m", "nestor_ds", "train"],
     "launch/train.py": [sys.executable, str(REPO / "launch" / "train.py")],
 }
+IN_PROCESS = {  # argv and the statement that starts each entry point as its command line does
+    "nestor-ds train": (["nestor-ds", "train"], "runpy.run_module('nestor_ds', run_name='__main__')"),
+    "launch/train.py": (
+        [str(REPO / "launch" / "train.py")],
+        f"runpy.run_path({str(REPO / 'launch' / 'train.py')!r}, run_name='__main__')",
+    ),
+}
 
 
 class Payload:
@@ -40,14 +47,9 @@ def _args(shards: Path, out: Path, *extra: str) -> list[str]:
 
 def _run(entry: str, args: list[str], prelude: str | None = None) -> subprocess.CompletedProcess:
     cmd = ENTRY_POINTS[entry] + args
-    if prelude is not None:  # the same entry point, with a bug planted in the process first
-        target = (
-            "runpy.run_module('nestor_ds', run_name='__main__')"
-            if "-m" in cmd
-            else (f"runpy.run_path({str(REPO / 'launch' / 'train.py')!r}, run_name='__main__')")
-        )
-        program = f"import runpy, sys; sys.argv = {cmd[1:] if '-m' not in cmd else ['nestor-ds', *cmd[3:]]!r}\n"
-        cmd = [sys.executable, "-c", program + prelude + "\n" + target]
+    if prelude is not None:  # the same entry point started inside the process, with a bug planted first
+        argv, start = IN_PROCESS[entry]
+        cmd = [sys.executable, "-c", f"import runpy, sys\nsys.argv = {argv + args!r}\n{prelude}\n{start}"]
     return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
 
 
