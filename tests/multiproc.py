@@ -17,14 +17,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(script: Path, nproc: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(
+def cpu_env() -> dict[str, str]:
+    """This environment for a CPU rank: DeepSpeed on CPU, one thread per process, this checkout importable."""
+    return dict(
         os.environ,
         DS_ACCELERATOR="cpu",
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     )
-    cmd = [
+
+
+def torchrun_cmd(script: Path | str, nproc: int, *args: str) -> list[str]:
+    """``python -m torch.distributed.run`` of ``script`` on ``nproc`` local ranks, on a free port."""
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -37,7 +42,11 @@ def torchrun(script: Path, nproc: int, *args: str, timeout: int = 600) -> subpro
         str(script),
         *args,
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun(script: Path, nproc: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = torchrun_cmd(script, nproc, *args)
+    proc = subprocess.run(cmd, cwd=REPO, env=cpu_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -53,16 +52,14 @@ def run_args(shards: Path, out: Path, *extra: str, sets: list[str] = PRETRAIN_SE
 
 
 def env() -> dict[str, str]:
-    return dict(
-        os.environ,
-        DS_ACCELERATOR="cpu",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    )
+    """The environment of every run these tests start (see ``multiproc.cpu_env``)."""
+    from multiproc import cpu_env
+
+    return cpu_env()
 
 
 def launch(launcher: str, nproc: int, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    from multiproc import free_port
+    from multiproc import free_port, torchrun_cmd
 
     script = str(REPO / "launch" / "train.py")
     if launcher == "deepspeed":
@@ -78,17 +75,7 @@ def launch(launcher: str, nproc: int, args: list[str], timeout: int = 600) -> su
             *args,
         ]
     elif launcher == "torchrun":
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_port",
-            str(free_port()),
-            script,
-            *args,
-        ]
+        cmd = torchrun_cmd(script, nproc, *args)
     else:
         cmd = [sys.executable, script, *args]
     out = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
@@ -99,19 +86,9 @@ def launch(launcher: str, nproc: int, args: list[str], timeout: int = 600) -> su
 
 def launch_and_kill_after_checkpoint(nproc: int, args: list[str], out: Path, timeout: float = 300) -> None:
     """Start a run and SIGKILL the whole process group once a checkpoint is complete."""
-    from multiproc import free_port
+    from multiproc import torchrun_cmd
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_port",
-        str(free_port()),
-        str(REPO / "launch" / "train.py"),
-        *args,
-    ]
+    cmd = torchrun_cmd(REPO / "launch" / "train.py", nproc, *args)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def test_a_timeout_is_told_by_type_and_timing_not_wording(tmp_path: Path) -> Non
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_hung_rank_ends_the_run_within_the_timeout_naming_it(shards: Path, tmp_path: Path) -> None:
-    from multiproc import free_port
+    from multiproc import torchrun_cmd
 
     out = tmp_path / "run"
     args = run_args(
@@ -62,17 +61,7 @@ def test_hung_rank_ends_the_run_within_the_timeout_naming_it(shards: Path, tmp_p
         sets=PRETRAIN_SETS[:2],
     )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            str(REPO / "launch" / "train.py"),
-            *args,
-        ],
+        torchrun_cmd(REPO / "launch" / "train.py", 2, *args),
         cwd=REPO,
         env=env(),
         stdout=subprocess.PIPE,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,13 @@ HERE = Path(__file__).parent
 
 
 def _run(shards: Path, out: Path, bad: str, ds_config: Path, *extra: str) -> subprocess.CompletedProcess:
-    from multiproc import free_port
+    from multiproc import torchrun_cmd
 
     args = run_args(
         shards, out, "--set", "train.steps=5", "--set", "train.max_bad_steps=2", *extra, sets=PRETRAIN_SETS[:2]
     )
     args[args.index("--ds_config") + 1] = str(ds_config)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(HERE / "nan_grad_worker.py"),
-        *args,
-    ]
+    cmd = torchrun_cmd(HERE / "nan_grad_worker.py", 2, *args)
     return subprocess.run(
         cmd, cwd=REPO, env={**env(), "NAN_GRAD_STEPS": bad}, capture_output=True, text=True, timeout=600
     )

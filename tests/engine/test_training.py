@@ -337,7 +337,7 @@ def test_signal_checkpoints_at_a_step_boundary_and_the_rerun_finishes(shards: Pa
     import time
 
     import psutil
-    from multiproc import free_port
+    from multiproc import torchrun_cmd
 
     out = tmp_path / "run"
     args = run_args(
@@ -353,17 +353,7 @@ def test_signal_checkpoints_at_a_step_boundary_and_the_rerun_finishes(shards: Pa
         "train.eval_trajectories=1",
     )
     log = tmp_path / "first.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "launch" / "train.py"),
-        *args,
-    ]
+    cmd = torchrun_cmd(REPO / "launch" / "train.py", 2, *args)
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, env={**env(), "PYTHONUNBUFFERED": "1"}, stdout=f, stderr=f)
         deadline = time.time() + 300
