@@ -48,6 +48,8 @@ class Fusion(nn.Module):
 class NestedMoEBlock(nn.Module):
     """x + Fusion(sum_k w_k AttnExpert_k(h), SharedAFNO(h), h) with h = GroupNorm(x).
 
+    The expert exchange is issued before the shared path runs and waited for after it (overlap).
+
     The shared path is the reference's ``shared_afno``: two stacked double-skip DPOT AFNO blocks
     whose channel MLP is D wide (the reference's ``AFNOExpert`` default).
     """
@@ -90,8 +92,11 @@ class NestedMoEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, H, W]
         h = self.norm(x)
-        moe = _on_tokens(self.moe, h)
-        paths = (moe, self.afno(h), h) if self.afno is not None else (moe, h)
+        # the samples' all-to-all is in flight while the shared AFNO path, which does not need it, runs
+        flight = self.moe.start(rearrange(h, "b c x y -> b (x y) c"))
+        afno = self.afno(h) if self.afno is not None else None
+        moe = rearrange(self.moe.finish(flight), "b (x y) c -> b c x y", y=h.shape[-1])
+        paths = (moe, afno, h) if afno is not None else (moe, h)
         return x + self.fusion(*paths)
 
 

@@ -2,9 +2,10 @@
 
 DeepSpeed's stock ``MoE`` routes tokens; here whole samples are routed. The layer
 subclasses ``deepspeed.moe.layer.MoE`` so that the engine finds it (process
-groups, MoE optimizer groups, per-expert checkpoint files), keeps the experts in
-DeepSpeed's ``Experts`` container (``allreduce=False`` + group name), and moves
-samples with DeepSpeed's differentiable ``_AllToAll``.
+groups, MoE optimizer groups, per-expert checkpoint files) and keeps the experts in
+DeepSpeed's ``Experts`` container (``allreduce=False`` + group name). Samples move by
+``model.exchange``: all-to-alls with variable splits, the first one issued before the
+block's shared path runs.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch
 import torch.distributed as dist
 from deepspeed.moe.experts import Experts
 from deepspeed.moe.layer import MoE
-from deepspeed.moe.sharded_moe import _AllToAll
 from torch import nn
 
 from nestor_ds.config.schema import ImageMoEConfig
+from nestor_ds.model.exchange import Pending, Traffic, exchange, exchange_counts, start_exchange, wait_exchange
 from nestor_ds.model.grouped import row_groups
 from nestor_ds.model.routing import Routes, SampleGate
 
@@ -42,6 +43,21 @@ class DispatchStats:
     dropped: torch.Tensor  # () routes dropped by capacity
     token_aux: torch.Tensor  # () Sub-MoE balance loss summed over the local experts (0 for an expert with no row)
     sub_counts: torch.Tensor  # [E_local, E'] tokens each Sub-MoE expert of each local expert received
+    rows_computed: int  # samples this rank's experts ran (real routes received, plus padding rows in drop mode)
+
+
+@dataclass
+class InFlight:
+    """A dispatch between :meth:`SampleDispatcher.start` and :meth:`SampleDispatcher.finish`."""
+
+    routes: Routes
+    slots: torch.Tensor  # [k, B] the send-buffer row of each route (past the end: dropped)
+    sample_shape: torch.Size  # [N, D] of one sample
+    received: torch.Tensor  # [rows, N * D] samples for the local experts (being filled while ``pending``)
+    local: torch.Tensor  # [rows] local expert of each received row (E_local: padding)
+    pending: Pending | None  # the exchange still in flight (None: nothing to wait for)
+    send_rows: list[int]  # rows sent to each EP rank (empty at ep_size 1)
+    recv_rows: list[int]  # rows received from each EP rank
 
 
 def default_ep_rank(ep_size: int) -> int:
@@ -53,12 +69,12 @@ def default_ep_rank(ep_size: int) -> int:
 class SampleDispatcher(nn.Module):
     """Route, exchange whole samples by all-to-all, run local experts, send back, combine.
 
-    Every buffer has a static size, so no step reads a size back to the host. Each rank's send buffer
-    holds, per destination rank, that rank's routes sorted by its local expert and padded to
-    ``dest_capacity`` rows: E_local * C when dropping (C slots per expert), else B * min(k, E_local), the
-    most one rank's batch can send to another (each sample picks an expert at most once). At ep_size 1
-    the dropless buffer is exactly the B * k routes; above it, padding rows run through the experts
-    (masked out of their statistics): the price of a dropless step that never stalls on the host.
+    Dropless (the default): each rank sends every other rank exactly the routes for its experts, sorted by
+    expert. The per-expert counts go first (one small integer all-to-all), and the host reads them once per
+    layer to size the variable-split exchange: the experts run on the real routes and nothing else.
+    Drop mode: static capacity, ``C`` slots per expert and source rank, equal splits; unused slots are padding
+    rows that run through the experts (left out of their statistics) and nothing is read back to the host.
+    At ep_size 1 neither mode exchanges anything nor reads the host.
     """
 
     def __init__(
@@ -80,6 +96,7 @@ class SampleDispatcher(nn.Module):
         self.ep_group: dist.ProcessGroup | None = None
         self.expected_ep_rank = 0
         self.last: DispatchStats | None = None  # the latest forward's routing
+        self.traffic = Traffic()  # what this layer's exchanges moved (the benchmarks read and reset it)
 
     def _set_ep_group(self, group: dist.ProcessGroup) -> None:
         size, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -90,42 +107,27 @@ class SampleDispatcher(nn.Module):
             )
         self.ep_group = group
 
-    def _exchange(self, t: torch.Tensor) -> torch.Tensor:
-        if self.ep_size == 1:
-            return t
+    def _group(self) -> dist.ProcessGroup:
         if self.ep_group is None:
             raise RuntimeError(
                 f"ep_size={self.ep_size} but no expert-parallel group is set: run through deepspeed.initialize "
                 f"or call set_deepspeed_parallelism() after init_distributed"
             )
-        return _AllToAll.apply(self.ep_group, t)
+        return self.ep_group
 
-    def _exchange_plain(self, t: torch.Tensor) -> torch.Tensor:
-        if self.ep_size == 1:
-            return t
-        out = torch.empty_like(t)
-        dist.all_to_all_single(out, t.contiguous(), group=self.ep_group)
-        return out
-
-    def _layout(self, routes: Routes, batch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(slot [k, B] of each route in the send buffer, or the trash slot past its end when dropped;
+    def _static_layout(self, routes: Routes, batch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Drop mode: (slot [k, B] of each route in the send buffer, or the trash slot past its end when dropped;
         local expert id [ep * Cd] of each slot, E_local for padding; Cd, rows per destination)."""
         e_local, experts = self.num_local, routes.experts
-        if routes.capacity is not None:
-            dest_cap = e_local * routes.capacity
-        else:
-            dest_cap = batch * min(self.gate.top_k, e_local)
-        kept = (
-            routes.counts
-            if routes.kept is None
-            else torch.zeros_like(routes.counts).scatter_add_(0, experts.reshape(-1), routes.kept.reshape(-1).long())
-        )  # rows each expert receives
+        if routes.capacity is None or routes.kept is None:
+            raise RuntimeError("the static layout is drop mode's")
+        dest_cap = e_local * routes.capacity
+        kept = torch.zeros_like(routes.counts).scatter_add_(0, experts.reshape(-1), routes.kept.reshape(-1).long())
         kept = kept.view(self.ep_size, e_local)
         start = (kept.cumsum(dim=1) - kept).reshape(-1)  # where each expert's rows begin in its rank's buffer
         trash = self.ep_size * dest_cap
         slots = (experts // e_local) * dest_cap + start[experts] + routes.position
-        if routes.kept is not None:
-            slots = torch.where(routes.kept, slots, torch.full_like(experts, trash))
+        slots = torch.where(routes.kept, slots, torch.full_like(experts, trash))
         local = torch.full((trash + 1,), e_local, dtype=torch.long, device=experts.device)
         local.scatter_(0, slots.reshape(-1), (experts % e_local).reshape(-1))
         return slots, local[:-1], dest_cap
@@ -133,6 +135,11 @@ class SampleDispatcher(nn.Module):
     def _run_experts(self, rows: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows [n, N, D] with their local expert ids (E_local = padding) -> (outputs, aux [E_local], counts)."""
         experts = list(self.experts.deepspeed_experts)
+        if rows.shape[0] == 0:  # no route reached this rank: one padding row keeps every expert in the step
+            probe = rows.new_zeros(1, *rows.shape[1:])  # (zero gradients; left out of every statistic)
+            pad = torch.full((1,), self.num_local, dtype=torch.long, device=rows.device)
+            y, aux, counts = type(experts[0]).run_grouped(experts, probe, row_groups(pad, self.num_local))
+            return y[:0], aux, counts
         if self.expert_compute == "loop":  # the unoptimised reference: one expert after another, sizes on the host
             out, aux, counts = rows.new_zeros(*rows.shape[:-1], self.out_width), [], []
             for j, expert in enumerate(experts):
@@ -153,27 +160,58 @@ class SampleDispatcher(nn.Module):
             )
         return y, aux, counts
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
+    def start(self, x: torch.Tensor) -> InFlight:
+        """Route x [B, N, D] and issue the exchange of the samples; :meth:`finish` completes the layer."""
         b, sample_shape = x.shape[0], x.shape[1:]
-        out_shape = (*sample_shape[:-1], self.out_width)
         routes: Routes = self.gate(x.mean(dim=1))
-        slots, local, dest_cap = self._layout(routes, b)
         flat = x.reshape(b, -1)
-
-        # slot -> source sample; one gather builds the [ep * Cd, S] send buffer. Padding slots copy sample 0:
+        k = routes.experts.shape[0]
+        send_rows: list[int] = []
+        recv_rows: list[int] = []
+        if routes.capacity is None:  # dropless: the send buffer is the k * B routes sorted by global expert
+            slots = (routes.counts.cumsum(0) - routes.counts)[routes.experts] + routes.position
+            local = torch.empty(k * b, dtype=torch.long, device=x.device)
+            local.scatter_(0, slots.reshape(-1), routes.experts.reshape(-1))
+            buffer_rows = k * b
+        else:
+            slots, local, dest_cap = self._static_layout(routes, b)
+            buffer_rows = self.ep_size * dest_cap
+        # slot -> source sample; one gather builds the send buffer. Drop mode's padding slots copy sample 0:
         # their rows are left out of every statistic and their outputs are never read
-        source = torch.zeros(self.ep_size * dest_cap + 1, dtype=torch.long, device=x.device)
-        source.scatter_(0, slots.reshape(-1), torch.arange(b, device=x.device).repeat(slots.shape[0]))
+        source = torch.zeros(buffer_rows + 1, dtype=torch.long, device=x.device)
+        source.scatter_(0, slots.reshape(-1), torch.arange(b, device=x.device).repeat(k))
         send = flat.index_select(0, source[:-1])
+        if self.ep_size == 1:
+            return InFlight(routes, slots, sample_shape, send, local, None, send_rows, recv_rows)
 
-        # every rank runs both all-to-alls every step (a rank that skipped one would hang the group's backward)
-        recv = self._exchange(send).view(self.ep_size * dest_cap, *sample_shape)
-        recv_local = self._exchange_plain(local)
-        y, aux, sub_counts = self._run_experts(recv, recv_local)
-        back = self._exchange(y.to(recv.dtype).reshape(self.ep_size * dest_cap, -1))
+        # every rank runs every exchange of every layer every step (a rank that skipped one would hang the group)
+        group, e_local = self._group(), self.num_local
+        if routes.capacity is None:
+            recv_counts = exchange_counts(routes.counts, group, self.traffic)  # [ep * E_local] from each source
+            host = torch.cat([routes.counts, recv_counts]).tolist()  # the layer's one host read
+            send_rows = [sum(host[r * e_local : (r + 1) * e_local]) for r in range(self.ep_size)]
+            mine = host[self.ep_size * e_local :]
+            recv_rows = [sum(mine[r * e_local : (r + 1) * e_local]) for r in range(self.ep_size)]
+            ids = torch.arange(e_local, device=x.device).repeat(self.ep_size)
+            local = torch.repeat_interleave(ids, recv_counts, output_size=sum(recv_rows))
+        else:
+            send_rows = recv_rows = [dest_cap] * self.ep_size
+            local = exchange_counts(local, group, self.traffic)  # the expert id of every slot, padding included
+        received, pending = start_exchange(send, group, send_rows, recv_rows, self.traffic)
+        return InFlight(routes, slots, sample_shape, received, local, pending, send_rows, recv_rows)
 
-        # a dropped route reads slot 0 with weight 0
-        routed = back.index_select(0, slots.reshape(-1).clamp(max=back.shape[0] - 1)).view(*slots.shape, -1)
+    def finish(self, f: InFlight) -> torch.Tensor:
+        """Wait for the samples, run the local experts, send the outputs back and combine them per sample."""
+        routes, b = f.routes, f.slots.shape[1]
+        received = f.received if f.pending is None else wait_exchange(f.received, f.pending)
+        rows = received.view(received.shape[0], *f.sample_shape)
+        y, aux, sub_counts = self._run_experts(rows, f.local)
+        back = y.to(rows.dtype).reshape(rows.shape[0], y.shape[1:].numel())
+        if self.ep_size > 1:
+            back = exchange(back, self._group(), f.recv_rows, f.send_rows, self.traffic)
+
+        # a dropped route reads row 0 with weight 0
+        routed = back.index_select(0, f.slots.reshape(-1).clamp(max=back.shape[0] - 1)).view(*f.slots.shape, -1)
         weights = (routes.weights if routes.kept is None else routes.weights * routes.kept).to(routed.dtype)
         combined = (routed * weights.unsqueeze(-1)).sum(dim=0)  # [B, S]
 
@@ -182,12 +220,16 @@ class SampleDispatcher(nn.Module):
             counts=routes.counts,
             experts=routes.experts,
             weights=routes.weights,
-            batch=torch.tensor(float(b), device=x.device),
+            batch=torch.tensor(float(b), device=back.device),
             dropped=routes.dropped,
             token_aux=aux.float().sum(),
             sub_counts=sub_counts,
+            rows_computed=max(rows.shape[0], 1),  # an empty rank runs one padding row
         )
-        return combined.view(b, *out_shape)
+        return combined.view(b, *f.sample_shape[:-1], self.out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, N, D] tokens of whole samples
+        return self.finish(self.start(x))
 
 
 class SampleMoE(MoE):
@@ -243,6 +285,14 @@ class SampleMoE(MoE):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.deepspeed_moe(x)
+
+    def start(self, x: torch.Tensor) -> InFlight:
+        """Route the samples and issue their exchange (work that does not need them can run meanwhile)."""
+        return self.deepspeed_moe.start(x)
+
+    def finish(self, flight: InFlight) -> torch.Tensor:
+        """Complete a :meth:`start`: the experts' outputs, combined per sample."""
+        return self.deepspeed_moe.finish(flight)
 
     def set_temperature(self, value: float) -> None:
         """Set the router's softmax temperature (annealed during pre-training)."""
