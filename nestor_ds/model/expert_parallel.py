@@ -139,7 +139,8 @@ class SampleDispatcher(nn.Module):
             probe = rows.new_zeros(1, *rows.shape[1:])  # (zero gradients; left out of every statistic)
             pad = torch.full((1,), self.num_local, dtype=torch.long, device=rows.device)
             y, aux, counts = type(experts[0]).run_grouped(experts, probe, row_groups(pad, self.num_local))
-            return y[:0], aux, counts
+            # tied to the (empty) received rows: the backward must still run this rank's share of the exchange
+            return y[:0] + rows.sum() * 0, aux, counts
         if self.expert_compute == "loop":  # the unoptimised reference: one expert after another, sizes on the host
             out, aux, counts = rows.new_zeros(*rows.shape[:-1], self.out_width), [], []
             for j, expert in enumerate(experts):

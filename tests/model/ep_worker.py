@@ -51,6 +51,7 @@ def main() -> None:
     )
     ap.add_argument("--input", type=Path, default=None, help="with --imported: .npy input [B, X, Y, T_in, C]")
     ap.add_argument("--temperature", type=float, default=None, help="with --imported: router temperature")
+    ap.add_argument("--rig-router", action="store_true", help="every sample picks experts 0 and 1 (rank 0's at ep 2)")
     args = ap.parse_args()
 
     init_distributed()
@@ -73,6 +74,12 @@ def main() -> None:
     ds_json["zero_optimization"] = {"stage": args.zero_stage}
     ds = build_deepspeed_config(cfg, ds_json, world)
     model = build_model(cfg.model, args.ep_size, seed=cfg.train.seed)
+    if args.rig_router:  # the other ranks' experts receive no sample: their rank must still take part in every exchange
+        with torch.no_grad():
+            for layer in model.moe_layers:
+                scorer = layer.deepspeed_moe.gate.scorer
+                scorer.weight.zero_()
+                scorer.bias.copy_(torch.tensor([8.0, 8.0] + [-8.0] * (scorer.bias.numel() - 2)))
     local_expert_params = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds

@@ -23,7 +23,7 @@ BLOCKS = load_config(REPO / "configs" / "tiny_cpu.yaml").model.blocks
 
 
 def _run(tmp: Path, ep: int, stage: int, *extra: str) -> tuple[list[dict], dict]:
-    out = tmp / f"ep{ep}_zero{stage}"
+    out = tmp / (f"ep{ep}_zero{stage}" + "".join(extra[:1]).replace("-", "_"))
     torchrun(WORKER, ep, "--ep-size", str(ep), "--zero-stage", str(stage), "--out", str(out), *extra)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(ep)]
     return ranks, torch.load(out / "state.pt")
@@ -55,6 +55,20 @@ def test_ep2_equals_ep1(tmp: Path, stage: int) -> None:
         torch.testing.assert_close(state2[key], state1[key], **TOL, msg=key)
     # each rank holds exactly half of the expert parameters
     assert [r["local_expert_params"] for r in two] == [one["local_expert_params"] // 2] * 2
+
+
+def test_a_rank_whose_experts_receive_no_sample_still_trains(tmp: Path) -> None:
+    """Dropless dispatch sends only real routes, so a rank may receive none: it still runs every exchange, forward
+    and backward (else the others would wait for it forever), and the step equals ep 1's."""
+    (one,), state1 = _run(tmp, 1, 0, "--rig-router")
+    two, state2 = _run(tmp, 2, 0, "--rig-router")
+    assert one["image_load"][:, 2:].sum() == 0  # experts 2 and 3 (rank 1's at ep 2) got nothing
+    torch.testing.assert_close(torch.cat([r["pred"] for r in two]), one["pred"], **TOL)
+    for r in two:
+        assert r["loss"] == pytest.approx(one["loss"], rel=1e-5)
+        assert r["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-5)
+    for key in state1:
+        torch.testing.assert_close(state2[key], state1[key], **TOL, msg=key)
 
 
 def test_checkpoint_per_expert_files_reload_and_export(tmp: Path) -> None:

@@ -1,0 +1,175 @@
+"""What expert parallelism costs, measured on real processes: FLOPs, rows the experts ran, all-to-all bytes and time.
+
+``measure_ep(cfg, ep, global_batch)`` starts ``ep`` gloo ranks (``torch.distributed.run`` on this module); each
+builds the model sharded ``ep`` ways, takes its share of one fixed global batch, and runs forward+backward:
+once timed (with the bytes every all-to-all handed to the backend, forward and backward, and the route counts
+of each MoE layer), once under ``torch.utils.flop_counter``. The driver sums the ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from nestor_ds.config.schema import ModelConfig
+from nestor_ds.errors import UserError
+from nestor_ds.profiling import count_flops
+
+
+@dataclass
+class RankMeasure:
+    """One rank's forward+backward."""
+
+    flops: int
+    rows_computed: int  # samples its experts ran, over all MoE layers
+    routes: int  # routes its own samples made (k per sample and layer)
+    bytes_out: int  # bytes its all-to-alls sent to other ranks (forward + backward)
+    bytes_to_self: int  # bytes its all-to-alls "sent" to itself (a local copy)
+    alltoall_s: float  # seconds the host was blocked in all-to-alls
+    step_s: float  # wall time of the timed forward+backward
+    counts: list[list[int]]  # [layer][E] routes of its samples to each expert
+
+
+@dataclass
+class EPMeasure:
+    """All ranks of one ``ep`` run, summed (time: the slowest rank)."""
+
+    ep: int
+    global_batch: int
+    ranks: list[RankMeasure]
+
+    @property
+    def flops(self) -> int:
+        """FLOPs of forward+backward summed over ranks."""
+        return sum(r.flops for r in self.ranks)
+
+    @property
+    def rows_per_route(self) -> float:
+        """Samples the experts ran per real route (1.0: no padding row ran)."""
+        return sum(r.rows_computed for r in self.ranks) / max(1, sum(r.routes for r in self.ranks))
+
+    @property
+    def bytes_out(self) -> int:
+        """All-to-all bytes between ranks, summed over ranks (a rank's copy to itself not counted)."""
+        return sum(r.bytes_out for r in self.ranks)
+
+    @property
+    def step_s(self) -> float:
+        """Forward+backward wall time of the slowest rank."""
+        return max(r.step_s for r in self.ranks)
+
+    @property
+    def alltoall_s(self) -> float:
+        """Host time blocked in all-to-alls, the most of any rank."""
+        return max(r.alltoall_s for r in self.ranks)
+
+    def counts(self) -> list[list[list[int]]]:
+        """[layer][source rank][expert] route counts of the timed step."""
+        return [[r.counts[layer] for r in self.ranks] for layer in range(len(self.ranks[0].counts))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure_ep(cfg: ModelConfig, ep: int, global_batch: int, workdir: Path, seed: int = 0) -> EPMeasure:
+    """Forward+backward of ``cfg`` at ``ep_size=ep`` on ``ep`` CPU ranks over gloo, the global batch split evenly."""
+    if global_batch % ep:
+        raise UserError(f"global batch {global_batch} does not split over {ep} ranks")
+    if cfg.moe.experts % ep:
+        raise UserError(f"model.moe.experts={cfg.moe.experts} does not split over ep_size={ep}")
+    out = workdir / f"ep{ep}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").write_text(cfg.model_dump_json())
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(ep),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "nestor_ds.model.ep_benchmark",
+        "--out",
+        str(out),
+        "--batch",
+        str(global_batch),
+        "--seed",
+        str(seed),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ep={ep} benchmark ranks failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    ranks = [RankMeasure(**json.loads((out / f"rank{r}.json").read_text())) for r in range(ep)]
+    return EPMeasure(ep, global_batch, ranks)
+
+
+def _worker(out: Path, global_batch: int, seed: int) -> None:
+    import deepspeed
+    import torch.distributed as dist
+
+    from nestor_ds.model.registry import build_model
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cfg = ModelConfig.model_validate_json((out / "model.json").read_text())
+    model = build_model(cfg, ep_size=world, seed=seed)
+    for layer in model.moe_layers:
+        layer.set_deepspeed_parallelism()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(global_batch, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels, generator=g)
+    per = global_batch // world
+    x = x[rank * per : (rank + 1) * per]
+
+    def step() -> None:
+        out = model(x)
+        (out.pred.float().square().mean() + 0.03 * out.aux_image + 1e-4 * out.aux_token).backward()
+
+    step()  # warm-up
+    model.zero_grad()
+    dispatchers = [layer.deepspeed_moe for layer in model.moe_layers]
+    for d in dispatchers:
+        d.traffic.reset()
+    dist.barrier()
+    t0 = time.perf_counter()
+    step()
+    step_s = time.perf_counter() - t0
+    stats = [d.last for d in dispatchers if d.last is not None]
+    measure = RankMeasure(
+        flops=0,
+        rows_computed=sum(s.rows_computed for s in stats),
+        routes=sum(int(s.experts.numel()) for s in stats),
+        bytes_out=sum(d.traffic.bytes_out for d in dispatchers),
+        bytes_to_self=sum(d.traffic.bytes_to_self for d in dispatchers),
+        alltoall_s=sum(d.traffic.seconds for d in dispatchers),
+        step_s=step_s,
+        counts=[s.counts.tolist() for s in stats],
+    )
+    measure.flops = count_flops(step)
+    (out / f"rank{rank}.json").write_text(json.dumps(asdict(measure)))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="one rank of measure_ep (started by torch.distributed.run)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    _worker(a.out, a.batch, a.seed)
