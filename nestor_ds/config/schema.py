@@ -239,7 +239,11 @@ class DataConfig(Strict):
         description="skip mode: bad samples or shards in a row, per data set "
         "and loader slot, before the run stops naming the data set",
     )
-    verify_checksums: bool = Field(True, description="check every shard's sha256 against its manifest at start")
+    verify_checksums: bool = Field(
+        True,
+        description="check each shard's sha256 against its manifest when a process first opens it, before any of "
+        "its samples is used (a remote shard: as it streams, a mismatch stops the run); start-up checks sizes only",
+    )
     custom: dict[str, DatasetInfo] = Field(default_factory=dict, description="data sets not in the registry")
 
     @model_validator(mode="after")

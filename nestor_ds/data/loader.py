@@ -39,10 +39,12 @@ from nestor_ds.config.schema import RunConfig
 from nestor_ds.data.feedback import channel_roles
 from nestor_ds.data.shards import (
     DataError,
+    ShardCorrupt,
     decode_sample,
     is_remote,
     iter_raw_samples,
     locate,
+    needs_whole_read,
     read_manifest,
     subfolder,
 )
@@ -66,6 +68,7 @@ class Source:
     rollout: int | None = None  # frames evaluated after t_in (None: to the end)
     predicted: int | None = None  # leading channels the model predicts (None: all real ones; the rest input only)
     periodic: bool = False  # the data set's boundaries are periodic (patch jittering rolls instead of padding)
+    verify: bool = True  # check each shard's sha256 when this process first opens it (data.verify_checksums)
 
     def roles(self, channels: int) -> torch.Tensor:
         """Role of each of the model's channels for this data set (``data.feedback``)."""
@@ -80,17 +83,22 @@ class Source:
         """Where shard number ``shard`` is read from (path, URL or pipe)."""
         return locate(self.folder, self.manifest["shards"][shard]["name"])
 
+    def sha256(self, shard: int) -> str | None:
+        """The sha256 shard number ``shard`` is checked against on first open (None: not checked)."""
+        return str(self.manifest["shards"][shard]["sha256"]) if self.verify else None
+
 
 def open_sources(cfg: RunConfig, split: str) -> list[Source]:
-    """Every configured data set's ``split`` as a :class:`Source`: manifest read (checked as
-    ``data.verify_checksums`` says), DPOT's subset limit, mixing weight, scored and predicted channels."""
+    """Every configured data set's ``split`` as a :class:`Source`: manifest read, local shards there at their
+    sizes (``data.verify_checksums``; nothing hashed: see :func:`iter_raw_samples`), DPOT's subset limit,
+    mixing weight, scored and predicted channels."""
     train = split == cfg.data.train_split
     sources = []
     for i, entry in enumerate(cfg.data.datasets):
         info = cfg.data.info(entry.name)
         base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
         folder = subfolder(base, split)
-        manifest = read_manifest(folder if is_remote(folder) else Path(folder), verify=cfg.data.verify_checksums)
+        manifest = read_manifest(folder if is_remote(folder) else Path(folder), cfg.data.verify_checksums)
         if manifest["count"] == 0:
             raise DataError(f"{folder}: the manifest lists no trajectories")
         limit = manifest["count"]
@@ -104,7 +112,17 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
         rollout = info.rollout if cfg.data.subset == "dpot" else None
         sources.append(
             Source(
-                entry.name, i, folder, manifest, weight, limit, scored, rollout, info.predicted_channels, info.periodic
+                entry.name,
+                i,
+                folder,
+                manifest,
+                weight,
+                limit,
+                scored,
+                rollout,
+                info.predicted_channels,
+                info.periodic,
+                cfg.data.verify_checksums,
             )
         )
     return sources
@@ -177,9 +195,11 @@ class SourceStream:
                 by_shard.setdefault(s, set()).add(p)
             usable = 0
             for shard in dict.fromkeys(s for s, _ in wanted):  # keeps the dealt order
-                last = max(by_shard[shard])
+                url, sha256 = self.src.url(shard), self.src.sha256(shard)
+                whole = needs_whole_read(url, sha256)  # a remote shard not yet checked: to its end
+                last = self.src.shard_counts[shard] if whole else max(by_shard[shard])
                 try:
-                    for pos, raw in enumerate(iter_raw_samples(self.src.url(shard))):
+                    for pos, raw in enumerate(iter_raw_samples(url, sha256)):
                         if pos > last:
                             break
                         if pos not in by_shard[shard]:
@@ -193,6 +213,10 @@ class SourceStream:
                         usable += 1
                         self.consecutive = 0
                         yield traj, window_rng
+                except ShardCorrupt as err:  # a local one before any of its samples was used: skippable
+                    if err.used:
+                        raise
+                    self._bad(err, "a corrupt shard")
                 except DataError as err:  # the tar itself: the rest of this shard cannot be read
                     self._bad(err, "the rest of an unreadable shard")
             if not usable:

@@ -8,6 +8,7 @@ last, the same way. A shard that the manifest does not list is never read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -351,12 +352,12 @@ def _read_remote(url: str) -> bytes:
         raise DataError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
 
 
-def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Load a split's manifest; with ``verify`` check every shard's size and sha256.
+def read_manifest(folder: str | Path, check_sizes: bool = True) -> dict[str, Any]:
+    """Load a split's manifest and check that every local shard is there (with ``check_sizes``: at its size).
 
-    ``folder`` may be a URL or a ``pipe:`` location (see :func:`locate`); remote
-    shards are not downloaded to be checked here: a truncated one still fails when
-    it is read, naming it.
+    Nothing is hashed here: a shard's sha256 is checked by the process that reads it, when it first opens it
+    (:func:`iter_raw_samples`), so start-up does not grow with the data. ``folder`` may be a URL or a ``pipe:``
+    location (see :func:`locate`).
     """
     if is_remote(folder):
         url = locate(folder, MANIFEST)
@@ -373,9 +374,86 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
         file = folder / shard["name"]
         if not file.is_file():
             raise DataError(f"{file}: listed in {path} but missing")
-        if verify and (file.stat().st_size != shard["bytes"] or sha256_of(file) != shard["sha256"]):
-            raise DataError(f"{file}: checksum does not match {path} (truncated or corrupt shard)")
+        if check_sizes and file.stat().st_size != shard["bytes"]:
+            raise DataError(f"{file}: {file.stat().st_size} bytes, {path} says {shard['bytes']} (truncated shard)")
     return manifest
+
+
+class ShardCorrupt(DataError):
+    """A shard whose bytes do not match its manifest's sha256. ``used``: samples of it were already read (a
+    remote shard is checked as it streams), so skipping it cannot undo them."""
+
+    def __init__(self, message: str, used: bool) -> None:
+        super().__init__(message)
+        self.used = used
+
+
+@dataclass
+class ShardChecks:
+    """This process's shard checks: the shards found intact (never hashed again) and the bytes hashed."""
+
+    intact: set[str]
+    bytes_hashed: int = 0
+
+
+SHARD_CHECKS = ShardChecks(set())  # per process: each loader worker checks the shards it reads
+
+
+def needs_whole_read(shard: str | Path, sha256: str | None) -> bool:
+    """Whether a reader must go on to the end of ``shard`` even when it wants fewer samples: a remote shard not
+    yet checked is hashed as it streams, and its check completes only at its end."""
+    return sha256 is not None and is_remote(shard) and str(shard) not in SHARD_CHECKS.intact
+
+
+def _check_local(path: str, sha256: str) -> None:
+    """Hash the file (it then sits in the page cache for the read that follows) before any sample is used."""
+    if path in SHARD_CHECKS.intact:
+        return
+    SHARD_CHECKS.bytes_hashed += os.path.getsize(path)
+    if sha256_of(Path(path)) != sha256:
+        raise ShardCorrupt(f"{path}: sha256 does not match its manifest (corrupt shard); none of it is used", False)
+    SHARD_CHECKS.intact.add(path)
+
+
+class _Hashing(io.RawIOBase):
+    """A read-through stream that hashes what passes."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.sha = stream, hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.sha.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+
+def _remote_tar_members(url: str, sha256: str | None) -> Iterator[dict[str, Any]]:
+    """A remote tar's files as they stream; with ``sha256``, the stream is hashed and checked at its end."""
+    with wds.gopen(url, "rb") as raw:
+        stream = _Hashing(raw)
+        with tarfile.open(fileobj=io.BufferedReader(stream, 1 << 20), mode="r|") as tar:
+            for member in tar:
+                if member.isreg() and not member.name.startswith("__"):
+                    file = tar.extractfile(member)
+                    yield {"fname": member.name, "data": file.read() if file else b"", "__url__": url}
+            while stream.read(1 << 20):  # the tar's end padding: part of the file's hash
+                pass
+    if sha256 is not None and url not in SHARD_CHECKS.intact:
+        SHARD_CHECKS.bytes_hashed += stream.bytes
+        if stream.sha.hexdigest() != sha256:
+            raise ShardCorrupt(
+                f"{url}: the streamed bytes do not match the manifest's sha256 (corrupt or replaced shard); "
+                f"its samples were read as it streamed, so the run stops",
+                True,
+            )
+        SHARD_CHECKS.intact.add(url)
+    yield {}  # end of shard: the last sample is complete
 
 
 def _local_tar_members(path: str) -> Iterator[dict[str, Any]]:
@@ -389,16 +467,21 @@ def _local_tar_members(path: str) -> Iterator[dict[str, Any]]:
     yield {}  # end of shard: the last sample is complete
 
 
-def iter_raw_samples(shard: str | Path) -> Iterator[dict[str, Any]]:
+def iter_raw_samples(shard: str | Path, sha256: str | None = None) -> Iterator[dict[str, Any]]:
     """Raw (undecoded) samples of one shard (a file, URL or ``pipe:``), grouped by WebDataset.
 
-    Errors name the shard.
+    With ``sha256`` (the manifest's), the shard is checked the first time this process opens it: a local file
+    is hashed before its first sample is read; a remote one as it streams, the mismatch raised at its end (read
+    it to the end: :func:`needs_whole_read`). A mismatch raises :class:`ShardCorrupt`; errors name the shard.
     """
     try:
         if is_remote(shard):
-            yield from wds.tarfile_samples([{"url": str(shard)}])
+            yield from group_by_keys(_remote_tar_members(str(shard), sha256))
         else:
-            yield from group_by_keys(_local_tar_members(str(shard).removeprefix("file://")))
+            path = str(shard).removeprefix("file://")
+            if sha256 is not None:
+                _check_local(path, sha256)
+            yield from group_by_keys(_local_tar_members(path))
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - tarfile raises many kinds on truncation/corruption

@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 
 from nestor_ds.data.loader import Source, common_grid
-from nestor_ds.data.shards import decode_sample, iter_raw_samples
+from nestor_ds.data.shards import decode_sample, iter_raw_samples, needs_whole_read
 from nestor_ds.data.trajectory import Trajectory
 
 
@@ -16,11 +16,15 @@ def iter_split(src: Source, limit: int | None = None) -> Iterator[Trajectory]:
     cap = src.limit if limit is None else min(limit, src.limit)
     n = 0
     for shard in range(len(src.manifest["shards"])):
-        for raw in iter_raw_samples(src.url(shard)):
-            if n >= cap:
+        url, sha256 = src.url(shard), src.sha256(shard)
+        if n >= cap and not needs_whole_read(url, sha256):
+            return
+        for raw in iter_raw_samples(url, sha256):  # checked on first open in this process
+            if n < cap:
+                yield decode_sample(raw, src.manifest["channels"])
+                n += 1
+            elif not needs_whole_read(url, sha256):
                 return
-            yield decode_sample(raw, src.manifest["channels"])
-            n += 1
 
 
 def to_common_grid(

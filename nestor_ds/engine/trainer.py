@@ -224,11 +224,20 @@ def _train_context(s: _Started, preemption: Preemption) -> RunContext:
     import deepspeed
 
     from nestor_ds.data.loader import TrainLoader, open_sources
+    from nestor_ds.data.shards import SHARD_CHECKS
     from nestor_ds.engine.optim import build_optimizer, one_cycle
     from nestor_ds.engine.resume import schedule_snapshot
 
     args, cfg, rank, world, model = s.args, s.cfg, s.rank, s.world, s.model
     train_sources = open_sources(cfg, cfg.data.train_split)
+    shards = sum(len(src.manifest["shards"]) for src in (*train_sources, *s.test_sources))
+    log.info(
+        "data: %d manifests read, %d shards there at their sizes; each shard's sha256 is checked when a process "
+        "first opens it (%d bytes hashed before step 1)",
+        len(train_sources) + len(s.test_sources),
+        shards,
+        SHARD_CHECKS.bytes_hashed,
+    )
     steps = total_steps(cfg, sum(s.manifest["count"] for s in train_sources), world)
     optimizer = build_optimizer(model, cfg.train.optimizer)
     scheduler = one_cycle(optimizer, steps, cfg.train.optimizer.warmup_fraction)

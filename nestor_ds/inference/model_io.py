@@ -93,7 +93,7 @@ def channel_names(cfg: RunConfig) -> dict[str, list[str]]:
         base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
         folder = subfolder(base, cfg.data.train_split)
         try:
-            manifest = read_manifest(folder if is_remote(folder) else Path(folder), verify=False)
+            manifest = read_manifest(folder if is_remote(folder) else Path(folder), check_sizes=False)
         except (DataError, OSError):
             continue
         names[entry.name] = list(manifest["channels"])

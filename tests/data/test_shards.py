@@ -70,12 +70,63 @@ def test_rewriting_a_split_switches_at_the_end_and_a_failure_keeps_the_old_one(t
     assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [".train.writing-999-abcdef", "train"]
 
 
-def test_checksum_mismatch_names_the_shard(tmp_path: Path) -> None:
+def test_a_truncated_shard_is_named_at_start_by_its_size(tmp_path: Path) -> None:
     write_shards([traj(i) for i in range(4)], tmp_path / "alpha", "alpha", "train", per_shard=2)
     shard = tmp_path / "alpha" / "train" / "shard-000001.tar"
     shard.write_bytes(shard.read_bytes()[:3000])  # truncated
-    with pytest.raises(DataError, match=r"shard-000001.tar: checksum does not match"):
+    with pytest.raises(DataError, match=r"shard-000001.tar: 3000 bytes, .* says \d+ \(truncated shard\)"):
         read_manifest(tmp_path / "alpha" / "train")
+
+
+def _flip_a_bit(shard: Path) -> None:
+    """One bit of the first sample's array: the same size, still a readable tar with a decodable sample."""
+    with tarfile.open(shard) as tar:
+        offset = next(m.offset_data for m in tar if m.name.endswith(".data.npy")) + 200
+    raw = bytearray(shard.read_bytes())
+    raw[offset] ^= 0x10
+    shard.write_bytes(bytes(raw))
+
+
+def test_start_hashes_nothing_and_a_shard_is_checked_when_first_opened(tmp_path: Path) -> None:
+    """Start-up reads manifests and sizes only; each shard is hashed by the process that opens it, before its
+    samples are used, once; a flipped bit is named before any sample of that shard reaches a batch."""
+    from nestor_ds.data.loader import open_sources
+    from nestor_ds.data.shards import SHARD_CHECKS
+
+    make_set(tmp_path, "alpha", 24, 8, 1, per_shard=1)  # 24 shards: trajectory i is shard i
+    folder = tmp_path / "alpha" / "train"
+    cfg = run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, windows_per_trajectory=1)
+    before = SHARD_CHECKS.bytes_hashed
+    open_sources(cfg, "train")
+    assert SHARD_CHECKS.bytes_hashed == before  # nothing hashed at start
+
+    first = take(train_batches(cfg, 0, 1), 1)[0]
+    used = sorted({int(i) for i in first["traj_index"]})
+    size = {int(p.stem.split("-")[1]): p.stat().st_size for p in folder.glob("*.tar")}
+    assert SHARD_CHECKS.bytes_hashed - before == sum(size[i] for i in used)  # exactly the shards trained on first
+
+    batches = take(train_batches(cfg, 0, 1), 12)  # one epoch: every shard opened once more in this process...
+    order = [int(i) for b in batches for i in b["traj_index"]]
+    hashed = SHARD_CHECKS.bytes_hashed
+    take(train_batches(cfg, 0, 1), 12)
+    assert SHARD_CHECKS.bytes_hashed == hashed  # ...and trusted the second time
+
+    SHARD_CHECKS.intact.clear()  # a new process
+    victim = order[5]
+    _flip_a_bit(folder / f"shard-{victim:06d}.tar")
+    seen: list[int] = []
+    with pytest.raises(DataError, match=rf"shard-{victim:06d}.tar: sha256 does not match its manifest"):
+        for b in train_batches(cfg, 0, 1):
+            seen += [int(i) for i in b["traj_index"]]
+    assert victim not in seen and seen == order[: len(seen)] and len(seen) >= 4
+
+    SHARD_CHECKS.intact.clear()
+    skip = run_config(
+        tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, windows_per_trajectory=1, on_bad_sample="skip"
+    )
+    batches = take(train_batches(skip, 0, 1), 24)  # two epochs
+    assert victim not in {int(i) for b in batches for i in b["traj_index"]}
+    assert batches[-1]["skipped"].item() >= 1
 
 
 def _rewrite_shard(path: Path, mutate) -> None:
@@ -205,3 +256,22 @@ def test_a_full_disk_while_resharding_keeps_the_old_data_set(tmp_path: Path) -> 
             write_shards(big(100), disk / "alpha", "alpha", "train", per_shard=5)
         assert read_manifest(disk / "alpha" / "train") == old
         assert [p.name for p in (disk / "alpha").iterdir()] == ["train"]  # the staging is gone: space is back
+
+
+def test_a_remote_shard_is_checked_as_it_streams_and_a_mismatch_stops_even_in_skip_mode(tmp_path: Path) -> None:
+    from nestor_ds.data.shards import SHARD_CHECKS
+
+    make_set(tmp_path, "alpha", 4, 8, 1, per_shard=1)
+    SHARD_CHECKS.intact.clear()
+    for on_bad in ("raise", "skip"):
+        cfg = run_config(
+            tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8, windows_per_trajectory=1, on_bad_sample=on_bad
+        )
+        cfg.data.root = f"pipe:cat {tmp_path}/{{path}}"
+        take(train_batches(cfg, 0, 1), 4)  # intact: two epochs stream through the check
+    assert len(SHARD_CHECKS.intact) == 4 and all(u.startswith("pipe:cat ") for u in SHARD_CHECKS.intact)
+
+    SHARD_CHECKS.intact.clear()
+    _flip_a_bit(tmp_path / "alpha" / "train" / "shard-000002.tar")
+    with pytest.raises(DataError, match=r"shard-000002.tar: the streamed bytes do not match .* the run stops"):
+        take(train_batches(cfg, 0, 1), 4)  # skip mode: its samples were already read, so it cannot be skipped

@@ -20,7 +20,7 @@ STEPS = 60
 @pytest.fixture(scope="module")
 def pretrained(shards: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain")
-    launch(
+    done = launch(
         "deepspeed",
         2,
         run_args(
@@ -38,6 +38,7 @@ def pretrained(shards: Path, tmp_path_factory) -> Path:
             "train.count_host_syncs=true",
         ),
     )
+    (out / "launcher.log").write_text(done.stdout + done.stderr)
     return out
 
 
@@ -53,6 +54,8 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     # guard's flag, agreed by all ranks, and (dropless, ep 2) each MoE layer's exchanged route counts
     history = json.loads((pretrained / "eval" / "history.json").read_text())
     blocks = load_config(REPO / "configs" / "tiny_cpu.yaml").model.blocks
+    log = (pretrained / "launcher.log").read_text()
+    assert log.count("(0 bytes hashed before step 1)") == 2, log[-3000:]  # each rank: shards hashed when opened
     assert len(history) == STEPS and all(h["perf/host_syncs"] == 1 + blocks for h in history)
     table = json.loads((pretrained / "eval" / "eval_table.json").read_text())
     assert [r["dataset"] for r in table["datasets"]] == PRETRAIN_SETS
