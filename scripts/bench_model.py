@@ -6,6 +6,9 @@ MFU against the device's bf16 peak where known, peak memory, host syncs and kern
 step, and NESTOR's ratios to its loop reference.
 CPU default: resolution 32, batch 8, Tiny only.
 GPU: --device cuda --dtype bf16 --resolution 128 --batch 32 --sizes tiny s
+--ep: instead, what expert parallelism costs on real gloo ranks, for the same global batch: NESTOR-Tiny at
+ep 1, 2, 3 and MoE-POT-Ti at ep 1, 2, 4 (width 128, resolution 32): FLOPs summed over ranks against ep 1,
+samples the experts ran per real route, all-to-all bytes and time.
 """
 
 from __future__ import annotations
@@ -46,6 +49,23 @@ def print_table(results: list[BenchResult], title: str, peak: float | None) -> N
         )
 
 
+def ep_tables() -> None:
+    """NESTOR and MoE-POT at their ep sizes, on real gloo ranks."""
+    import tempfile
+
+    from nestor_ds.model.ep_benchmark import EP_CASES, bench_shape, format_ep_table, measure_eps
+
+    for variant, config, batch in (("nestor", "nestor_tiny.yaml", 12), ("moepot", "moepot_ti.yaml", 8)):
+        cfg = bench_shape(load_config(REPO / "configs" / config).model)
+        with tempfile.TemporaryDirectory() as tmp:
+            print(
+                format_ep_table(
+                    f"{variant} ({config}, width 128, resolution 32)",
+                    measure_eps(cfg, EP_CASES[variant], batch, Path(tmp)),
+                )
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolution", type=int, default=32)
@@ -57,7 +77,11 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", choices=["tiny", "s"], default=["tiny"])
     ap.add_argument("--compile", action="store_true", help="model.compile=true for the optimised rows")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not known here")
+    ap.add_argument("--ep", action="store_true", help="the expert-parallel cost table instead (CPU, gloo)")
     args = ap.parse_args()
+    if args.ep:
+        ep_tables()
+        return
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     results = []
     for size in args.sizes:

@@ -119,6 +119,34 @@ def measure_ep(cfg: ModelConfig, ep: int, global_batch: int, workdir: Path, seed
     return EPMeasure(ep, global_batch, ranks)
 
 
+EP_CASES = {"nestor": (1, 2, 3), "moepot": (1, 2, 4)}  # ep sizes measured per variant (experts divisible)
+
+
+def bench_shape(cfg: ModelConfig, width: int = 128, resolution: int = 32) -> ModelConfig:
+    """``cfg`` at a width and resolution a CPU runs in seconds (experts, top-k, blocks and tokens' layout kept)."""
+    return ModelConfig.model_validate({**cfg.model_dump(), "width": width, "resolution": resolution})
+
+
+def measure_eps(cfg: ModelConfig, eps: tuple[int, ...], global_batch: int, workdir: Path) -> list[EPMeasure]:
+    """:func:`measure_ep` at each ep size, the same global batch and weights."""
+    return [measure_ep(cfg, ep, global_batch, workdir) for ep in eps]
+
+
+def format_ep_table(name: str, runs: list[EPMeasure]) -> str:
+    """FLOPs summed over ranks against ep 1, rows per route, bytes and time, one line per ep size."""
+    base = runs[0]
+    lines = [
+        f"{name}: forward+backward, global batch {base.global_batch}, real gloo ranks (FLOPs summed over ranks)",
+        f"{'ep':>3} {'GFLOP':>8} {'vs ep 1':>8} {'rows/route':>11} {'a2a MiB':>8} {'step ms':>8} {'a2a ms':>7}",
+    ]
+    for m in runs:
+        lines.append(
+            f"{m.ep:>3} {m.flops / 1e9:>8.3f} {m.flops / base.flops:>7.3f}x {m.rows_per_route:>11.3f} "
+            f"{m.bytes_out / 2**20:>8.2f} {1e3 * m.step_s:>8.1f} {1e3 * m.alltoall_s:>7.1f}"
+        )
+    return "\n".join(lines)
+
+
 def _worker(out: Path, global_batch: int, seed: int) -> None:
     import deepspeed
     import torch.distributed as dist
