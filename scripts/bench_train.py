@@ -6,6 +6,8 @@ against the device's bf16 peak where known, peak memory, device reads per step, 
 forward+backward alone, and NESTOR's speed against its one-expert-at-a-time loop reference.
 CPU default: 1 rank, resolution 32, batch 4, 6 steps, Tiny only.
 GPU: --device cuda --gpus 1 --resolution 128 --batch 32 --steps 40 --sizes tiny s
+--ep-compare (2+ ranks): NESTOR trained at ep_size 1 and at ep_size = ranks, the same global batch: time per
+sample of each, and the time ep's ranks spent blocked in all-to-alls (``perf/alltoall_share``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="model.compile=true for the optimised rows")
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep shards and runs here")
+    ap.add_argument("--ep-compare", action="store_true", help="NESTOR at ep_size 1 and ep_size=ranks (2+ ranks)")
     args = ap.parse_args()
     cpu = args.device == "cpu"
     ds_config = args.ds_config or REPO / "ds_configs" / ("cpu_fp32.json" if cpu else "zero1_bf16.json")
@@ -100,6 +103,49 @@ def main() -> None:
             f"{fb.samples_per_s / run.samples_per_s:>9.2f}x {vs}"
         )
     print("step cost: forward+backward samples/s over the full step's (1.00x: the step adds nothing)")
+    if args.ep_compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = args.keep or Path(tmp)
+            compare_ep(args, ds_config, root / "ep_compare", write_bench_shards(root / "ep_shards", args.resolution))
+
+
+def compare_ep(args: argparse.Namespace, ds_config: Path, root: Path, custom: dict) -> None:
+    """NESTOR trained at ep 1 and at ep = ranks on the same ranks and batches: is ep slower per sample by more than
+    the time it spent in all-to-alls?"""
+    config = REPO / "configs" / CONFIGS["nestor", args.sizes[0]]
+    runs = []
+    for ep in (1, args.gpus):
+        name = f"nestor ep{ep}"
+        runs.append(
+            run_training(
+                name,
+                config,
+                {"parallel": {"ep_size": ep}},
+                ds_config,
+                root.parent / "ep_shards",
+                custom,
+                root / name.replace(" ", "_"),
+                args.gpus,
+                args.steps,
+                args.batch,
+                args.resolution,
+                args.device,
+            )
+        )
+    print(f"\nexpert parallelism, NESTOR {args.sizes[0]}, {args.gpus} ranks, micro-batch {args.batch} per rank:")
+    print(f"{'ep':>3} {'samples/s':>10} {'ms/sample':>10} {'a2a share':>10} {'a2a ms/sample':>14}")
+    for ep, run in zip((1, args.gpus), runs):
+        ms = 1e3 / (run.samples_per_s * args.gpus)  # per sample of the global batch
+        print(
+            f"{ep:>3} {run.samples_per_s * args.gpus:>10.1f} {ms:>10.2f} {run.alltoall_share:>10.1%} "
+            f"{ms * run.alltoall_share:>14.2f}"
+        )
+    one, many = (1e3 / (r.samples_per_s * args.gpus) for r in runs)
+    a2a = many * runs[1].alltoall_share
+    verdict = "within" if many - one <= a2a else "MORE than"
+    print(
+        f"ep {args.gpus} is slower than ep 1 by {many - one:+.2f} ms/sample: {verdict} its all-to-all time ({a2a:.2f})"
+    )
 
 
 if __name__ == "__main__":

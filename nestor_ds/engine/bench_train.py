@@ -68,6 +68,7 @@ class TrainBench:
     peak_mem_mib: float
     host_syncs: float  # device reads in a whole training step
     wall_s: float
+    alltoall_share: float = 0.0  # share of rank 0's time blocked in expert all-to-alls (ep_size > 1)
 
 
 def run_training(
@@ -108,7 +109,7 @@ def run_training(
         "output_dir": str(out),
     }
     raw["train"].pop("epochs", None)
-    raw["parallel"] = {"ep_size": math.gcd(nproc, experts)}
+    raw["parallel"] = {"ep_size": math.gcd(nproc, experts), **overrides.get("parallel", {})}
     raw["tracking"] = {"experiment": "bench-train", "run_name": name}
     cfg_path = out.with_suffix(".yaml")
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,4 +143,5 @@ def run_training(
         last["perf/peak_mem_mib"],
         last["perf/host_syncs"],
         time.perf_counter() - start,
+        last.get("perf/alltoall_share", 0.0),
     )

@@ -264,12 +264,21 @@ class _Loop:
         values["train/lr"] = self.engine.get_lr()[0]
         if cfg.model.is_moe:
             values["moe/temperature"] = self.engine.module.temperature
+        if cfg.model.is_moe and cfg.parallel.ep_size > 1:  # this rank's expert all-to-alls over the interval
+            traffic = [layer.deepspeed_moe.traffic for layer in self.engine.module.moe_layers]
+            values["perf/alltoall_share"] = sum(t.seconds for t in traffic) / elapsed
+            values["perf/alltoall_mib_per_s"] = sum(t.bytes_out for t in traffic) / 2**20 / elapsed
         self.metrics.reset()
+        self._reset_traffic()
         self.t_interval = time.perf_counter()
         if ctx.rank == 0:
             ctx.history.append({"step": step, **values})
             ctx.tracker.log_metrics(values, step)
             tqdm.write(_log_line(step, ctx.steps, values, self.names), file=sys.stdout)
+
+    def _reset_traffic(self) -> None:
+        for layer in self.engine.module.moe_layers if self.cfg.model.is_moe else ():
+            layer.deepspeed_moe.traffic.reset()
 
     def evaluate(self, step: int) -> None:
         from tqdm import tqdm
@@ -278,6 +287,7 @@ class _Loop:
 
         ctx = self.ctx
         result = evaluate_run(ctx)
+        self._reset_traffic()  # the interval's all-to-all figures are the training steps'
         self.engine.train()
         if ctx.rank == 0:
             ctx.tracker.log_metrics(result.metrics(), step)
@@ -295,4 +305,5 @@ def _log_line(step: int, steps: int, v: dict[str, float], names: list[str]) -> s
         f"peak {v['perf/peak_mem_mib']:.0f} MiB | lr {v['train/lr']:.2e}"
         + (f" | T {v['moe/temperature']:.3f}" if "moe/temperature" in v else "")
         + (f" | dropped {v['moe/dropped_share']:.1%}" if "moe/dropped_share" in v else "")
+        + (f" | all-to-all {v['perf/alltoall_share']:.0%} of time" if "perf/alltoall_share" in v else "")
     )

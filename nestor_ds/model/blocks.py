@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from einops import rearrange
 from torch import nn
+from torch.profiler import record_function
 
 from nestor_ds.config.schema import ModelConfig
 from nestor_ds.model.afno import AFNOBlock, AFNOFilter, group_norm
@@ -94,8 +95,10 @@ class NestedMoEBlock(nn.Module):
         h = self.norm(x)
         # the samples' all-to-all is in flight while the shared AFNO path, which does not need it, runs
         flight = self.moe.start(rearrange(h, "b c x y -> b (x y) c"))
-        afno = self.afno(h) if self.afno is not None else None
-        moe = rearrange(self.moe.finish(flight), "b (x y) c -> b c x y", y=h.shape[-1])
+        with record_function("nestor.shared_afno"):  # named in profiler traces (scripts/trace_overlap.py)
+            afno = self.afno(h) if self.afno is not None else None
+        with record_function("nestor.experts"):
+            moe = rearrange(self.moe.finish(flight), "b (x y) c -> b c x y", y=h.shape[-1])
         paths = (moe, afno, h) if afno is not None else (moe, h)
         return x + self.fusion(*paths)
 

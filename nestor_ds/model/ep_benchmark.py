@@ -83,8 +83,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure_ep(cfg: ModelConfig, ep: int, global_batch: int, workdir: Path, seed: int = 0) -> EPMeasure:
-    """Forward+backward of ``cfg`` at ``ep_size=ep`` on ``ep`` CPU ranks over gloo, the global batch split evenly."""
+def measure_ep(
+    cfg: ModelConfig, ep: int, global_batch: int, workdir: Path, seed: int = 0, trace: bool = False
+) -> EPMeasure:
+    """Forward+backward of ``cfg`` at ``ep_size=ep`` on ``ep`` CPU ranks over gloo, the global batch split evenly;
+    ``trace``: each rank also writes a profiler trace of one forward+backward, ``<workdir>/ep<ep>/trace_rank<r>.json``
+    (Chrome trace format: chrome://tracing or https://ui.perfetto.dev)."""
     if global_batch % ep:
         raise UserError(f"global batch {global_batch} does not split over {ep} ranks")
     if cfg.moe.experts % ep:
@@ -111,6 +115,7 @@ def measure_ep(cfg: ModelConfig, ep: int, global_batch: int, workdir: Path, seed
         str(global_batch),
         "--seed",
         str(seed),
+        *(["--trace"] if trace else []),
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -147,7 +152,39 @@ def format_ep_table(name: str, runs: list[EPMeasure]) -> str:
     return "\n".join(lines)
 
 
-def _worker(out: Path, global_batch: int, seed: int) -> None:
+@dataclass
+class Overlap:
+    """One MoE layer's sample exchange in a trace: how long the backend moved the samples, how much of that ran
+    while the shared AFNO path computed, and how long the host then still waited."""
+
+    layer: int
+    exchange_ms: float  # the backend's all-to-all (gloo's worker thread)
+    hidden_ms: float  # the part of it inside the shared AFNO path's window
+    wait_ms: float  # the host's wait after the AFNO path (0: fully hidden)
+    waited_before_afno: bool  # the host waited for the exchange before the AFNO path ran (no overlap possible)
+
+
+def trace_overlap(trace: Path) -> list[Overlap]:
+    """Each layer's dispatch exchange against its shared AFNO path, from one rank's profiler trace (forward)."""
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("ph") == "X"]
+
+    def named(name: str) -> list[dict]:
+        return sorted((e for e in events if e["name"] == name), key=lambda e: e["ts"])
+
+    issues, afnos, waits = named("nestor.alltoall_issue"), named("nestor.shared_afno"), named("nestor.alltoall_wait")
+    backend = named("gloo:all_to_all")
+    rows = []
+    for layer, afno in enumerate(afnos):
+        issue = max((i for i in issues if i["ts"] <= afno["ts"]), key=lambda i: i["ts"])
+        wait = next(w for w in waits if w["ts"] >= afno["ts"] + afno["dur"])  # the return exchange's come later
+        g = next(e for e in backend if e["ts"] >= issue["ts"] and e.get("tid") != issue.get("tid"))
+        lo, hi = max(g["ts"], afno["ts"]), min(g["ts"] + g["dur"], afno["ts"] + afno["dur"])
+        early = any(issue["ts"] <= w["ts"] < afno["ts"] for w in waits)
+        rows.append(Overlap(layer, g["dur"] / 1e3, max(0.0, hi - lo) / 1e3, wait["dur"] / 1e3, early))
+    return rows
+
+
+def _worker(out: Path, global_batch: int, seed: int, trace: bool) -> None:
     import deepspeed
     import torch.distributed as dist
 
@@ -190,6 +227,12 @@ def _worker(out: Path, global_batch: int, seed: int) -> None:
     )
     measure.flops = count_flops(step)
     (out / f"rank{rank}.json").write_text(json.dumps(asdict(measure)))
+    if trace:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        prof.export_chrome_trace(str(out / f"trace_rank{rank}.json"))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -199,5 +242,6 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trace", action="store_true")
     a = ap.parse_args()
-    _worker(a.out, a.batch, a.seed)
+    _worker(a.out, a.batch, a.seed, a.trace)

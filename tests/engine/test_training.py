@@ -57,6 +57,7 @@ def test_deepspeed_launcher_ep2_pretraining(pretrained: Path) -> None:
     log = (pretrained / "launcher.log").read_text()
     assert "(0 bytes hashed before step 1)" in log, log[-3000:]  # shards are hashed when first opened
     assert len(history) == STEPS and all(h["perf/host_syncs"] == 1 + blocks for h in history)
+    assert all(0 < h["perf/alltoall_share"] < 1 and h["perf/alltoall_mib_per_s"] > 0 for h in history)  # ep 2
     table = json.loads((pretrained / "eval" / "eval_table.json").read_text())
     assert [r["dataset"] for r in table["datasets"]] == PRETRAIN_SETS
     assert all(0 < r["l2re_one_step"] < 2 and r["trajectories"] == 4 for r in table["datasets"])

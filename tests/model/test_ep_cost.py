@@ -34,3 +34,17 @@ def test_dropless_expert_parallelism_computes_the_routes_only(
         predicted = alltoall_bytes_of_routes(m.counts(), facts, element_bytes=4)
         assert m.bytes_out == pytest.approx(predicted, rel=0.01), m.ep
         assert m.bytes_out > 0
+
+
+def test_the_sample_exchange_is_in_flight_while_the_shared_afno_path_runs(tmp_path: Path) -> None:
+    """The profiler trace of a 2-rank step: per layer the dispatch all-to-all is issued before the shared AFNO path
+    and the host waits for it only after that path ran (how much gloo hid behind it: scripts/trace_overlap.py)."""
+    from nestor_ds.model.ep_benchmark import measure_ep, trace_overlap
+
+    cfg = bench_shape(load_config(REPO / "configs" / "nestor_tiny.yaml").model, width=64)
+    measure_ep(cfg, 2, 4, tmp_path, trace=True)
+    for rank in range(2):
+        rows = trace_overlap(tmp_path / "ep2" / f"trace_rank{rank}.json")
+        assert [r.layer for r in rows] == list(range(cfg.blocks))
+        assert not any(r.waited_before_afno for r in rows)
+        assert all(r.exchange_ms > 0 for r in rows)
