@@ -18,7 +18,14 @@ from pathlib import Path
 
 from nestor_ds.config import load_config
 from nestor_ds.model.ep_benchmark import measure_ep
-from nestor_ds.studies.scale_model import Cluster, alltoall_bytes_of_routes, best_ep, model_facts, scale_table
+from nestor_ds.studies.scale_model import (
+    Cluster,
+    alltoall_bytes_of_routes,
+    best_ep,
+    ep_within_node,
+    model_facts,
+    scale_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,19 +80,22 @@ def main() -> None:
             f"{facts.moe_layers} MoE layers, {facts.experts} experts top-{facts.top_k}, {facts.tokens} tokens"
         )
         print(
-            f"{'GPUs':>5} {'ep':>3} {'compute ms':>11} {'a2a ms':>8} {'grad ms':>8} {'step ms':>8} {'states GiB':>11}"
+            f"{'GPUs':>5} {'ep':>3} {'EP link':>7} {'compute ms':>11} {'a2a ms':>8} {'grad ms':>8} {'step ms':>8} "
+            f"{'states GiB':>11}"
         )
         rows = scale_table(facts, args.gpus, args.micro_batch, args.zero, cluster)
         for n in args.gpus:
             mine = [r for r in rows if r.gpus == n]
             for r in mine:
+                link = "-" if r.ep == 1 else "NVLink" if ep_within_node(r.ep, cluster) else "IB"
                 print(
-                    f"{r.gpus:>5} {r.ep:>3} {1e3 * r.compute_s:>11.1f} {1e3 * r.alltoall_s:>8.2f} "
+                    f"{r.gpus:>5} {r.ep:>3} {link:>7} {1e3 * r.compute_s:>11.1f} {1e3 * r.alltoall_s:>8.2f} "
                     f"{1e3 * r.grad_s:>8.2f} {1e3 * r.step_s:>8.1f} {r.states_gib:>11.2f}"
                 )
             pick = best_ep(facts, n, args.micro_batch, args.zero, cluster)
-            stop = next((a.ep for a, b in zip(mine, mine[1:]) if b.step_s > a.step_s), mine[-1].ep)
-            print(f"{'':>5} pick ep_size={pick.ep}; beyond ep {stop} the all-to-all costs more than EP saves")
+            rise = next((b.ep for a, b in zip(mine, mine[1:]) if b.step_s > a.step_s), None)
+            stops = f"EP stops paying at ep {rise} (slower than the ep before it)" if rise else "every larger ep pays"
+            print(f"{'':>5} pick ep_size={pick.ep} (fastest whose states fit {cluster.gpu_mem_gib:g} GiB); {stops}")
     if args.validate:
         print()
         validate()

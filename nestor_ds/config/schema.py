@@ -28,9 +28,10 @@ class ImageMoEConfig(Strict):
     capacity_factor: float = Field(1.25, gt=0, description="slots per expert = ceil(cf * k * B / E) when dropping")
     drop_tokens: bool = Field(
         False,
-        description="True: training drops routes beyond capacity (the share is logged); False (the "
-        "reference's behaviour): nothing dropped, buffers sized for the worst case (B * min(k, E/ep) samples per "
-        "rank pair), so no step reads a size back from the device",
+        description="True: training drops routes beyond capacity (static buffers, padding rows computed, no "
+        "host read; the share is logged); False (the reference's behaviour): nothing dropped and the experts "
+        "run exactly the routes (at ep_size > 1 the per-expert counts are exchanged first and read by the host "
+        "once per layer to size the all-to-all)",
     )
     expert_compute: Literal["grouped", "loop"] = Field(
         "grouped",

@@ -113,9 +113,14 @@ class StepPrediction:
         return self.compute_s + self.alltoall_s + self.grad_s
 
 
-def _link(group: int, cluster: Cluster) -> float:
-    """Bytes per second a GPU moves in a collective over ``group`` ranks (within a node: NVLink, else IB)."""
-    return (cluster.nvlink_gbs if group <= cluster.gpus_per_node else cluster.ib_gbs) * 1e9
+def _link(within_node: bool, cluster: Cluster) -> float:
+    """Bytes per second one GPU moves in a collective: NVLink inside a node, InfiniBand across nodes."""
+    return (cluster.nvlink_gbs if within_node else cluster.ib_gbs) * 1e9
+
+
+def ep_within_node(ep: int, cluster: Cluster) -> bool:
+    """DeepSpeed forms EP groups of consecutive ranks: one stays inside a node when ``ep`` divides its GPUs."""
+    return ep <= cluster.gpus_per_node and cluster.gpus_per_node % ep == 0
 
 
 def predict_step(
@@ -128,14 +133,16 @@ def predict_step(
         micro_batch * facts.top_k * remote_share * facts.route_bytes(element_bytes)
         + (ep - 1) * (facts.experts // max(ep, 1)) * COUNT_BYTES
     )
-    alltoall = a2a_bytes / _link(ep, cluster) if ep > 1 else 0.0
-    # ZeRO 1/2: reduce-scatter the gradients, all-gather the updated weights: 2 (n-1)/n of the size each GPU holds
+    alltoall = a2a_bytes / _link(ep_within_node(ep, cluster), cluster) if ep > 1 else 0.0
+    # ZeRO 1/2: reduce-scatter the gradients, all-gather the updated weights: 2 (n-1)/n of the size each GPU holds.
+    # Both data-parallel groups (all GPUs for dense weights; every ep-th GPU for an expert) leave the node once
+    # there is more than one
     dense_dp, expert_dp = gpus, gpus // ep
     local_expert = facts.expert_params / ep
-    grad_bytes = 2 * (dense_dp - 1) / dense_dp * facts.dense_params * element_bytes
-    grad_s = grad_bytes / _link(dense_dp, cluster)
+    grads_link = _link(gpus <= cluster.gpus_per_node, cluster)
+    grad_s = 2 * (dense_dp - 1) / dense_dp * facts.dense_params * element_bytes / grads_link
     if expert_dp > 1:
-        grad_s += 2 * (expert_dp - 1) / expert_dp * local_expert * element_bytes / _link(expert_dp, cluster)
+        grad_s += 2 * (expert_dp - 1) / expert_dp * local_expert * element_bytes / grads_link
     # weights (bf16) whole; fp32 master + Adam (12 B) split over the data-parallel group; gradients split (ZeRO 2)
     states = 0.0
     for params, dp in ((facts.dense_params, dense_dp), (local_expert, expert_dp)):
