@@ -117,8 +117,9 @@ def exchange(
     return wait_exchange(buffer, p)
 
 
-def exchange_counts(counts: torch.Tensor, group: dist.ProcessGroup, traffic: Traffic) -> torch.Tensor:
-    """Every rank's ``counts`` [ep * n] (n per destination) -> the [ep * n] counts the others send here."""
+def exchange_ints(counts: torch.Tensor, group: dist.ProcessGroup, traffic: Traffic) -> torch.Tensor:
+    """Equal splits of integers, blocking, no gradient: every rank's [ep * n] (n per destination) -> the [ep * n]
+    the others send here (dropless: the per-expert route counts; drop mode: the expert id of every slot)."""
     ep = dist.get_world_size(group)
     per = counts.shape[0] // ep
     out = torch.empty_like(counts)

@@ -21,7 +21,7 @@ from deepspeed.moe.layer import MoE
 from torch import nn
 
 from nestor_ds.config.schema import ImageMoEConfig
-from nestor_ds.model.exchange import Pending, Traffic, exchange, exchange_counts, start_exchange, wait_exchange
+from nestor_ds.model.exchange import Pending, Traffic, exchange, exchange_ints, start_exchange, wait_exchange
 from nestor_ds.model.grouped import row_groups
 from nestor_ds.model.routing import Routes, SampleGate
 
@@ -188,7 +188,7 @@ class SampleDispatcher(nn.Module):
         # every rank runs every exchange of every layer every step (a rank that skipped one would hang the group)
         group, e_local = self._group(), self.num_local
         if routes.capacity is None:
-            recv_counts = exchange_counts(routes.counts, group, self.traffic)  # [ep * E_local] from each source
+            recv_counts = exchange_ints(routes.counts, group, self.traffic)  # [ep * E_local] from each source
             host = torch.cat([routes.counts, recv_counts]).tolist()  # the layer's one host read
             send_rows = [sum(host[r * e_local : (r + 1) * e_local]) for r in range(self.ep_size)]
             mine = host[self.ep_size * e_local :]
@@ -197,7 +197,7 @@ class SampleDispatcher(nn.Module):
             local = torch.repeat_interleave(ids, recv_counts, output_size=sum(recv_rows))
         else:
             send_rows = recv_rows = [dest_cap] * self.ep_size
-            local = exchange_counts(local, group, self.traffic)  # the expert id of every slot, padding included
+            local = exchange_ints(local, group, self.traffic)  # the expert id of every slot, padding included
         received, pending = start_exchange(send, group, send_rows, recv_rows, self.traffic)
         return InFlight(routes, slots, sample_shape, received, local, pending, send_rows, recv_rows)
 
