@@ -87,6 +87,7 @@ class _Wait(torch.autograd.Function):
         t0 = time.perf_counter()
         with record_function("nestor.alltoall_wait"):
             p.work.wait()
+        p.work = None  # the handle holds the buffers: kept, it would tie them into a cycle with the graph
         p.traffic.seconds += time.perf_counter() - t0
         return x.view_as(x)
 
