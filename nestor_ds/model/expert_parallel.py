@@ -55,9 +55,7 @@ class InFlight:
     sample_shape: torch.Size  # [N, D] of one sample
     received: torch.Tensor  # [rows, N * D] samples for the local experts (being filled while ``pending``)
     local: torch.Tensor  # [rows] local expert of each received row (E_local: padding)
-    pending: Pending | None  # the exchange still in flight (None: nothing to wait for)
-    send_rows: list[int]  # rows sent to each EP rank (empty at ep_size 1)
-    recv_rows: list[int]  # rows received from each EP rank
+    pending: Pending | None  # the exchange (its rows per peer; in flight until waited for); None at ep_size 1
 
 
 def default_ep_rank(ep_size: int) -> int:
@@ -115,7 +113,7 @@ class SampleDispatcher(nn.Module):
             )
         return self.ep_group
 
-    def _static_layout(self, routes: Routes, batch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _static_layout(self, routes: Routes) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Drop mode: (slot [k, B] of each route in the send buffer, or the trash slot past its end when dropped;
         local expert id [ep * Cd] of each slot, E_local for padding; Cd, rows per destination)."""
         e_local, experts = self.num_local, routes.experts
@@ -167,15 +165,13 @@ class SampleDispatcher(nn.Module):
         routes: Routes = self.gate(x.mean(dim=1))
         flat = x.reshape(b, -1)
         k = routes.experts.shape[0]
-        send_rows: list[int] = []
-        recv_rows: list[int] = []
         if routes.capacity is None:  # dropless: the send buffer is the k * B routes sorted by global expert
             slots = (routes.counts.cumsum(0) - routes.counts)[routes.experts] + routes.position
             local = torch.empty(k * b, dtype=torch.long, device=x.device)
             local.scatter_(0, slots.reshape(-1), routes.experts.reshape(-1))
             buffer_rows = k * b
         else:
-            slots, local, dest_cap = self._static_layout(routes, b)
+            slots, local, dest_cap = self._static_layout(routes)
             buffer_rows = self.ep_size * dest_cap
         # slot -> source sample; one gather builds the send buffer. Drop mode's padding slots copy sample 0:
         # their rows are left out of every statistic and their outputs are never read
@@ -183,7 +179,7 @@ class SampleDispatcher(nn.Module):
         source.scatter_(0, slots.reshape(-1), torch.arange(b, device=x.device).repeat(k))
         send = flat.index_select(0, source[:-1])
         if self.ep_size == 1:
-            return InFlight(routes, slots, sample_shape, send, local, None, send_rows, recv_rows)
+            return InFlight(routes, slots, sample_shape, send, local, None)
 
         # every rank runs every exchange of every layer every step (a rank that skipped one would hang the group)
         group, e_local = self._group(), self.num_local
@@ -199,7 +195,7 @@ class SampleDispatcher(nn.Module):
             send_rows = recv_rows = [dest_cap] * self.ep_size
             local = exchange_ints(local, group, self.traffic)  # the expert id of every slot, padding included
         received, pending = start_exchange(send, group, send_rows, recv_rows, self.traffic)
-        return InFlight(routes, slots, sample_shape, received, local, pending, send_rows, recv_rows)
+        return InFlight(routes, slots, sample_shape, received, local, pending)
 
     def finish(self, f: InFlight) -> torch.Tensor:
         """Wait for the samples, run the local experts, send the outputs back and combine them per sample."""
@@ -208,8 +204,8 @@ class SampleDispatcher(nn.Module):
         rows = received.view(received.shape[0], *f.sample_shape)
         y, aux, sub_counts = self._run_experts(rows, f.local)
         back = y.to(rows.dtype).reshape(rows.shape[0], y.shape[1:].numel())
-        if self.ep_size > 1:
-            back = exchange(back, self._group(), f.recv_rows, f.send_rows, self.traffic)
+        if f.pending is not None:  # the outputs go back the way the samples came
+            back = exchange(back, f.pending.group, f.pending.recv_rows, f.pending.send_rows, self.traffic)
 
         # a dropped route reads row 0 with weight 0
         routed = back.index_select(0, f.slots.reshape(-1).clamp(max=back.shape[0] - 1)).view(*f.slots.shape, -1)
