@@ -41,7 +41,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     m = r.model
     print(
         f"{args.kind} from {args.checkpoint}: width {m['width']}, {m['blocks']} blocks, afno_blocks "
-        f"{m['afno_blocks']}, mlp_ratio {m['mlp_ratio']:g}, patch {m['patch_size']}, resolution {m['resolution']}, "
+        f"{m['afno_blocks']}, mlp_ratio {m['mlp_ratio']:g}, patch {m['patch_size']}, grid {m['grid']}, "
         f"channels {m['channels']}, t_in {m['t_in']}, t_out {m['t_out']}, normalize {m['normalize']}"
         + (f", {m['moe']['experts']} experts + {m['moe']['shared_experts']} shared" if "moe" in m else "")
     )
@@ -305,7 +305,9 @@ def _parser_params(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -
 def _parser_import(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """import: a published DPOT or MoE-POT checkpoint."""
     p = sub.add_parser("import", help="convert a published DPOT or MoE-POT checkpoint into this project's format")
-    p.add_argument("kind", choices=["dpot", "moepot"], help="which published model the checkpoint is")
+    p.add_argument(
+        "kind", choices=["dpot", "moepot", "dpot3d"], help="which published model the checkpoint is (dpot3d: DPOTNet3D)"
+    )
     p.add_argument("checkpoint", help="the published .pth ({'model': state_dict})")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.yaml and import.json")
     p.add_argument("--size", default=None, help="cross-check a published size (dpot: Ti S M L H; moepot: Ti S M)")

@@ -34,7 +34,7 @@ def test_config_error_is_one_clear_line(tmp_path: Path) -> None:
     bad.write_text((REPO / "configs" / "tiny_cpu.yaml").read_text().replace("patch_size: 8", "patch_size: 5"))
     out = _run("config", "--config", str(bad))
     assert out.returncode == 2
-    assert "bad.yaml" in out.stderr and "not divisible by patch_size=5" in out.stderr
+    assert "bad.yaml" in out.stderr and "multiple of patch_size=5" in out.stderr
     assert "Traceback" not in out.stderr
 
 

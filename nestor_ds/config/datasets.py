@@ -10,13 +10,15 @@ A run config may add entries of its own under ``data.custom``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nestor_ds.errors import UserError
 
-SourceFormat = Literal["fno_mat", "pdebench_cfd", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"]
+SourceFormat = Literal[
+    "fno_mat", "pdebench_cfd", "pdebench_cfd3d", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"
+]
 SplitRule = Literal["tail", "fraction", "files", "cases", "none"]
 
 
@@ -26,7 +28,11 @@ class DatasetInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: SourceFormat = Field(description="original file layout the reader accepts")
-    resolution: int = Field(gt=0, description="resolution of the data set as trained on (square grid)")
+    grid: tuple[int, ...] = Field(
+        min_length=2,
+        max_length=3,
+        description="grid of the data set as trained on, per space axis; resolution: N is shorthand for [N, N]",
+    )
     channels: int = Field(gt=0, description="physical channels per grid point")
     frames: int = Field(gt=1, description="time steps per trajectory")
     train: int = Field(ge=0, description="training trajectories the published split gives for the real files")
@@ -46,13 +52,23 @@ class DatasetInfo(BaseModel):
     )
     periodic: bool = Field(
         False,
-        description="periodic boundaries on both axes (patch jittering rolls the grid; otherwise it pads and crops)",
+        description="periodic boundaries on every axis (patch jittering rolls the grid; otherwise it pads and crops)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolution_shorthand(cls, data: Any) -> Any:
+        """``resolution: N`` (entries written before ``grid``) means the square 2-D grid [N, N]."""
+        if isinstance(data, dict) and "resolution" in data:
+            if "grid" in data:
+                raise ValueError("give grid or resolution (shorthand for [N, N]), not both")
+            data = {k: v for k, v in data.items() if k != "resolution"} | {"grid": [data["resolution"]] * 2}
+        return data
 
 
 def _info(
     fmt: SourceFormat,
-    res: int,
+    res: int | tuple[int, ...],
     c: int,
     t: int,
     train: int,
@@ -67,7 +83,7 @@ def _info(
 ) -> DatasetInfo:
     return DatasetInfo(
         format=fmt,
-        resolution=res,
+        grid=(res, res) if isinstance(res, int) else res,
         channels=c,
         frames=t,
         train=train,
@@ -98,6 +114,10 @@ _CNS = _info(
     periodic=True,
 )
 
+# PDEBench 3-D CFD (DPOT's make_master_file.py: 90/10 and 540/60, 21 frames, t_test 11; preprocess.py cuts the
+# first int(0.9 N) for train)
+_CNS3D = _info("pdebench_cfd3d", (128, 128, 128), 5, 21, 90, 10, 1, "fraction", 0.1, (90, 10), 11, periodic=True)
+
 # Sources: FNO file sizes (N1200, N10000, N5000), DPOT preprocess.py (tails and int(0.9 N) cuts, PDEArena
 # valid folded into train, CFDBench's 80/10/10 case split) and make_master_file.py (dpot_*, rollout).
 REGISTRY: dict[str, DatasetInfo] = {
@@ -113,6 +133,11 @@ REGISTRY: dict[str, DatasetInfo] = {
     "ns2d_pda": _info("pdearena_ns", 128, 3, 14, 6500, 1300, 1, "files", 0, (6500, 650), 4),
     "ns2d_cond_pda": _info("pdearena_ns", 128, 3, 56, 3100, 200, 3, "files", 0, (3100, 200), 46),
     "cfdbench": _info("cfdbench", 64, 3, 20, 9000, 1000, 1, "cases", 0, (9000, 1000), 10, predicted=2),
+    "ns3d_pdb_M1_rand": _CNS3D.model_copy(),
+    "ns3d_pdb_M1e-1_rand": _CNS3D.model_copy(),
+    "ns3d_pdb_M1_turb": _CNS3D.model_copy(
+        update={"grid": (64, 64, 64), "train": 540, "test": 60, "dpot_train": 540, "dpot_test": 60}
+    ),
 }
 
 

@@ -6,8 +6,9 @@ also need the world size or a DeepSpeed JSON live in ``deepspeed_config.py``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -107,12 +108,21 @@ class ModelConfig(Strict):
     """The model: variant, sizes, grid, patches, MoE settings."""
 
     variant: Literal["nestor", "dpot", "moepot"] = Field("nestor", description="model family (registry key)")
-    resolution: int = Field(64, gt=0, description="common grid size the model sees (square)")
-    patch_size: int = Field(8, gt=0, description="patch edge; tokens = (resolution / patch_size)^2")
+    grid: list[int] = Field(
+        [64, 64],
+        min_length=2,
+        max_length=3,
+        description="grid the model sees, one size per space axis ([X, Y] or [X, Y, Z]); its length is the "
+        "number of space dimensions (2-D or 3-D model). resolution: N is shorthand for [N, N]",
+    )
+    patch_size: int = Field(8, gt=0, description="patch edge on every axis; tokens = prod(grid / patch_size)")
     width: int = Field(512, gt=0, description="token width D")
     heads: int = Field(8, gt=0, description="attention heads in each attention expert")
     blocks: int = Field(2, gt=0, description="nested-MoE (or DPOT) blocks")
     afno_modes: int = Field(32, gt=0, description="lowest Fourier modes kept per axis")
+    afno_modes_z: int = Field(
+        8, gt=0, description="3-D only: Fourier modes kept along the third space axis (DPOT-3D's AFNO3D default)"
+    )
     afno_blocks: int = Field(8, gt=0, description="diagonal blocks of the AFNO complex MLP")
     mlp_ratio: float = Field(1.0, gt=0, description="hidden width of MLPs / SwiGLU experts as a multiple of D")
     t_in: int = Field(10, gt=0, description="input frames")
@@ -141,17 +151,31 @@ class ModelConfig(Strict):
     embed_width: int | None = Field(
         None,
         gt=0,
-        description="hidden channels of the patch embedding; None: DPOT's C * patch + 3 (narrower than "
-        "the C * patch^2 values of a patch; a wider one keeps more of each patch)",
+        description="hidden channels of the patch embedding; None: DPOT's C * patch + 3 (3-D: + 4; narrower "
+        "than the C * patch^dims values of a patch; a wider one keeps more of each patch)",
     )
     n_cls: int = Field(12, ge=0, description="outputs of DPOT's data-set classifier head (0: no head)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolution_shorthand(cls, data: Any) -> Any:
+        """``resolution: N`` (configs and checkpoints before ``grid``) means the square 2-D grid [N, N]."""
+        if isinstance(data, dict) and "resolution" in data:
+            if "grid" in data:
+                raise ValueError("give model.grid or model.resolution (shorthand for [N, N]), not both")
+            data = {k: v for k, v in data.items() if k != "resolution"} | {"grid": [data["resolution"]] * 2}
+        return data
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":
         if self.moe.balance_loss is None:
             self.moe.balance_loss = "moepot" if self.variant == "moepot" else "switch"
-        if self.resolution % self.patch_size:
-            raise ValueError(f"resolution={self.resolution} is not divisible by patch_size={self.patch_size}")
+        if any(n <= 0 or n % self.patch_size for n in self.grid):
+            raise ValueError(
+                f"grid={self.grid}: every size must be a positive multiple of patch_size={self.patch_size}"
+            )
+        if self.variant == "moepot" and self.dims != 2:
+            raise ValueError(f"model.variant=moepot is 2-D only (MoE-POT has no 3-D form), got grid={self.grid}")
         if self.width % self.heads:
             raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
         if self.width % self.afno_blocks:
@@ -159,9 +183,23 @@ class ModelConfig(Strict):
         return self
 
     @property
+    def dims(self) -> int:
+        """Space dimensions of the model (2 or 3): the length of ``grid``."""
+        return len(self.grid)
+
+    @property
+    def latent(self) -> tuple[int, ...]:
+        """The token grid: ``grid / patch_size`` per axis."""
+        return tuple(n // self.patch_size for n in self.grid)
+
+    @property
     def tokens(self) -> int:
         """Patches per sample."""
-        return (self.resolution // self.patch_size) ** 2
+        return math.prod(self.latent)
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        """The model's input ``[B, *grid, t_in, channels]``."""
+        return (batch, *self.grid, self.t_in, self.channels)
 
     @property
     def is_moe(self) -> bool:
@@ -351,6 +389,12 @@ class TrainConfig(Strict):
     init_from: Path | None = Field(
         None, description="fine-tuning: a DeepSpeed checkpoint directory or a consolidated .safetensors file"
     )
+    init_2d_to_3d: Literal["blocks", "blocks+time"] | None = Field(
+        None,
+        description="fine-tuning a 3-D model from a 2-D checkpoint (DPOT/NESTOR's load_3d_components_from_2d): "
+        "blocks copies every block (1x1 kernels inflated to 1x1x1), blocks+time also the time aggregation; patch "
+        "and position embeddings, head and class head start fresh",
+    )
     freeze: list[Literal["routers", "encoder"]] | None = Field(
         None, description="fine-tuning: parts kept fixed; default: routers for moepot (as MoE-POT), none otherwise"
     )
@@ -410,6 +454,10 @@ class RunConfig(Strict):
             )
         if m.is_moe and self.parallel.zero_stage == 3:
             raise ValueError("parallel.zero_stage=3 is not supported with MoE (DeepSpeed MoE needs stage 0, 1 or 2)")
+        if self.train.init_2d_to_3d is not None and m.dims != 3:
+            raise ValueError(f"train.init_2d_to_3d is for 3-D models; model.grid={m.grid} is {m.dims}-D")
+        if self.train.patch_jitter and m.dims != 2:
+            raise ValueError(f"train.patch_jitter is 2-D only; model.grid={m.grid} is {m.dims}-D")
         t_ar = self.train.t_ar
         if t_ar is not None and t_ar % m.t_out:
             raise ValueError(
@@ -430,7 +478,13 @@ class RunConfig(Strict):
                 f"{len(self.data.datasets)} (one class per data set), got {m.n_cls}"
             )
         for entry in self.data.datasets:
-            c = self.data.info(entry.name).channels
+            info = self.data.info(entry.name)
+            if len(info.grid) != m.dims:
+                raise ValueError(
+                    f"data set {entry.name!r} is {len(info.grid)}-D (grid {list(info.grid)}) but the model is "
+                    f"{m.dims}-D (model.grid={m.grid})"
+                )
+            c = info.channels
             if c > m.channels:
                 raise ValueError(f"data set {entry.name!r} has {c} channels, more than model.channels={m.channels}")
         return self

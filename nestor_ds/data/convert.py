@@ -56,10 +56,10 @@ def _run_job(job: ShardJob, on_trajectory: Any = None) -> tuple[str, int, ShardR
 
 def reader_options(fmt: str, info: DatasetInfo, channel_order: str, problems: Sequence[str]) -> dict[str, Any]:
     """What the reader of ``fmt`` needs beyond the path: DPOT's channel order, CFDBench's segments."""
-    if fmt == "pdebench_cfd":
+    if fmt in ("pdebench_cfd", "pdebench_cfd3d"):
         return {"channel_order": channel_order}
     if fmt == "cfdbench":
-        return {"problems": tuple(problems), "segment_frames": info.frames, "resize": info.resolution}
+        return {"problems": tuple(problems), "segment_frames": info.frames, "resize": info.grid[0]}
     return {}
 
 

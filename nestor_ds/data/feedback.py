@@ -41,18 +41,18 @@ class Feedback:
     def _role(self, code: int, like: torch.Tensor) -> torch.Tensor:
         r = self.roles.to(like.device)
         r = r.view(1, -1) if r.dim() == 1 else r
-        return (r == code).view(r.shape[0], 1, 1, 1, r.shape[1])
+        return (r == code).view((r.shape[0],) + (1,) * (like.dim() - 2) + (r.shape[1],))
 
     def frames(self, pred: torch.Tensor, truth: torch.Tensor | None, window: torch.Tensor) -> torch.Tensor:
-        """The frames fed back for ``pred`` [B, X, Y, t, C]: predicted channels from ``pred``, input-only ones from
+        """The frames fed back for ``pred`` [B, *space, t, C]: predicted channels from ``pred``, input-only ones from
         ``truth`` (the true frames at the same times; None: the window's last frame, held), padded ones at
         ``pad_value``."""
         if truth is None:
-            truth = window[:, :, :, -1:].expand_as(pred)
+            truth = window[..., -1:, :].expand_as(pred)
         out = torch.where(self._role(PREDICTED, pred), pred, truth.to(pred.dtype))
         return out.masked_fill(self._role(PADDED, pred), self.pad_value)
 
     def next_window(self, window: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
-        """Slide ``window`` [B, X, Y, t_in, C] on by the predicted frames, keeping its length."""
+        """Slide ``window`` [B, *space, t_in, C] on by the predicted frames, keeping its length."""
         fed = self.frames(pred, truth, window).to(window.dtype)
-        return torch.cat([window, fed], dim=3)[:, :, :, -window.shape[3] :]
+        return torch.cat([window, fed], dim=-2)[..., -window.shape[-2] :, :]

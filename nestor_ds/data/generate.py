@@ -82,6 +82,33 @@ def _cfd(mach: float, eta: float, zeta: float) -> Callable[[Path, Size, np.rando
     return write
 
 
+def _cfd3d(mach: float) -> Callable[[Path, Size, np.random.Generator], Path]:
+    """PDEBench's 3-D CFD layout from our 3-D solver (eta = zeta = 1e-8 in PDEBench's 3-D sets: inviscid here)."""
+
+    def write(root: Path, size: Size, rng: np.random.Generator) -> Path:
+        runs = np.stack(
+            [
+                S.simulate_compressible_ns3d(size.resolution, mach, 1.0, size.frames, rng)
+                for _ in range(size.trajectories)
+            ]
+        )  # [N, T, X, Y, Z, 5]: density, pressure, Vx, Vy, Vz
+        density, pressure, vx, vy, vz = (runs[..., c].astype(np.float32) for c in range(5))
+        return F.write_pdebench_cfd3d(
+            root / f"3D_CFD_Rand_M{mach}_Eta1e-08_Zeta1e-08_periodic_Train.hdf5",
+            density,
+            pressure,
+            vx,
+            vy,
+            vz,
+            t=np.linspace(0, 1.0, size.frames + 1),
+            mach=mach,
+            eta=1e-8,
+            zeta=1e-8,
+        )
+
+    return write
+
+
 def _dr(root: Path, size: Size, rng: np.random.Generator) -> Path:
     runs = (
         S.simulate_diffusion_reaction(size.resolution, 2.0, size.frames, rng).astype(np.float32)
@@ -170,6 +197,7 @@ SUITES: dict[str, list[Job]] = {
         Job("ns2d_pda", "pdearena_ns", _smoke),
         Job("cfdbench", "cfdbench", _cfdbench),
     ],
+    "small3d": [Job("ns3d_pdb_M1_rand", "pdebench_cfd3d", _cfd3d(1.0), SMALL_TEST_SHARE)],
 }
 
 

@@ -14,7 +14,7 @@ Design (why it is shaped like this):
   got before N, jump to that shard, skip raw (undecoded) samples.
 - With ``data.subset: dpot`` a data set uses only its first ``dpot_train``
   trajectories (DPOT's master file), which is a filter on shard positions.
-- Windows are resized to the common resolution (bilinear), channels padded to
+- Windows are resized to the model's grid (bilinear; trilinear in 3-D), channels padded to
   the common count (with ``data.pad_value``, DPOT's 1), with a mask of scored
   points and channels; every batch on every rank has the same shape, as expert
   parallelism requires.
@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -101,6 +101,12 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
         manifest = read_manifest(folder if is_remote(folder) else Path(folder), cfg.data.verify_checksums)
         if manifest["count"] == 0:
             raise DataError(f"{folder}: the manifest lists no trajectories")
+        dims = manifest.get("space_dims") or 2  # manifests written before 3-D data hold 2-D samples
+        if dims != cfg.model.dims:
+            raise DataError(
+                f"{folder}: data set {entry.name!r} holds {dims}-D samples ({manifest.get('shapes', [])[:1]}), "
+                f"the model is {cfg.model.dims}-D (model.grid={cfg.model.grid})"
+            )
         limit = manifest["count"]
         dpot_n = info.dpot_train if train else info.dpot_test
         if cfg.data.subset == "dpot" and dpot_n is not None:
@@ -227,57 +233,64 @@ class SourceStream:
             epoch += 1
 
 
-def resize_pad(data: torch.Tensor, resolution: int, channels: int, pad_value: float) -> torch.Tensor:
-    """[T, C, X, Y] -> [R, R, T, C_common]: bilinear resize (``align_corners=False``, as DPOT), channels padded."""
+def resize(frames: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """[N, C, *space] -> [N, C, *grid]: bilinear in 2-D, trilinear in 3-D, ``align_corners=False`` (DPOT's and
+    DPOT-3D's resize); unchanged when already on the grid."""
+    if tuple(frames.shape[2:]) == tuple(grid):
+        return frames
+    mode = {2: "bilinear", 3: "trilinear"}[len(grid)]
+    return F.interpolate(frames, size=tuple(grid), mode=mode, align_corners=False)
+
+
+def resize_pad(data: torch.Tensor, grid: Sequence[int], channels: int, pad_value: float) -> torch.Tensor:
+    """[T, C, *space] -> [*grid, T, C_common]: resized (:func:`resize`), channels padded."""
     t, c = data.shape[:2]
-    if tuple(data.shape[2:]) != (resolution, resolution):
-        data = F.interpolate(data, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    full = data.new_full((resolution, resolution, t, channels), float(pad_value))
-    full[..., :c] = data.permute(2, 3, 0, 1)
+    data = resize(data, grid)
+    full = data.new_full((*grid, t, channels), float(pad_value))
+    full[..., :c] = data.movedim(0, -1).movedim(0, -1)  # [T, C, *grid] -> [*grid, T, C]
     return full
 
 
 def scored_mask(
-    grid: tuple[int, int],
+    space: Sequence[int],
     mask: np.ndarray | None,
     real_channels: int,
-    resolution: int,
+    grid: Sequence[int],
     channels: int,
     *,
     scored: int | None = None,
     points: str = "all",
 ) -> torch.Tensor:
-    """Scored points and channels [R, R, 1, C_common]: the first ``scored`` channels (default: all real ones),
+    """Scored points and channels [*grid, 1, C_common]: the first ``scored`` channels (default: all real ones),
     the geometry mask resized nearest, and with ``points="original"`` only the grid points the data had
-    (every ``R // X``-th point, DPOT's evaluation mask)."""
-    nx, ny = grid
-    real = torch.zeros(resolution, resolution, 1, channels)
-    pts = torch.ones(1, 1, nx, ny) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
-    pts = F.interpolate(pts, size=(resolution, resolution), mode="nearest")[0, 0]
+    (every ``grid // space``-th point per axis, DPOT's evaluation mask)."""
+    grid = tuple(grid)
+    real = torch.zeros(*grid, 1, channels)
+    pts = torch.ones(1, 1, *space) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
+    pts = F.interpolate(pts, size=grid, mode="nearest")[0, 0]
     if points == "original":
-        kx, ky = max(resolution // nx, 1), max(resolution // ny, 1)
-        stride = torch.zeros(resolution, resolution)
-        stride[::kx, ::ky] = 1
+        stride = torch.zeros(grid)
+        stride[tuple(slice(None, None, max(g // n, 1)) for g, n in zip(grid, space))] = 1
         pts = pts * stride
-    real[..., : min(real_channels, scored or real_channels)] = pts[:, :, None, None]
+    real[..., : min(real_channels, scored or real_channels)] = pts[..., None, None]
     return real
 
 
 def common_grid(
     frames: np.ndarray,
     mask: np.ndarray | None,
-    resolution: int,
+    grid: Sequence[int],
     channels: int,
     *,
     pad_value: float = 1.0,
     scored: int | None = None,
     points: str = "all",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, X, Y, C] frames -> [R, R, T, C_common] and the mask of scored points and channels [R, R, 1, C_common]."""
-    data = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, X, Y]
+    """[T, *space, C] frames -> [*grid, T, C_common] and the mask of scored points and channels [*grid, 1, C]."""
+    data = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, 1)  # [T, C, *space]
     return (
-        resize_pad(data, resolution, channels, pad_value),
-        scored_mask(frames.shape[1:3], mask, frames.shape[-1], resolution, channels, scored=scored, points=points),
+        resize_pad(data, grid, channels, pad_value),
+        scored_mask(frames.shape[1:-1], mask, frames.shape[-1], grid, channels, scored=scored, points=points),
     )
 
 
@@ -291,26 +304,31 @@ class WindowCutter:
         traj: Trajectory,
         t_in: int,
         t_out: int,
-        resolution: int,
+        grid: Sequence[int],
         channels: int,
         pad_value: float = 1.0,
         scored: int | None = None,
     ) -> None:
-        steps, nx, ny, c = traj.data.shape
+        steps, space, c = traj.data.shape[0], tuple(traj.data.shape[1:-1]), traj.data.shape[-1]
         self.t_in, self.span = t_in, t_in + t_out
+        if len(space) != len(grid):
+            raise DataError(
+                f"{traj.dataset}[{traj.index}]: a {len(space)}-D trajectory (grid {list(space)}) for a "
+                f"{len(grid)}-D model (grid {list(grid)})"
+            )
         if self.span > steps:
             raise DataError(f"{traj.dataset}[{traj.index}]: {steps} frames, shorter than the window {self.span}")
         if c > channels:
             raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
-        self.traj, self.resolution, self.channels, self.pad_value = traj, resolution, channels, pad_value
-        self.resize = (nx, ny) != (resolution, resolution)
+        self.traj, self.grid, self.channels, self.pad_value = traj, tuple(grid), channels, pad_value
+        self.resize = space != self.grid
         frames = torch.from_numpy(traj.data)
-        if self.resize:  # resized per window, from [T, C, X, Y]
-            self.data = frames.permute(0, 3, 1, 2)
-        else:  # [X, Y, T, C_common] made once: a window is a copy of contiguous runs
-            self.data = frames.new_full((nx, ny, steps, channels), float(pad_value))
-            self.data[..., :c] = frames.permute(1, 2, 0, 3)
-        self.mask = scored_mask((nx, ny), traj.mask, c, resolution, channels, scored=scored)
+        if self.resize:  # resized per window, from [T, C, *space]
+            self.data = frames.movedim(-1, 1)
+        else:  # [*space, T, C_common] made once: a window is a copy of contiguous runs
+            self.data = frames.new_full((*space, steps, channels), float(pad_value))
+            self.data[..., :c] = frames.movedim(0, -2)
+        self.mask = scored_mask(space, traj.mask, c, self.grid, channels, scored=scored)
 
     def starts(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` random window starts, all different while the trajectory has that many windows."""
@@ -318,25 +336,20 @@ class WindowCutter:
         return np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
 
     def window_into(self, t0: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Write the window into batch slots x [R, R, t_in, C] and y [R, R, t_out, C]."""
+        """Write the window into batch slots x [*grid, t_in, C] and y [*grid, t_out, C]."""
         if self.resize:
-            window = F.interpolate(
-                self.data[t0 : t0 + self.span],
-                size=(self.resolution, self.resolution),
-                mode="bilinear",
-                align_corners=False,
-            ).permute(2, 3, 0, 1)
+            window = resize(self.data[t0 : t0 + self.span], self.grid).movedim(0, -1).movedim(0, -1)
             c = window.shape[-1]
             x[..., c:], y[..., c:] = self.pad_value, self.pad_value
-            x[..., :c], y[..., :c] = window[:, :, : self.t_in], window[:, :, self.t_in :]
+            x[..., :c], y[..., :c] = window[..., : self.t_in, :], window[..., self.t_in :, :]
         else:
-            x.copy_(self.data[:, :, t0 : t0 + self.t_in])
-            y.copy_(self.data[:, :, t0 + self.t_in : t0 + self.span])
+            x.copy_(self.data[..., t0 : t0 + self.t_in, :])
+            y.copy_(self.data[..., t0 + self.t_in : t0 + self.span, :])
 
     def window(self, t0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The window starting at frame ``t0``: input, target and scored mask as new tensors."""
-        r = self.resolution
-        x, y = torch.empty(r, r, self.t_in, self.channels), torch.empty(r, r, self.span - self.t_in, self.channels)
+        x = torch.empty(*self.grid, self.t_in, self.channels)
+        y = torch.empty(*self.grid, self.span - self.t_in, self.channels)
         self.window_into(t0, x, y)
         return x, y, self.mask
 
@@ -346,13 +359,13 @@ def to_window(
     rng: np.random.Generator,
     t_in: int,
     t_out: int,
-    resolution: int,
+    grid: Sequence[int],
     channels: int,
     pad_value: float = 1.0,
     scored: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A random window resized and channel-padded: x [X, X, t_in, C], y [X, X, t_out, C], mask [X, X, 1, C]."""
-    cutter = WindowCutter(traj, t_in, t_out, resolution, channels, pad_value, scored)
+    """A random window resized and channel-padded: x [*grid, t_in, C], y [*grid, t_out, C], mask [*grid, 1, C]."""
+    cutter = WindowCutter(traj, t_in, t_out, grid, channels, pad_value, scored)
     return cutter.window(int(cutter.starts(rng, 1)[0]))
 
 
@@ -365,7 +378,7 @@ class MixedWindows(IterableDataset):
         *,
         t_in: int,
         t_out: int,
-        resolution: int,
+        grid: Sequence[int],
         channels: int,
         batch_size: int,
         seed: int,
@@ -389,7 +402,7 @@ class MixedWindows(IterableDataset):
             on_bad,
         )
         self.max_bad = max_bad
-        self.t_in, self.t_out, self.resolution, self.channels = t_in, t_out, resolution, channels
+        self.t_in, self.t_out, self.grid, self.channels = t_in, t_out, tuple(grid), channels
         self.pad_value = pad_value
         weights = np.array([s.weight for s in sources], dtype=np.float64)
         self.probs = weights / weights.sum()
@@ -423,13 +436,13 @@ class MixedWindows(IterableDataset):
         ]
         served = [int(starts[s.id]) % k for s in self.sources]  # windows already cut from the current trajectory
         current: list[tuple[WindowCutter, np.ndarray] | None] = [None] * len(self.sources)
-        r, c = self.resolution, self.channels
+        r, c = self.grid, self.channels
         while True:
             ids = self.choices(slot, position, self.batch_size)
             # windows are written straight into the batch: no per-window tensors, no stacking pass
-            x = torch.empty(self.batch_size, r, r, self.t_in, c)
-            y = torch.empty(self.batch_size, r, r, self.t_out, c)
-            masks, index = torch.empty(self.batch_size, r, r, 1, c), []
+            x = torch.empty(self.batch_size, *r, self.t_in, c)
+            y = torch.empty(self.batch_size, *r, self.t_out, c)
+            masks, index = torch.empty(self.batch_size, *r, 1, c), []
             for i, d in enumerate(ids):
                 if current[d] is None or served[d] == k:
                     traj, rng = next(streams[d])  # decoded once, cut into k windows
@@ -482,7 +495,7 @@ class TrainLoader:
             self.sources,
             t_in=m.t_in,
             t_out=cfg.train.target_frames(m.t_out),
-            resolution=m.resolution,
+            grid=m.grid,
             channels=m.channels,
             batch_size=cfg.train.micro_batch_per_rank,
             seed=cfg.train.seed,

@@ -184,10 +184,15 @@ def write_manifest(
         stats.merge(r.stats)
         shapes |= r.shapes
     mean, std = stats.result()
+    dims = sorted({len(s) - 2 for s in shapes})
+    if len(dims) > 1:
+        raise DataError(f"{folder}: {dataset}/{split} mixes trajectories of {dims} space dimensions")
     manifest = {
         "dataset": dataset,
         "split": split,
         "count": sum(r.info.count for r in results),
+        "space_dims": dims[0] if dims else None,
+        "layout": "T X Y Z C" if dims == [3] else "T X Y C",  # axes of every sample's data.npy
         "shapes": sorted(list(s) for s in shapes),
         "channels": channels,
         "mean": mean,
@@ -499,15 +504,19 @@ def decode_sample(raw: dict[str, Any], channels: list[str]) -> Trajectory:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{where}: bad meta.json ({err})") from None
     data = decode_npy(raw["data.npy"], where)
-    if data.ndim != 4 or list(data.shape) != list(meta.get("shape", [])):
+    if data.ndim not in (4, 5) or list(data.shape) != list(meta.get("shape", [])):
         raise DataError(f"{where}: data shape {list(data.shape)} does not match meta shape {meta.get('shape')}")
     if data.shape[-1] != len(channels) or meta.get("channels") != channels:
         raise DataError(f"{where}: channels {meta.get('channels')} do not match the manifest's {channels}")
     if not np.isfinite(data).all():
         raise DataError(f"{where}: NaN or Inf values")
     mask = decode_npy(raw["mask.npy"], where) if "mask.npy" in raw else None
-    if mask is not None and mask.shape != data.shape[1:3]:
-        raise DataError(f"{where}: mask shape {mask.shape} does not match grid {data.shape[1:3]}")
+    if mask is not None and mask.shape != data.shape[1:-1]:
+        raise DataError(f"{where}: mask shape {mask.shape} does not match grid {data.shape[1:-1]}")
+    if (data.ndim == 5) != ("dz" in meta):
+        raise DataError(
+            f"{where}: a {data.ndim - 2}-D sample {'without' if data.ndim == 5 else 'with'} dz in meta.json"
+        )
     return Trajectory(
         meta["dataset"],
         int(meta["index"]),
@@ -518,4 +527,5 @@ def decode_sample(raw: dict[str, Any], channels: list[str]) -> Trajectory:
         float(meta["dy"]),
         dict(meta.get("conditioning", {})),
         mask,
+        float(meta["dz"]) if "dz" in meta else None,
     )

@@ -26,6 +26,7 @@ ValidChoice = Literal["dpot", "train", "separate", "drop"]
 COUNTERS = {
     "fno_mat": F.count_fno_mat,
     "pdebench_cfd": F.count_pdebench_cfd,
+    "pdebench_cfd3d": F.count_pdebench_cfd3d,
     "pdebench_grouped": F.count_pdebench_grouped,
 }
 

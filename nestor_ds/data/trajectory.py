@@ -10,7 +10,8 @@ import numpy as np
 
 @dataclass
 class Trajectory:
-    """``data`` is ``[T, X, Y, C]`` float32; ``mask`` (optional) is ``[X, Y]`` with 1 on real (fluid) points."""
+    """``data`` is ``[T, X, Y, C]`` or ``[T, X, Y, Z, C]`` float32 (time first, channels last); ``mask``
+    (optional) is the grid ``[X, Y(, Z)]`` with 1 on real (fluid) points; ``dz`` is set for 3-D data only."""
 
     dataset: str
     index: int
@@ -21,19 +22,28 @@ class Trajectory:
     dy: float
     conditioning: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None
+    dz: float | None = None
 
     def __post_init__(self) -> None:
-        if self.data.ndim != 4:
-            raise ValueError(f"{self.dataset}[{self.index}]: data must be [T, X, Y, C], got shape {self.data.shape}")
+        if self.data.ndim not in (4, 5):
+            raise ValueError(
+                f"{self.dataset}[{self.index}]: data must be [T, X, Y, C] or [T, X, Y, Z, C], got shape "
+                f"{self.data.shape}"
+            )
+        if (self.data.ndim == 5) != (self.dz is not None):
+            raise ValueError(f"{self.dataset}[{self.index}]: dz must be given for 3-D data, and only for it")
         if self.data.shape[-1] != len(self.channels):
             raise ValueError(
                 f"{self.dataset}[{self.index}]: {self.data.shape[-1]} channels in data but names {self.channels}"
             )
         self.data = np.ascontiguousarray(self.data, dtype=np.float32)
-        if self.mask is not None and self.mask.shape != self.data.shape[1:3]:
-            raise ValueError(
-                f"{self.dataset}[{self.index}]: mask {self.mask.shape} does not match grid {self.data.shape[1:3]}"
-            )
+        if self.mask is not None and self.mask.shape != self.grid:
+            raise ValueError(f"{self.dataset}[{self.index}]: mask {self.mask.shape} does not match grid {self.grid}")
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """The space axes' sizes, ``(X, Y)`` or ``(X, Y, Z)``."""
+        return tuple(self.data.shape[1:-1])
 
     def meta(self) -> dict[str, Any]:
         """The trajectory's metadata as stored beside its arrays in a shard."""
@@ -45,6 +55,7 @@ class Trajectory:
             "dt": self.dt,
             "dx": self.dx,
             "dy": self.dy,
+            **({"dz": self.dz} if self.dz is not None else {}),
             "conditioning": self.conditioning,
             "has_mask": self.mask is not None,
         }

@@ -10,6 +10,7 @@ channels from the truth); the scoring mask is for scoring only.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,19 +18,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from nestor_ds.config.schema import RunConfig
 from nestor_ds.data.feedback import Feedback, channel_roles
 from nestor_ds.data.loader import Source
-from nestor_ds.data.trajectories import iter_split, to_common_grid
+from nestor_ds.data.trajectories import iter_split, split_size, to_common_grid
 from nestor_ds.engine.baselines import BASELINES
 from nestor_ds.engine.losses import l2re
 from nestor_ds.model.collectives import sum_together
 from nestor_ds.model.output import ModelOutput
 
 Forward = Callable[[torch.Tensor], ModelOutput]
-Forecast = Callable[[torch.Tensor], torch.Tensor]  # window [B, X, Y, t_in, C] -> frames [B, X, Y, t_out, C]
+Forecast = Callable[[torch.Tensor], torch.Tensor]  # window [B, *space, t_in, C] -> frames [B, *space, t_out, C]
 
 
 @dataclass
@@ -124,10 +124,11 @@ class EvalResult:
         return [d.name for d in self.datasets if not getattr(d, f"ratio_{which}") < 1]
 
 
-def _max_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t
+def mid_plane(field: torch.Tensor) -> np.ndarray:
+    """A [*space, C] field as the [X, Y, C] picture plots draw: itself in 2-D, the middle z-plane in 3-D."""
+    while field.dim() > 3:
+        field = field.select(2, field.shape[2] // 2)
+    return field.cpu().numpy()
 
 
 class _ModelForecast:
@@ -161,33 +162,34 @@ def _score(
     model: _ModelForecast | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample: one-step L2RE [B], rollout L2RE [B], per-rollout-step L2RE [K, B], and the one-step
-    predictions of the first window [B, X, Y, t_out, C]."""
-    b, total = traj.shape[0], traj.shape[3]
+    predictions of the first window [B, *space, t_out, C]. Time is the second-to-last axis."""
+    b, total = traj.shape[0], traj.shape[-2]
     # one step: every window of t_in true frames predicts the next t_out
     starts = list(range(0, total - t_in - t_out + 1))
-    xs = torch.cat([traj[:, :, :, s : s + t_in] for s in starts])
-    ys = torch.cat([traj[:, :, :, s + t_in : s + t_in + t_out] for s in starts])
+    xs = torch.cat([traj[..., s : s + t_in, :] for s in starts])
+    ys = torch.cat([traj[..., s + t_in : s + t_in + t_out, :] for s in starts])
     pred = forecast(xs)
-    one = l2re(pred, ys, mask.repeat(len(starts), 1, 1, 1, 1)).view(len(starts), b).mean(0)
+    one = l2re(pred, ys, mask.repeat(len(starts), *([1] * (mask.dim() - 1)))).view(len(starts), b).mean(0)
 
     # rollout: predictions fed back by the one rule until the trajectory ends
     if model is not None:
         model.count_loads = True
-    x, frames, done = traj[:, :, :, :t_in], [], 0
+    x, frames, done = traj[..., :t_in, :], [], 0
     while t_in + done < total:
         p = forecast(x)
-        truth = traj[:, :, :, t_in + done : t_in + done + t_out]
-        if truth.shape[3] < t_out:  # the last bundle runs past the end: hold the last true frame
-            truth = torch.cat([truth, truth[:, :, :, -1:].expand(-1, -1, -1, t_out - truth.shape[3], -1)], dim=3)
+        truth = traj[..., t_in + done : t_in + done + t_out, :]
+        if truth.shape[-2] < t_out:  # the last bundle runs past the end: hold the last true frame
+            held = truth[..., -1:, :].expand(*truth.shape[:-2], t_out - truth.shape[-2], truth.shape[-1])
+            truth = torch.cat([truth, held], dim=-2)
         frames.append(p)
         x = feedback.next_window(x, p, truth)
-        done += p.shape[3]
+        done += p.shape[-2]
     if model is not None:
         model.count_loads = False
-    roll = torch.cat(frames, dim=3)[:, :, :, : total - t_in]
-    truth = traj[:, :, :, t_in:]
+    roll = torch.cat(frames, dim=-2)[..., : total - t_in, :]
+    truth = traj[..., t_in:, :]
     curve = torch.stack(
-        [l2re(roll[:, :, :, k : k + t_out], truth[:, :, :, k : k + t_out], mask) for k in range(0, total - t_in, t_out)]
+        [l2re(roll[..., k : k + t_out, :], truth[..., k : k + t_out, :], mask) for k in range(0, total - t_in, t_out)]
     )
     return one, l2re(roll, truth, mask), curve, pred[:b]
 
@@ -208,11 +210,12 @@ def evaluate(
     names = ["model", "persistence"] + (["linear"] if m.t_in >= 2 else [])
     results = []
     for src in sources:
-        trajs = list(iter_split(src, cfg.train.eval_trajectories))
-        mine = trajs[rank::world]
-        count = _max_over_ranks(torch.tensor([len(mine)], device=device))
-        n_batches = -(-int(count.item()) // batch)
-        template = trajs[0]
+        # each rank decodes only its own share (trajectory i goes to rank i % world): at 128^3 one is ~1 GB
+        total = split_size(src, cfg.train.eval_trajectories)
+        n_batches = -(-(-(-total // world)) // batch)  # the busiest rank's batches: equal on every rank
+        mine = iter_split(src, cfg.train.eval_trajectories, rank, world)
+        first = next(mine, None)
+        template = first if first is not None else next(iter_split(src, 1))  # shapes for zero-weight padding
         frames = template.data.shape[0] if src.rollout is None else min(template.data.shape[0], m.t_in + src.rollout)
         steps = -(-max(0, frames - m.t_in) // m.t_out)
         stats = torch.zeros(len(names), 2, device=device, dtype=torch.float64)  # one-step sum, rollout sum
@@ -224,18 +227,20 @@ def evaluate(
         model = _ModelForecast(forward, batch, dtype)
         forecasts: list[Forecast] = [model, *(partial(BASELINES[n], t_out=m.t_out) for n in names[1:])]
         example = None
-        for b in range(n_batches):
-            chunk = mine[b * batch : (b + 1) * batch]
+        pending = [first] if first is not None else []
+        for _ in range(n_batches):
+            chunk = pending + list(itertools.islice(mine, batch - len(pending)))
+            pending = []
             weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device, dtype=torch.float64)
             chunk = chunk + [template] * (batch - len(chunk))  # zero-weight padding keeps shapes equal
             grids = [
-                to_common_grid(t, src, m.resolution, m.channels, cfg.data.pad_value, cfg.data.score_points)
-                for t in chunk
+                to_common_grid(t, src, m.grid, m.channels, cfg.data.pad_value, cfg.data.score_points) for t in chunk
             ]
-            traj = torch.stack([g[0] for g in grids]).to(device)  # [B, X, Y, T, C]
-            mask = torch.stack([g[1] for g in grids]).to(device)  # [B, X, Y, 1, C]
+            traj = torch.stack([g[0] for g in grids]).to(device)  # [B, *space, T, C]
+            mask = torch.stack([g[1] for g in grids]).to(device)  # [B, *space, 1, C]
+            del grids, chunk
             if src.rollout is not None:  # DPOT predicts t_test frames after the first t_in
-                traj = traj[:, :, :, : m.t_in + src.rollout]
+                traj = traj[..., : m.t_in + src.rollout, :]
             for i, forecast in enumerate(forecasts):
                 one, roll, curve, pred = _score(
                     forecast, traj, mask, feedback, m.t_in, m.t_out, model if i == 0 else None
@@ -243,12 +248,12 @@ def evaluate(
                 stats[i, 0] += (one * weight).sum()
                 stats[i, 1] += (roll * weight).sum()
                 curves[i] += (curve * weight).sum(1)
-                if i == 0 and example is None and rank == 0 and len(mine):
-                    example = {
-                        "input": traj[0, :, :, m.t_in - 1].cpu().numpy(),
-                        "truth": traj[0, :, :, m.t_in].cpu().numpy(),
-                        "prediction": pred[0, :, :, 0].cpu().numpy(),
-                        "mask": mask[0, :, :, 0].cpu().numpy(),
+                if i == 0 and example is None and rank == 0 and first is not None:
+                    example = {  # [X, Y, C] fields; a 3-D set shows its mid-plane in z
+                        "input": mid_plane(traj[0, ..., m.t_in - 1, :]),
+                        "truth": mid_plane(traj[0, ..., m.t_in, :]),
+                        "prediction": mid_plane(pred[0, ..., 0, :]),
+                        "mask": mid_plane(mask[0, ..., 0, :]),
                     }
             weight_sum += weight.sum()
         stats, curves, weight_sum = sum_together([stats, curves, weight_sum])

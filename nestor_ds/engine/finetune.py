@@ -1,27 +1,115 @@
-"""Start from pre-trained weights, possibly with another channel count, and freeze parts."""
+"""Start from pre-trained weights, possibly with another channel count or from 2-D into 3-D, and freeze parts."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from nestor_ds.errors import CheckpointError
-from nestor_ds.model.export import local_state_dict, read_weights
+from nestor_ds.model.export import EXPERT_KEY, local_state_dict, read_weights
 from nestor_ds.model.routing import MoEPOTScorer
 
 log = logging.getLogger(__name__)
 
 
-def load_pretrained(model: torch.nn.Module, path: str | Path) -> list[str]:
+@dataclass
+class Inflation:
+    """What a 2-D -> 3-D initialisation did to each tensor of the 3-D model."""
+
+    copied: list[str] = field(default_factory=list)  # same shape in 2-D and 3-D
+    inflated: list[str] = field(default_factory=list)  # a 1x1 kernel given a third axis (1x1x1)
+    fresh: list[str] = field(default_factory=list)  # left at the 3-D model's initialisation
+
+
+def space_dims(state: dict[str, torch.Tensor]) -> int | None:
+    """Space dimensions of the model a state dict belongs to (from its position embedding [1, D, *latent])."""
+    pos = state.get("encoder.pos_embed")
+    return None if pos is None else pos.dim() - 2
+
+
+def _expert_count(state: dict[str, torch.Tensor]) -> int:
+    """Image-level experts per layer in a consolidated state dict (global ids), 0 for a dense model."""
+    ids = {(m["prefix"], int(m["id"])) for k in state if (m := EXPERT_KEY.match(k))}
+    per: dict[str, int] = {}
+    for prefix, gid in ids:
+        per[prefix] = max(per.get(prefix, 0), gid + 1)
+    return max(per.values(), default=0)
+
+
+def inflate_2d_to_3d(model: torch.nn.Module, full: dict[str, torch.Tensor], rule: str, path: str | Path) -> Inflation:
+    """DPOT/NESTOR's ``load_3d_components_from_2d``: the blocks' weights (``blocks``) and, with ``blocks+time``,
+    the time aggregation carry over from a 2-D model; 1x1 conv kernels become 1x1x1; the patch and position
+    embeddings, normalisation features, head and class head keep the 3-D model's initialisation. Refuses,
+    naming the tensors, when widths or expert counts differ."""
+    cfg = getattr(model, "cfg", None)
+    experts = cfg.moe.experts if cfg is not None and cfg.is_moe else 0
+    if _expert_count(full) != experts:
+        raise CheckpointError(
+            f"{path}: the 2-D model has {_expert_count(full)} image-level experts per layer, this 3-D model "
+            f"{experts}: the blocks cannot carry over"
+        )
+    state = local_state_dict(model, full)
+    own = model.state_dict()
+    prefixes = ("blocks.",) + (("encoder.time_agg.",) if rule == "blocks+time" else ())
+    wanted = [k for k in own if k.startswith(prefixes)]
+    missing = [k for k in wanted if k not in state]
+    extra = [k for k in state if k.startswith(prefixes) and k not in own]
+    if missing or extra:
+        raise CheckpointError(
+            f"{path}: the 2-D model's blocks do not match this 3-D model's (missing {missing[:4]}, "
+            f"not in the 3-D model {extra[:4]}): blocks, experts or Sub-MoE experts differ"
+        )
+    done, out = Inflation(), {}
+    for key in wanted:
+        value, want = state[key], own[key].shape
+        if value.shape == want:
+            out[key] = value
+            done.copied.append(key)
+        elif value.dim() == 4 and value.shape[-2:] == (1, 1) and tuple(want) == (*value.shape, 1):
+            out[key] = value.unsqueeze(-1)
+            done.inflated.append(key)
+        else:
+            raise CheckpointError(
+                f"{path}: {key} is {tuple(value.shape)} in the 2-D model, {tuple(want)} in this 3-D model "
+                f"(widths differ?)"
+            )
+    model.load_state_dict(out, strict=False)
+    done.fresh = sorted(set(own) - set(out))
+    log.info(
+        "2-D -> 3-D (%s) from %s: %d tensors copied, %d inflated to 1x1x1, %d re-initialised: %s",
+        rule,
+        path,
+        len(done.copied),
+        len(done.inflated),
+        len(done.fresh),
+        ", ".join(done.fresh[:8]) + (" ..." if len(done.fresh) > 8 else ""),
+    )
+    return done
+
+
+def load_pretrained(model: torch.nn.Module, path: str | Path, rule_2d_to_3d: str | None = None) -> list[str]:
     """Load every weight whose name and shape fit; return the names left at their fresh init.
 
-    Encoder input and output head change shape with the channel count; they start fresh.
+    Encoder input and output head change shape with the channel count; they start fresh. A 2-D checkpoint
+    for a 3-D model goes through ``rule_2d_to_3d`` (:func:`inflate_2d_to_3d`); without one, and for a 3-D
+    checkpoint given to a 2-D model, it is refused naming both.
     """
-    state = local_state_dict(model, read_weights(path))
+    full = read_weights(path)
     own = model.state_dict()
+    have, want = space_dims(full), space_dims(own)
+    if have is not None and want is not None and have != want:
+        if (have, want) == (2, 3) and rule_2d_to_3d:
+            return inflate_2d_to_3d(model, full, rule_2d_to_3d, path).fresh
+        hint = " (set train.init_2d_to_3d: blocks | blocks+time)" if (have, want) == (2, 3) else ""
+        raise CheckpointError(
+            f"{path} holds a {have}-D model (encoder.pos_embed {tuple(full['encoder.pos_embed'].shape)}); the "
+            f"config's model is {want}-D (model.grid={list(getattr(getattr(model, 'cfg', None), 'grid', []))}){hint}"
+        )
+    state = local_state_dict(model, full)
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(fitting))
     if not fitting:

@@ -71,19 +71,21 @@ def add_noise(
         return x
     noise = torch.randn(x.shape, generator=gen, dtype=torch.float32, device=x.device)  # made on the device
     if norm == "l2":
-        l2 = x.float().square().sum(dim=(1, 2, 3), keepdim=True).sqrt()  # [B, 1, 1, 1, C]
+        over = tuple(range(1, x.dim() - 1))  # space and time
+        l2 = x.float().square().sum(dim=over, keepdim=True).sqrt()  # [B, 1, .., 1, C]
         return x + (scale * l2 * noise).to(x.dtype)
     m = mask.float()
     if norm == "rms":
-        rms = x.float().square().flatten(1).mean(1).sqrt().view(-1, 1, 1, 1, 1)
+        rms = x.float().square().flatten(1).mean(1).sqrt().view((-1,) + (1,) * (x.dim() - 1))
         return x + (scale * rms * noise * m).to(x.dtype)
     if norm == "channel_rms":
-        count = m.sum(dim=(1, 2, 3), keepdim=True) * x.shape[3]
-        ref = ((x.float().square() * m).sum(dim=(1, 2, 3), keepdim=True) / count.clamp_min(1)).sqrt()
+        over = tuple(range(1, x.dim() - 1))
+        count = m.sum(dim=over, keepdim=True) * x.shape[-2]
+        ref = ((x.float().square() * m).sum(dim=over, keepdim=True) / count.clamp_min(1)).sqrt()
     elif norm == "set_std":
         if std is None:
             raise ValueError("noise_norm=set_std needs the data sets' channel std")
-        ref = std.float().view(x.shape[0], 1, 1, 1, x.shape[-1])
+        ref = std.float().view((x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],))
     else:
         raise ValueError(f"unknown noise_norm {norm!r}")
     return x + (scale * ref * noise * m).to(x.dtype)
@@ -132,20 +134,20 @@ def unrolled_step(
     noise_scale: float,
     dtype: torch.dtype,
 ) -> StepResult:
-    """Forward (``t_ar / t_out`` times) and loss of one micro-batch; x [B, X, Y, t_in, C], y [B, X, Y, t_ar, C]."""
+    """Forward (``t_ar / t_out`` times) and loss of one micro-batch; x [B, *space, t_in, C], y [B, *space, t_ar, C]."""
     m, t = cfg.model, cfg.train
     x, y, mask, ids = batch["x"], batch["y"], batch["mask"], batch["dataset_id"]
     if t.patch_jitter:
-        both, mask = jitter(torch.cat([x, y], dim=3), mask, facts.periodic[ids], gen, m.patch_size)
-        x, y = both[:, :, :, : m.t_in], both[:, :, :, m.t_in :]
+        both, mask = jitter(torch.cat([x, y], dim=-2), mask, facts.periodic[ids], gen, m.patch_size)
+        x, y = both[..., : m.t_in, :], both[..., m.t_in :, :]
     feedback = Feedback(facts.roles[ids], cfg.data.pad_value)
     std = facts.std[ids] if cfg.data.noise_norm == "set_std" else None
-    steps = y.shape[3] // m.t_out
+    steps = y.shape[-2] // m.t_out
     losses, first, first_out = [], None, None
     for k in range(steps):
         x = add_noise(x, mask, noise_scale, gen, cfg.data.noise_norm, std)
         out = forward(x.to(dtype))
-        target = y[:, :, :, k * m.t_out : (k + 1) * m.t_out]
+        target = y[..., k * m.t_out : (k + 1) * m.t_out, :]
         per_sample = l2re(out.pred, target, mask)
         losses.append(training_loss(cfg, out, per_sample, ids))
         if k == 0:
@@ -154,6 +156,6 @@ def unrolled_step(
             fed = out.pred.detach() if t.push_forward else out.pred
             x = feedback.next_window(x, fed.to(x.dtype), target)
     if first is None or first_out is None:
-        raise ValueError(f"the target holds {y.shape[3]} frames, fewer than one bundle of t_out={m.t_out}")
+        raise ValueError(f"the target holds {y.shape[-2]} frames, fewer than one bundle of t_out={m.t_out}")
     loss = torch.stack(losses).sum() if t.loss_reduction == "reference" else torch.stack(losses).mean()
     return StepResult(loss, first, first_out)

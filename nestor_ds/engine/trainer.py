@@ -188,7 +188,7 @@ def _load_weights(args: RunArgs, cfg: RunConfig, model: NeuralOperator) -> Path 
     if args.mode in ("finetune", "evaluate"):
         if weights is None:
             raise CheckpointError(f"{args.mode} needs weights: pass --weights or set train.init_from")
-        fresh = load_pretrained(model, weights)
+        fresh = load_pretrained(model, weights, cfg.train.init_2d_to_3d if args.mode == "finetune" else None)
         if args.mode == "evaluate" and fresh:
             raise CheckpointError(f"{weights} does not fit the model of {args.config}: {fresh[:4]} ...")
     frozen_parts = default_freeze(cfg.model.variant, cfg.train.freeze) if args.mode == "finetune" else []

@@ -1,6 +1,6 @@
 """Auto-regressive prediction on a user's own fields, prepared as the model's training data was.
 
-The fields are resized (bilinear, ``align_corners=False``) to the model's resolution and their
+The fields are resized (bilinear, trilinear in 3-D, ``align_corners=False``) to the model's grid and their
 channels padded with the training pad value, exactly as the loader prepares a training window; the
 model predicts ``t_out`` frames at a time from the last ``t_in``, fed back by the evaluator's rule
 (``data.feedback``: padded channels at the pad value, input-only ones from the given frames, else the last
@@ -16,15 +16,16 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
 from nestor_ds.config import ConfigError
 from nestor_ds.data.feedback import INPUT_ONLY, PADDED, PREDICTED, Feedback
+from nestor_ds.data.loader import resize
 
 
 class Predictor:
-    """``Predictor("runs/x/model").rollout(fields, steps)``; fields ``[X, Y, T, C]`` or ``[B, X, Y, T, C]``
-    (numpy or torch, any square-or-not grid, T >= t_in: the first t_in frames start the rollout)."""
+    """``Predictor("runs/x/model").rollout(fields, steps)``; fields ``[*space, T, C]`` or ``[B, *space, T, C]``
+    with the model's number of space axes (numpy or torch, any grid, T >= t_in: the first t_in frames start
+    the rollout)."""
 
     def __init__(
         self,
@@ -40,25 +41,21 @@ class Predictor:
             raise ConfigError("the model carries no run config: load it with nestor_ds.load_model")
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
 
-    def _to_model_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, X, Y, T, c] -> [B, R, R, T, C_model]."""
-        m = self.cfg.model
-        b, nx, ny, t, c = x.shape
-        if (nx, ny) != (m.resolution, m.resolution):
-            frames = rearrange(x, "b x y t c -> (b t) c x y")
-            frames = F.interpolate(frames, size=(m.resolution, m.resolution), mode="bilinear", align_corners=False)
-            x = rearrange(frames, "(b t) c x y -> b x y t c", b=b)
-        return F.pad(x, (0, m.channels - c), value=float(self.cfg.data.pad_value))
+    @staticmethod
+    def _regrid(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """[B, *space, T, C] -> [B, *grid, T, C] by the loader's resize."""
+        b, t = x.shape[0], x.shape[-2]
+        frames = x.movedim(-2, 1).movedim(-1, 2).flatten(0, 1)  # [(B T), C, *space]
+        return resize(frames, grid).unflatten(0, (b, t)).movedim(1, -1).movedim(1, -1)
 
-    def _to_user_grid(self, y: torch.Tensor, grid: tuple[int, int], channels: int) -> torch.Tensor:
-        b = y.shape[0]
-        y = y[..., :channels]
-        if tuple(y.shape[1:3]) != grid:
-            frames = F.interpolate(
-                rearrange(y, "b x y t c -> (b t) c x y"), size=grid, mode="bilinear", align_corners=False
-            )
-            y = rearrange(frames, "(b t) c x y -> b x y t c", b=b)
-        return y
+    def _to_model_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, *space, T, c] -> [B, *grid, T, C_model]."""
+        m = self.cfg.model
+        x = self._regrid(x, m.grid)
+        return F.pad(x, (0, m.channels - x.shape[-1]), value=float(self.cfg.data.pad_value))
+
+    def _to_user_grid(self, y: torch.Tensor, grid: tuple[int, ...], channels: int) -> torch.Tensor:
+        return self._regrid(y[..., :channels], grid)
 
     def channel_positions(self, channels: Sequence[int | str], dataset: str | None) -> list[int]:
         """Model channel of each input channel: positions as given, names looked up in a training data set's
@@ -109,20 +106,24 @@ class Predictor:
         mask: np.ndarray | torch.Tensor | None = None,
         dataset: str | None = None,
     ) -> np.ndarray | torch.Tensor:
-        """``steps`` predicted frames after the first t_in, on the input's grid: [(B,) X, Y, steps, C].
+        """``steps`` predicted frames after the first t_in, on the input's grid: [(B,) *space, steps, C].
 
         ``channels``: which model channel each input channel is, by position or by name in a training data set's
-        channel order (``dataset``); default 0..C-1, as the data set's channels were stored. ``mask`` [X, Y]:
+        channel order (``dataset``); default 0..C-1, as the data set's channels were stored. ``mask`` [*space]:
         1 inside the domain, predictions are 0 outside."""
         m = self.cfg.model
         as_numpy = isinstance(fields, np.ndarray)
         x = torch.as_tensor(np.asarray(fields) if as_numpy else fields).float()
-        single = x.dim() == 4
+        single = x.dim() == m.dims + 2
         if single:
             x = x[None]
-        if x.dim() != 5:
-            raise ConfigError(f"fields must be [X, Y, T, C] or [B, X, Y, T, C], got shape {tuple(fields.shape)}")
-        b, nx, ny, t, c = x.shape
+        if x.dim() != m.dims + 3:
+            axes = ", ".join("XYZ"[: m.dims])
+            raise ConfigError(
+                f"fields must be [{axes}, T, C] or [B, {axes}, T, C] for this {m.dims}-D model, got shape "
+                f"{tuple(fields.shape)}"
+            )
+        b, space, t, c = x.shape[0], tuple(x.shape[1:-2]), x.shape[-2], x.shape[-1]
         if t < m.t_in:
             raise ConfigError(f"fields have {t} frames; the model needs t_in={m.t_in} to start")
         if steps < 1:
@@ -130,21 +131,22 @@ class Predictor:
         order = list(range(c)) if channels is None else self.channel_positions(list(channels), dataset)
         if len(order) != c or len(set(order)) != c or min(order) < 0 or max(order) >= m.channels:
             raise ConfigError(f"channels {order} must place the {c} input channels among the model's {m.channels}")
-        placed = torch.full((b, nx, ny, t, max(order) + 1), float(self.cfg.data.pad_value))
+        placed = torch.full((b, *space, t, max(order) + 1), float(self.cfg.data.pad_value))
         placed[..., order] = x
         given = self._to_model_grid(placed).to(self.device, self.dtype)  # input-only channels' truth, where given
         feedback = Feedback(self.roles(order, dataset).to(self.device), float(self.cfg.data.pad_value))
-        window = given[:, :, :, : m.t_in]
+        window = given[..., : m.t_in, :]
         preds, done = [], 0
         while done < steps:
-            y = self.model(window).pred  # [B, R, R, t_out, C_model]
+            y = self.model(window).pred  # [B, *grid, t_out, C_model]
             preds.append(y.float())
-            truth = given[:, :, :, m.t_in + done : m.t_in + done + y.shape[3]]
-            window = feedback.next_window(window, y.to(window.dtype), truth if truth.shape[3] == y.shape[3] else None)
-            done += y.shape[3]
-        out = torch.cat(preds, dim=3)[:, :, :, :steps].cpu()
-        out = self._to_user_grid(out, (nx, ny), max(order) + 1)[..., order]
+            truth = given[..., m.t_in + done : m.t_in + done + y.shape[-2], :]
+            fed = truth if truth.shape[-2] == y.shape[-2] else None
+            window = feedback.next_window(window, y.to(window.dtype), fed)
+            done += y.shape[-2]
+        out = torch.cat(preds, dim=-2)[..., :steps, :].cpu()
+        out = self._to_user_grid(out, space, max(order) + 1)[..., order]
         if mask is not None:
-            out = out * torch.as_tensor(np.asarray(mask), dtype=out.dtype)[None, :, :, None, None]
+            out = out * torch.as_tensor(np.asarray(mask), dtype=out.dtype)[None, ..., None, None]
         out = out[0] if single else out
         return out.numpy() if as_numpy else out

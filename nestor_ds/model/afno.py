@@ -1,9 +1,10 @@
-"""DPOT's adaptive Fourier block: the spectral filter and the AFNO block around it.
+"""DPOT's adaptive Fourier block: the spectral filter and the AFNO block around it, 2-D or 3-D.
 
-Computes what thu-ml/DPOT ``models/dpot.py`` (``AFNO2D``, ``Block``) computes: the
-filter keeps the first ``modes`` rows and columns of ``rfft2`` (non-negative
-frequencies along x, as DPOT does), applies a block-diagonal complex two-layer MLP
-with GELU and biases, and adds its own input back.
+Computes what thu-ml/DPOT ``models/dpot.py`` (``AFNO2D``, ``Block``) and ``models/dpot3d.py``
+(``AFNO3D``) compute: the filter keeps the first ``modes`` entries of each axis of ``rfftn``
+(non-negative frequencies only, as DPOT does; DPOT-3D keeps ``modes`` along x and y and
+``temporal_modes``, default 8, along the third axis), applies a block-diagonal complex
+two-layer MLP with GELU and biases, and adds its own input back.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nestor_ds.model.encoder import conv
 
 
 class ContiguousGroupNorm(nn.GroupNorm):
@@ -27,9 +30,12 @@ def group_norm(width: int) -> nn.GroupNorm:
 
 
 class AFNOFilter(nn.Module):
-    """x + irfft2(MLP_complex(rfft2(x)[:modes, :modes])) on [B, D, H, W] maps."""
+    """x + irfftn(MLP_complex(rfftn(x)[:m1, :m2(, :m3)])) on [B, D, *space] maps.
 
-    def __init__(self, width: int, blocks: int, modes: int) -> None:
+    ``modes``: one count for every axis, or one per axis (DPOT-3D: ``(modes, modes, 8)``).
+    """
+
+    def __init__(self, width: int, blocks: int, modes: int | tuple[int, ...]) -> None:
         super().__init__()
         if width % blocks:
             raise ValueError(f"AFNO width {width} is not divisible by afno_blocks {blocks}")
@@ -49,15 +55,17 @@ class AFNOFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()  # FFTs in fp32 whatever the training precision
-        b, d, h, w = x.shape
-        spec = torch.fft.rfft2(x.permute(0, 2, 3, 1), dim=(1, 2), norm="ortho")  # [B, H, W//2+1, D]
-        kept = spec[:, : self.modes, : self.modes]
-        kept = kept.reshape(*kept.shape[:3], self.blocks, d // self.blocks)
+        d, space = x.shape[1], tuple(x.shape[2:])
+        axes = tuple(range(1, len(space) + 1))
+        modes = self.modes if isinstance(self.modes, tuple) else (self.modes,) * len(space)
+        spec = torch.fft.rfftn(x.movedim(1, -1), dim=axes, norm="ortho")  # [B, *space (last n//2+1), D]
+        kept = spec[(slice(None), *(slice(0, m) for m in modes))]
+        kept = kept.unflatten(-1, (self.blocks, d // self.blocks))
         z = self._layer(kept, self.w1.float(), self.b1.float())
         z = torch.view_as_complex(F.gelu(torch.view_as_real(z)))  # GELU on the real and imaginary parts, as DPOT
         z = self._layer(z, self.w2.float(), self.b2.float())
-        # irfft2 zero-pads the kept modes back to the full spectrum: the dropped modes are zero, as DPOT's
-        y = torch.fft.irfft2(z.flatten(-2), s=(h, w), dim=(1, 2), norm="ortho").permute(0, 3, 1, 2)
+        # irfftn zero-pads the kept modes back to the full spectrum: the dropped modes are zero, as DPOT's
+        y = torch.fft.irfftn(z.flatten(-2), s=space, dim=axes, norm="ortho").movedim(-1, 1)
         return (y + x).to(dtype)
 
 
@@ -68,13 +76,15 @@ class AFNOBlock(nn.Module):
     ``double_skip=True`` is the reference NESTOR ``AFNOExpert`` of the shared path.
     """
 
-    def __init__(self, width: int, blocks: int, modes: int, hidden: int, double_skip: bool) -> None:
+    def __init__(
+        self, width: int, blocks: int, modes: int | tuple[int, ...], hidden: int, double_skip: bool, dims: int = 2
+    ) -> None:
         super().__init__()
         self.double_skip = double_skip
         self.norm1 = group_norm(width)
         self.filter = AFNOFilter(width, blocks, modes)
         self.norm2 = group_norm(width)
-        self.mlp = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1))
+        self.mlp = nn.Sequential(conv(dims)(width, hidden, 1), nn.GELU(), conv(dims)(hidden, width, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x

@@ -53,7 +53,7 @@ def bench_forward_backward(
 ) -> BenchResult:
     """Time ``steps`` forward+backward passes of ``cfg``'s model after ``warmup``; count syncs, ops and FLOPs."""
     model = build_model(cfg).to(device=device, dtype=dtype)
-    x = torch.randn(batch, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels, device=device, dtype=dtype)
+    x = torch.randn(cfg.input_shape(batch), device=device, dtype=dtype)
     cuda = device.startswith("cuda")
 
     def step() -> None:

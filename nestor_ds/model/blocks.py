@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from einops import rearrange
 from torch import nn
 from torch.profiler import record_function
 
@@ -22,10 +21,24 @@ def hidden_width(cfg: ModelConfig) -> int:
     return max(1, int(cfg.width * cfg.mlp_ratio + 1e-9))  # truncated, as DPOT computes its MLP width
 
 
+def afno_modes(cfg: ModelConfig) -> tuple[int, ...]:
+    """Fourier modes kept per axis: ``afno_modes`` on x and y, DPOT-3D's ``afno_modes_z`` on a third axis."""
+    return (cfg.afno_modes,) * 2 + ((cfg.afno_modes_z,) if cfg.dims == 3 else ())
+
+
+def to_tokens(h: torch.Tensor) -> torch.Tensor:
+    """[B, C, *latent] map -> [B, N, C] tokens (row-major over the latent axes, as ``b c x y -> b (x y) c``)."""
+    return h.flatten(2).transpose(1, 2)
+
+
+def from_tokens(tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B, N, C] tokens back to the [B, C, *latent] map ``like`` came as."""
+    return tokens.transpose(1, 2).reshape(like.shape[0], tokens.shape[-1], *like.shape[2:])
+
+
 def _on_tokens(moe: SampleMoE, h: torch.Tensor) -> torch.Tensor:
     """Run a sample-level MoE on a [B, C, X, Y] map as [B, X*Y, C] tokens."""
-    out = moe(rearrange(h, "b c x y -> b (x y) c"))
-    return rearrange(out, "b (x y) c -> b c x y", y=h.shape[-1])
+    return from_tokens(moe(to_tokens(h)), h)
 
 
 class Fusion(nn.Module):
@@ -87,18 +100,18 @@ class NestedMoEBlock(nn.Module):
         self.afno = None
         if cfg.ablation.shared_afno:
             self.afno = nn.Sequential(
-                *(AFNOBlock(cfg.width, cfg.afno_blocks, cfg.afno_modes, cfg.width, True) for _ in range(2))
+                *(AFNOBlock(cfg.width, cfg.afno_blocks, afno_modes(cfg), cfg.width, True, cfg.dims) for _ in range(2))
             )
         self.fusion = Fusion(cfg.fusion, 3 if self.afno is not None else 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, H, W]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, *latent]
         h = self.norm(x)
         # the samples' all-to-all is in flight while the shared AFNO path, which does not need it, runs
-        flight = self.moe.start(rearrange(h, "b c x y -> b (x y) c"))
+        flight = self.moe.start(to_tokens(h))
         with record_function("nestor.shared_afno"):  # named in profiler traces (scripts/trace_overlap.py)
             afno = self.afno(h) if self.afno is not None else None
         with record_function("nestor.experts"):
-            moe = rearrange(self.moe.finish(flight), "b (x y) c -> b c x y", y=h.shape[-1])
+            moe = from_tokens(self.moe.finish(flight), h)
         paths = (moe, afno, h) if afno is not None else (moe, h)
         return x + self.fusion(*paths)
 
@@ -107,7 +120,9 @@ class DPOTBlock(AFNOBlock):
     """DPOT's block as DPOTNet builds it (``double_skip=False``)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg.width, cfg.afno_blocks, cfg.afno_modes, hidden_width(cfg), double_skip=False)
+        super().__init__(
+            cfg.width, cfg.afno_blocks, afno_modes(cfg), hidden_width(cfg), double_skip=False, dims=cfg.dims
+        )
 
 
 class MoEPOTExpert(nn.Module):
@@ -151,7 +166,7 @@ class MoEPOTBlock(nn.Module):
         super().__init__()
         hidden, m = hidden_width(cfg), cfg.moe
         self.norm1, self.norm2 = group_norm(cfg.width), group_norm(cfg.width)
-        self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, cfg.afno_modes)
+        self.filter = AFNOFilter(cfg.width, cfg.afno_blocks, afno_modes(cfg))
         self.features = nn.Sequential(nn.Conv2d(cfg.width, hidden, 1), nn.GELU())
         self.moe = SampleMoE(
             lambda: MoEPOTExpert(hidden, cfg.width),

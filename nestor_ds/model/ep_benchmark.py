@@ -129,7 +129,7 @@ EP_CASES = {"nestor": (1, 2, 3), "moepot": (1, 2, 4)}  # ep sizes measured per v
 
 def bench_shape(cfg: ModelConfig, width: int = 128, resolution: int = 32) -> ModelConfig:
     """``cfg`` at a width and resolution a CPU runs in seconds (experts, top-k, blocks and tokens' layout kept)."""
-    return ModelConfig.model_validate({**cfg.model_dump(), "width": width, "resolution": resolution})
+    return ModelConfig.model_validate({**cfg.model_dump(), "width": width, "grid": [resolution] * cfg.dims})
 
 
 def measure_eps(cfg: ModelConfig, eps: tuple[int, ...], global_batch: int, workdir: Path) -> list[EPMeasure]:
@@ -197,7 +197,7 @@ def _worker(out: Path, global_batch: int, seed: int, trace: bool) -> None:
     for layer in model.moe_layers:
         layer.set_deepspeed_parallelism()
     g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(global_batch, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels, generator=g)
+    x = torch.randn(cfg.input_shape(global_batch), generator=g)
     per = global_batch // world
     x = x[rank * per : (rank + 1) * per]
 

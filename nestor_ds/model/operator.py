@@ -13,7 +13,7 @@ from nestor_ds.model.output import ModelOutput
 
 
 class NeuralOperator(nn.Module):
-    """[B, X, Y, T_in, C] -> ModelOutput with pred [B, X, Y, T_out, C] and MoE statistics."""
+    """[B, *space, T_in, C] -> ModelOutput with pred [B, *space, T_out, C] and MoE statistics (2-D or 3-D)."""
 
     def __init__(self, cfg: ModelConfig, blocks: list[nn.Module]) -> None:
         super().__init__()
@@ -24,7 +24,7 @@ class NeuralOperator(nn.Module):
             for block in self.blocks:
                 block.compile()  # in place: parameter names, checkpoints and DeepSpeed's hooks stay as they are
         self.cls_head = DatasetClassifier(cfg.width, cfg.n_cls) if cfg.n_cls else None
-        self.head = OutputHead(cfg.width, cfg.decoder_width, cfg.patch_size, cfg.channels, cfg.t_out)
+        self.head = OutputHead(cfg.width, cfg.decoder_width, cfg.patch_size, cfg.channels, cfg.t_out, cfg.dims)
         self.temperature = cfg.moe.temperature_at(0)
         self.run_config: RunConfig | None = None  # set by load_model: what the model was trained with
         self.channel_names: dict[str, list[str]] = {}  # set by load_model: channel names per training data set
@@ -47,10 +47,14 @@ class NeuralOperator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         c = self.cfg
-        if x.dim() != 5 or tuple(x.shape[1:]) != (x.shape[1], x.shape[1], c.t_in, c.channels):
-            raise ValueError(f"expected input [B, X, X, t_in={c.t_in}, channels={c.channels}], got {tuple(x.shape)}")
-        if x.shape[1] != c.resolution:
-            raise ValueError(f"input resolution {x.shape[1]} differs from model.resolution={c.resolution}")
+        if x.dim() != c.dims + 3 or tuple(x.shape[-2:]) != (c.t_in, c.channels):
+            axes = ", ".join("XYZ"[: c.dims])
+            raise ValueError(
+                f"expected input [B, {axes}, t_in={c.t_in}, channels={c.channels}] for a {c.dims}-D model, "
+                f"got {tuple(x.shape)}"
+            )
+        if list(x.shape[1:-2]) != c.grid:
+            raise ValueError(f"input grid {list(x.shape[1:-2])} differs from model.grid={c.grid}")
         z, stats = self.encoder(x)
         for block in self.blocks:
             z = block(z)
@@ -59,7 +63,7 @@ class NeuralOperator(nn.Module):
             mu, sigma = stats
             pred = pred * sigma + (0 if c.residual else mu)
         if c.residual:  # a change from the last input frame
-            pred = pred + x[:, :, :, -1:].to(pred.dtype)
+            pred = pred + x[..., -1:, :].to(pred.dtype)
         out = reduce_moe_stats(self.moe_layers, pred, c.ablation.load_balancing, c.moe.balance_loss or "switch")
         if self.cls_head is not None:
             out.extras["cls_logits"] = self.cls_head(z)

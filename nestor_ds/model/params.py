@@ -57,7 +57,7 @@ def published_reference(cfg: ModelConfig) -> tuple[str, int, str] | None:
     """(name, parameter count, note) of the published model this config is, if it is one."""
     from nestor_ds.model.published import NESTOR_REFERENCE_TINY_PARAMS, PUBLISHED
 
-    common = (cfg.resolution, cfg.patch_size, cfg.t_in, cfg.t_out, cfg.channels, cfg.n_cls) == (128, 8, 10, 1, 4, 12)
+    common = (cfg.grid, cfg.patch_size, cfg.t_in, cfg.t_out, cfg.channels, cfg.n_cls) == ([128, 128], 8, 10, 1, 4, 12)
     if not common:
         return None
     if cfg.variant == "nestor":
@@ -79,7 +79,7 @@ def format_param_report(r: ParamReport, cfg: ModelConfig, ep_size: int) -> str:
         return f"{n:>13,d}  ({n / 1e6:7.2f} M)"
 
     lines = [
-        f"model: {cfg.variant}  resolution {cfg.resolution}  patch {cfg.patch_size}  width {cfg.width}  "
+        f"model: {cfg.variant}  grid {cfg.grid}  patch {cfg.patch_size}  width {cfg.width}  "
         f"blocks {cfg.blocks}  ep_size {ep_size}",
         f"total parameters       {m(r.total)}",
         f"active per sample      {m(r.active_per_sample)}",

@@ -1,7 +1,8 @@
 """Published DPOT and MoE-POT checkpoints into this project's format.
 
-A published checkpoint is ``torch.save({"model": state_dict})`` of thu-ml/DPOT's ``DPOTNet`` or
-haiyangxin/MoEPOT's ``MoEPOTNet``. The architecture is read from the tensors' own shapes, the
+A published checkpoint is ``torch.save({"model": state_dict})`` of thu-ml/DPOT's ``DPOTNet`` (or
+``DPOTNet3D``, ``models/dpot3d.py``, whose layout is the same with 3-D kernels) or haiyangxin/MoEPOT's
+``MoEPOTNet``. The architecture is read from the tensors' own shapes, the
 names are mapped onto ``model.variant: dpot`` / ``moepot``, every tensor must find its place
 (nothing left over, nothing missing, no shape mismatch), and the result is written as a
 consolidated safetensors file (experts under their global ids, so it loads at any ep_size)
@@ -23,7 +24,7 @@ import torch
 
 from nestor_ds.errors import CheckpointError
 
-Kind = Literal["dpot", "moepot"]
+Kind = Literal["dpot", "moepot", "dpot3d"]
 log = logging.getLogger(__name__)
 
 # The published sizes (DPOT paper table / released checkpoints; MoE-POT's pre-training configs) and the
@@ -66,6 +67,7 @@ PUBLISHED: dict[Kind, dict[str, dict[str, Any]]] = {
 NESTOR_REFERENCE_TINY_PARAMS = 83120263  # Event-AHU/OpenFusion NESTOR at its published Tiny configuration
 MOEPOT_TOP_K = 4  # hard-coded in MoE-POT's Block; not visible in a checkpoint
 DEFAULT_MODES = 32  # DPOTNet's default; a checkpoint does not record it (see infer_model_config)
+DEFAULT_MODES_Z = 8  # DPOTNet3D's AFNO3D keeps temporal_modes=8 along the third axis (its Block never sets it)
 
 _RULES: list[tuple[str, str]] = [
     (r"^pos_embed$", "encoder.pos_embed"),
@@ -131,13 +133,15 @@ def infer_model_config(
     is kept once modes >= the latent grid, which is the case for all published models (16x16
     latent grid, modes 32); for smaller modes pass the training value.
     """
-    width, grid = _shape(state, "pos_embed", path)[1], _shape(state, "pos_embed", path)[2]
+    pos = _shape(state, "pos_embed", path)
+    width, latent, dims = pos[1], list(pos[2:]), len(pos) - 2
     embed = _shape(state, "patch_embed.proj.0.weight", path)
-    patch, c_in, embed_hidden = embed[-1], embed[1] - 3, embed[0]
-    c_out, rest = divmod(embed_hidden - 3, patch)
+    extra = dims + 1  # grid channels: one per space axis and one for time
+    patch, c_in, embed_hidden = embed[-1], embed[1] - extra, embed[0]
+    c_out, rest = divmod(embed_hidden - extra, patch)
     if rest or c_in != c_out:
         raise CheckpointError(
-            f"{path}: {c_in} input and {(embed_hidden - 3) / patch:g} output channels; this project's "
+            f"{path}: {c_in} input and {(embed_hidden - extra) / patch:g} output channels; this project's "
             f"models map C channels to C channels"
         )
     if "time_agg_layer.gamma" not in state:
@@ -150,13 +154,14 @@ def infer_model_config(
     blocks = _count(state, r"^blocks\.(\d+)\.")
     cfg: dict[str, Any] = {
         "variant": kind,
-        "resolution": grid * patch,
+        "grid": [n * patch for n in latent],
         "patch_size": patch,
         "width": width,
         "heads": math.gcd(8, width),
         "blocks": blocks,
         "afno_blocks": _shape(state, "blocks.0.filter.w1", path)[1],
         "afno_modes": modes or DEFAULT_MODES,
+        **({"afno_modes_z": DEFAULT_MODES_Z} if dims == 3 else {}),
         "t_in": _shape(state, "time_agg_layer.w", path)[0],
         "t_out": out // c_out,
         "channels": c_out,
@@ -164,7 +169,8 @@ def infer_model_config(
         "normalize": "scale_feats_mu.weight" in state,
         "n_cls": _shape(state, "cls_head.4.weight", path)[0],
     }
-    if kind == "dpot":
+    if kind in ("dpot", "dpot3d"):
+        cfg["variant"] = "dpot"  # DPOT-3D is variant dpot on a 3-D grid
         hidden = _shape(state, "blocks.0.mlp.0.weight", path)[0]
     else:
         hidden = _shape(state, "blocks.0.MoE.feature_extractor.conv.0.weight", path)[0]
@@ -184,9 +190,9 @@ def infer_model_config(
 
 def check_size(kind: Kind, size: str, cfg: dict[str, Any], path: str) -> None:
     """``--size``: the checkpoint must have the published size's shape."""
-    sizes = PUBLISHED[kind]
+    sizes = PUBLISHED.get(kind, {})
     if size not in sizes:
-        raise CheckpointError(f"--size {size!r}: published {kind} sizes are {', '.join(sizes)}")
+        raise CheckpointError(f"--size {size!r}: published {kind} sizes are {', '.join(sizes) or 'none'}")
     wrong = {k: (cfg[k], v) for k, v in sizes[size].items() if k != "params" and cfg[k] != v}
     if wrong:
         detail = ", ".join(f"{k} {got} (published {want})" for k, (got, want) in wrong.items())
@@ -237,7 +243,9 @@ def finetune_config(model_cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     window = model_cfg["t_in"] + model_cfg["t_out"]
     sets = [
-        {"name": n} for n, info in REGISTRY.items() if info.channels <= model_cfg["channels"] and info.frames >= window
+        {"name": n}
+        for n, info in REGISTRY.items()
+        if info.channels <= model_cfg["channels"] and info.frames >= window and len(info.grid) == len(model_cfg["grid"])
     ]
     if not sets:
         raise CheckpointError(
@@ -265,10 +273,12 @@ def import_checkpoint(
     path, out_dir = str(checkpoint), Path(out_dir)
     state = read_published(checkpoint)
     found: Kind = "moepot" if any(".MoE." in k for k in state) else "dpot"
+    if found == "dpot" and "pos_embed" in state and state["pos_embed"].dim() == 5:
+        found = "dpot3d"
     if found != kind:
         raise CheckpointError(f"{path} holds a {found} model, not {kind}: run 'nestor-ds import {found} ...'")
     model_cfg = infer_model_config(kind, state, modes, path)
-    latent = model_cfg["resolution"] // model_cfg["patch_size"]
+    latent = max(model_cfg["grid"]) // model_cfg["patch_size"]
     if modes is None and latent > DEFAULT_MODES:
         log.warning(
             "%s: latent grid %d > %d modes assumed; pass --modes with the value it was trained with",

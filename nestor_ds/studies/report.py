@@ -120,7 +120,7 @@ def _forward_gflops(model_cfg: Any) -> float:
     from nestor_ds.profiling import count_flops
 
     model = build_model(model_cfg, 1, seed=0).eval()
-    x = torch.randn(1, model_cfg.resolution, model_cfg.resolution, model_cfg.t_in, model_cfg.channels)
+    x = torch.randn(model_cfg.input_shape(1))
     with torch.no_grad():
         return count_flops(lambda: model(x)) / 1e9
 

@@ -46,7 +46,7 @@ class ModelFacts:
 def model_facts(cfg: ModelConfig, name: str, batch: int = 2) -> ModelFacts:
     """Count ``cfg``'s FLOPs per sample (fp32 on this CPU, ``batch`` samples) and its dense and expert parameters."""
     model = build_model(cfg, ep_size=1, seed=0)
-    x = torch.randn(batch, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels)
+    x = torch.randn(cfg.input_shape(batch))
 
     def step() -> None:
         out = model(x)

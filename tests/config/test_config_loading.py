@@ -21,13 +21,13 @@ def _tiny() -> dict:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
-    assert cfg.model.resolution % cfg.model.patch_size == 0
+    assert all(n % cfg.model.patch_size == 0 for n in cfg.model.grid)
     assert cfg.data.datasets
 
 
 def test_published_tiny_matches_design() -> None:
     m = load_config(REPO / "configs" / "nestor_tiny.yaml").model
-    assert (m.resolution, m.patch_size, m.tokens, m.width, m.heads, m.blocks) == (128, 8, 256, 512, 8, 2)
+    assert (m.grid, m.patch_size, m.tokens, m.width, m.heads, m.blocks) == ([128, 128], 8, 256, 512, 8, 2)
     assert (m.afno_modes, m.mlp_ratio, m.t_in, m.t_out) == (32, 1.0, 10, 1)
     assert (m.moe.experts, m.moe.top_k, m.sub_moe.experts, m.sub_moe.top_k, m.sub_moe.shared_experts) == (6, 2, 6, 2, 1)
 
@@ -49,7 +49,7 @@ _DELETE = object()
 
 # (dotted field, bad value, words the message must contain)
 BAD = [
-    ("model.patch_size", 7, ["model", "resolution=32", "not divisible by patch_size=7"]),
+    ("model.patch_size", 7, ["model", "grid=[32, 32]", "multiple of patch_size=7"]),
     ("model.moe.top_k", 5, ["model.moe", "top_k=5", "larger than experts=4"]),
     ("model.sub_moe.top_k", 9, ["model.sub_moe", "top_k=9", "larger than experts=4"]),
     ("parallel.ep_size", 3, ["ep_size=3", "does not divide", "experts=4"]),

@@ -202,13 +202,13 @@ def test_dpot_evaluation_mask_keeps_original_points_and_predicted_channels() -> 
     from nestor_ds.data.loader import common_grid
 
     frames = np.random.default_rng(0).standard_normal((5, 8, 8, 3)).astype(np.float32)
-    full, mask = common_grid(frames, None, 16, 4, pad_value=1.0, scored=2, points="original")
+    full, mask = common_grid(frames, None, (16, 16), 4, pad_value=1.0, scored=2, points="original")
     assert torch.equal(full[..., 3], torch.ones(16, 16, 5))  # the fourth channel is padding: ones
     want = torch.zeros(16, 16)
     want[::2, ::2] = 1  # DPOT's get_target_mask: every (16 // 8)-th point
     assert torch.equal(mask[:, :, 0, 0], want) and torch.equal(mask[:, :, 0, 1], want)
     assert mask[..., 2:].sum() == 0  # the input-only third channel (CFDBench's mask) is not scored
-    _, dense = common_grid(frames, None, 16, 4, points="all")
+    _, dense = common_grid(frames, None, (16, 16), 4, points="all")
     assert dense[..., :3].all() and dense[..., 3].sum() == 0
 
 

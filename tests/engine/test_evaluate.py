@@ -90,7 +90,7 @@ def test_rollout_inputs_keep_padding_and_input_only_channels_from_the_truth(smal
     seen: list[torch.Tensor] = []
     _run(cfg, seen)
     src = open_sources(cfg, "test")[0]
-    truths = [to_common_grid(t, src, cfg.model.resolution, cfg.model.channels, 1.5)[0] for t in iter_split(src)]
+    truths = [to_common_grid(t, src, cfg.model.grid, cfg.model.channels, 1.5)[0] for t in iter_split(src)]
     masks = [t[:, :, 0, 2] for t in truths]  # the geometry mask: the same in every frame
     rollout_inputs = [x for x in seen if x.shape[0] == cfg.train.micro_batch_per_rank][1:]
     assert len(rollout_inputs) >= 3

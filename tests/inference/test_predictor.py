@@ -54,7 +54,7 @@ def test_predictor_on_64_for_a_32_model_equals_resize_model_resize(model_dir: Pa
     fields = torch.randn(2, 64, 64, cfg.model.t_in, 2)
     out = Predictor(model).rollout(fields, steps=1)
     assert out.shape == (2, 64, 64, 1, 2)
-    ref = _manual(model, fields, cfg.model.resolution, cfg.model.channels, cfg.data.pad_value)
+    ref = _manual(model, fields, cfg.model.grid[0], cfg.model.channels, cfg.data.pad_value)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # numpy in, numpy out; one sample [X, Y, T, C]; three steps feed their own predictions back
     arr = fields[0].numpy()

@@ -22,5 +22,7 @@ def variant(cfg: ModelConfig, **update) -> ModelConfig:
         *parents, leaf = dotted.split("__")
         for key in parents:
             node = node[key]
+        if leaf == "resolution":  # shorthand for a square 2-D grid
+            leaf, value = "grid", [value, value]
         node[leaf] = value
     return ModelConfig.model_validate(raw)

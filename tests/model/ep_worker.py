@@ -31,8 +31,8 @@ GLOBAL_BATCH = 8
 def batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     m = cfg.model
     g = torch.Generator().manual_seed(1234)
-    x = torch.randn(GLOBAL_BATCH, m.resolution, m.resolution, m.t_in, m.channels, generator=g)
-    y = torch.randn(GLOBAL_BATCH, m.resolution, m.resolution, m.t_out, m.channels, generator=g)
+    x = torch.randn(m.input_shape(GLOBAL_BATCH), generator=g)
+    y = torch.randn((GLOBAL_BATCH, *m.grid, m.t_out, m.channels), generator=g)
     return x, y
 
 

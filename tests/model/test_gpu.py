@@ -20,7 +20,7 @@ pytestmark = pytest.mark.gpu
 
 def _bf16_step(cfg) -> None:
     model = build_model(cfg).cuda().bfloat16()
-    x = torch.randn(4, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(cfg.input_shape(4), device="cuda", dtype=torch.bfloat16)
     out = model(x)
     assert out.pred.dtype == torch.bfloat16 and torch.isfinite(out.pred.float()).all()
     (out.pred.float().square().mean() + out.aux_image + out.aux_token).backward()

@@ -52,7 +52,6 @@ def test_imported_fixture_reproduces_the_reference_output(kind: str, tmp_path: P
         ("blocks", "depth"),
         ("afno_blocks", "n_blocks"),
         ("patch_size", "patch_size"),
-        ("resolution", "img_size"),
         ("t_in", "in_timesteps"),
         ("t_out", "out_timesteps"),
         ("channels", "in_channels"),
@@ -62,6 +61,7 @@ def test_imported_fixture_reproduces_the_reference_output(kind: str, tmp_path: P
         ("n_cls", "n_cls"),
     ):
         assert result.model[ours] == kwargs[theirs], ours
+    assert result.model["grid"] == [kwargs["img_size"]] * 2
 
     model = _load_imported(tmp_path)
     if kind == "moepot":

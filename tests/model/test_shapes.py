@@ -103,7 +103,7 @@ def test_residual_output_is_a_change_from_the_last_frame(tiny_model_cfg, normali
     last = model.head.out_layer[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
-    x = torch.randn(2, cfg.resolution, cfg.resolution, cfg.t_in, cfg.channels)
+    x = torch.randn(cfg.input_shape(2))
     pred = model(x).pred
     torch.testing.assert_close(pred, x[:, :, :, -1:].expand_as(pred))
     absolute = build_model(variant(cfg, residual=False))

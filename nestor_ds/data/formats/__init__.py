@@ -42,6 +42,7 @@ from .pdebench_cfd import (
     read_pdebench_cfd,
     write_pdebench_cfd,
 )
+from .pdebench_cfd3d import count_pdebench_cfd3d, read_pdebench_cfd3d, write_pdebench_cfd3d
 from .pdebench_grouped import (
     count_pdebench_grouped,
     read_pdebench_grouped,
@@ -53,6 +54,7 @@ Reader = Callable[..., Iterator[Trajectory]]
 READERS: dict[str, Reader] = {
     "fno_mat": read_fno_mat,
     "pdebench_cfd": read_pdebench_cfd,
+    "pdebench_cfd3d": read_pdebench_cfd3d,
     "pdebench_grouped": read_pdebench_grouped,
     "pdearena_ns": read_pdearena_ns,
     "cfdbench": read_cfdbench,
@@ -69,7 +71,7 @@ def open_source(
 ) -> Iterator[Trajectory]:
     """Dispatch to the reader of registry format ``fmt``; one entry point for every original layout.
 
-    ``options`` go to the reader (``channel_order`` for pdebench_cfd; ``problems``,
+    ``options`` go to the reader (``channel_order`` for pdebench_cfd and pdebench_cfd3d; ``problems``,
     ``segment_frames``, ``resize`` for cfdbench).
 
     Raises ``ValueError`` naming the path and format when ``fmt`` has no reader
@@ -94,6 +96,7 @@ __all__ = [
     "count_fno_mat",
     "count_pdearena_ns",
     "count_pdebench_cfd",
+    "count_pdebench_cfd3d",
     "count_pdebench_grouped",
     "dpot_segments",
     "find_cases",
@@ -106,10 +109,12 @@ __all__ = [
     "read_fno_mat",
     "read_pdearena_ns",
     "read_pdebench_cfd",
+    "read_pdebench_cfd3d",
     "read_pdebench_grouped",
     "write_cfdbench_case",
     "write_fno_mat",
     "write_pdearena_ns",
     "write_pdebench_cfd",
+    "write_pdebench_cfd3d",
     "write_pdebench_grouped",
 ]

@@ -38,7 +38,10 @@ def open_h5(path: PathLike, layout: str) -> h5py.File:
         raise DataError(f"{p}: is a directory, expected a {layout} HDF5 file")
     if not h5py.is_hdf5(p):
         raise DataError(f"{p}: not an HDF5 file, so not in the {layout} layout")
-    return h5py.File(p, "r")
+    try:
+        return h5py.File(p, "r")
+    except OSError as err:  # e.g. "truncated file": the header is there, the rest is not
+        raise DataError(f"{p}: cannot be opened ({err}): a truncated or corrupt HDF5 file ({layout} layout)") from None
 
 
 def require(group: h5py.Group, key: str, path: PathLike, layout: str) -> Any:

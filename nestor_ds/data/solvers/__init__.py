@@ -3,7 +3,7 @@
 They let the pipeline be exercised end to end (and tested) without the multi-gigabyte
 originals, on the same equations, domains and channel orders.  Conventions shared by all:
 
-* plain numpy/scipy, float64 output, axis order ``[T, X, Y(, C)]`` with x before y, the
+* plain numpy/scipy, float64 output, axis order ``[T, X, Y(, Z)(, C)]`` with x before y, the
   layout :class:`nestor_ds.data.trajectory.Trajectory` stores;
 * ``rng`` is a ``numpy.random.Generator`` (or an int seed), the only source of randomness,
   so a given generator state always yields the same trajectory;
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .cavity import simulate_cavity
 from .compressible_ns import simulate_compressible_ns
+from .compressible_ns3d import simulate_compressible_ns3d
 from .diffusion_reaction import simulate_diffusion_reaction
 from .ns_vorticity import simulate_ns_vorticity
 from .shallow_water import simulate_shallow_water
@@ -25,6 +26,7 @@ from .smoke import simulate_smoke
 __all__ = [
     "simulate_cavity",
     "simulate_compressible_ns",
+    "simulate_compressible_ns3d",
     "simulate_diffusion_reaction",
     "simulate_ns_vorticity",
     "simulate_shallow_water",
