@@ -66,6 +66,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         # a run's length given on the command line replaces the file's, whichever unit the file used
         if length in overrides and f"train.{other}" not in overrides and isinstance(raw.get("train"), dict):
             raw["train"].pop(other, None)
+    for given, other in (("model.grid", "resolution"), ("model.resolution", "grid")):
+        # the model's grid given on the command line replaces the file's, in either spelling
+        if given in overrides and isinstance(raw.get("model"), dict):
+            raw["model"].pop(other, None)
     for dotted, value in overrides.items():
         set_dotted(raw, dotted, value)
     return parse_config(raw, str(path))

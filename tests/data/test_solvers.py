@@ -12,6 +12,7 @@ import pytest
 from nestor_ds.data.solvers import (
     simulate_cavity,
     simulate_compressible_ns,
+    simulate_compressible_ns3d,
     simulate_diffusion_reaction,
     simulate_ns_vorticity,
     simulate_shallow_water,
@@ -337,3 +338,41 @@ def test_same_generator_state_same_trajectory(make) -> None:
     b = make(np.random.default_rng(123))
     assert a.dtype in (np.float32, np.float64) and np.all(np.isfinite(a))
     np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------- compressible NS, 3-D
+
+
+def test_cns3d_conserves_mass_momentum_energy() -> None:
+    frames = simulate_compressible_ns3d(12, 1.0, 0.2, 4, rng=np.random.default_rng(3))
+    rho, p, vx, vy, vz = np.moveaxis(frames, -1, 0)
+    axes = (1, 2, 3)
+    mass = rho.sum(axis=axes)
+    mom = np.stack([(rho * v).sum(axis=axes) for v in (vx, vy, vz)])
+    energy = (p / (GAMMA - 1) + 0.5 * rho * (vx**2 + vy**2 + vz**2)).sum(axis=axes)
+    mom_scale = sum(np.abs(rho[0] * v[0]).sum() for v in (vx, vy, vz))
+    drifts = {
+        "mass": np.abs(mass / mass[0] - 1).max(),
+        "momentum": np.abs(mom - mom[:, :1]).max() / mom_scale,
+        "energy": np.abs(energy / energy[0] - 1).max(),
+    }
+    print("CNS-3D M=1: " + ", ".join(f"{k} drift {v:.1e}" for k, v in drifts.items()))
+    assert all(v < 1e-10 for v in drifts.values())
+    speed = np.sqrt(vx[0] ** 2 + vy[0] ** 2 + vz[0] ** 2)
+    assert np.sqrt(np.mean(speed**2)) / np.sqrt(GAMMA) == pytest.approx(1.0, rel=1e-6)
+    assert np.abs(frames[-1] - frames[0]).max() > 0.01 and rho.min() > 0 and p.min() > 0
+
+
+def test_cns3d_flow_without_z_dependence_is_the_2d_solvers_inviscid_flow() -> None:
+    """The same fluxes, one axis more: on a state constant along z (w = 0) the 3-D right-hand side equals the 2-D
+    solver's (eta = zeta = 0) to round-off, and has no z-momentum."""
+    from nestor_ds.data.solvers import compressible_ns as two, compressible_ns3d as three
+
+    rng = np.random.default_rng(4)
+    w2 = two.random_initial_state(16, 0.8, rng)  # (rho, u, v, p) [4, 16, 16]
+    w3 = np.zeros((5, 16, 16, 6))
+    w3[[0, 1, 2, 4]] = w2[..., None]
+    rhs2 = two._rhs(two.conserved(w2), 1 / 16, 0.0, 0.0)
+    rhs3 = three._rhs(three.conserved(w3), 1 / 16)
+    np.testing.assert_allclose(rhs3[[0, 1, 2, 4]], np.broadcast_to(rhs2[..., None], (4, 16, 16, 6)), atol=1e-12)
+    assert np.abs(rhs3[3]).max() < 1e-12

@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--input", type=Path, default=None, help="with --imported: .npy input [B, X, Y, T_in, C]")
     ap.add_argument("--temperature", type=float, default=None, help="with --imported: router temperature")
     ap.add_argument("--rig-router", action="store_true", help="every sample picks experts 0 and 1 (rank 0's at ep 2)")
+    ap.add_argument("--3d", dest="three_d", action="store_true", help="NESTOR-3D on an 8^3 grid (patch 4: 8 tokens)")
     args = ap.parse_args()
 
     init_distributed()
@@ -68,6 +69,16 @@ def main() -> None:
             "model.moe.drop_tokens": False,
             "train.micro_batch_per_rank": GLOBAL_BATCH // world,
             "train.grad_clip": 0.05,  # clipping active
+            **(
+                {
+                    "model.grid": [8, 8, 8],
+                    "model.patch_size": 4,
+                    "model.channels": 5,
+                    "data.datasets": [{"name": "ns3d_pdb_M1_rand"}],
+                }
+                if args.three_d
+                else {}
+            ),
         },
     )
     ds_json = read_ds_json(REPO / "ds_configs" / "cpu_fp32.json")

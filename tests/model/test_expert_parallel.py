@@ -23,7 +23,7 @@ BLOCKS = load_config(REPO / "configs" / "tiny_cpu.yaml").model.blocks
 
 
 def _run(tmp: Path, ep: int, stage: int, *extra: str) -> tuple[list[dict], dict]:
-    out = tmp / (f"ep{ep}_zero{stage}" + "".join(extra[:1]).replace("-", "_"))
+    out = tmp / (f"ep{ep}_zero{stage}" + "".join(extra).replace("-", "_"))
     torchrun(WORKER, ep, "--ep-size", str(ep), "--zero-stage", str(stage), "--out", str(out), *extra)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(ep)]
     return ranks, torch.load(out / "state.pt")
@@ -34,10 +34,13 @@ def tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ep")
 
 
+@pytest.mark.parametrize("space", ["2d", "3d"])
 @pytest.mark.parametrize("stage", [0, 1, 2])
-def test_ep2_equals_ep1(tmp: Path, stage: int) -> None:
-    (one,), state1 = _run(tmp, 1, stage)
-    two, state2 = _run(tmp, 2, stage)
+def test_ep2_equals_ep1(tmp: Path, stage: int, space: str) -> None:
+    extra = ("--3d",) if space == "3d" else ()  # NESTOR-3D: 3-D tokens through the same nested MoE
+    (one,), state1 = _run(tmp, 1, stage, *extra)
+    two, state2 = _run(tmp, 2, stage, *extra)
+    assert one["pred"].dim() == (6 if space == "3d" else 5)
     torch.testing.assert_close(torch.cat([r["pred"] for r in two]), one["pred"], **TOL)
     assert one["host_syncs"] == {}, one["host_syncs"]
     for r in two:
