@@ -366,7 +366,8 @@ def test_cns3d_conserves_mass_momentum_energy() -> None:
 def test_cns3d_flow_without_z_dependence_is_the_2d_solvers_inviscid_flow() -> None:
     """The same fluxes, one axis more: on a state constant along z (w = 0) the 3-D right-hand side equals the 2-D
     solver's (eta = zeta = 0) to round-off, and has no z-momentum."""
-    from nestor_ds.data.solvers import compressible_ns as two, compressible_ns3d as three
+    from nestor_ds.data.solvers import compressible_ns as two
+    from nestor_ds.data.solvers import compressible_ns3d as three
 
     rng = np.random.default_rng(4)
     w2 = two.random_initial_state(16, 0.8, rng)  # (rho, u, v, p) [4, 16, 16]
