@@ -67,7 +67,7 @@ def main() -> None:
                 [source],
                 t_in=t_in,
                 t_out=t_out,
-                resolution=args.resolution,
+                grid=[args.resolution] * 2,
                 channels=4,
                 batch_size=args.batch,
                 seed=0,
@@ -93,7 +93,7 @@ def main() -> None:
                     t0 = int(wrng.integers(0, args.frames - t_in - t_out + 1))
                     data = f["data"][t0 : t0 + t_in + t_out]  # reads only the window
                 traj = Trajectory("bench", i, data, [f"c{c}" for c in range(args.channels)], 0.1, 1.0, 1.0)
-                windows.append(to_window(traj, np.random.default_rng(0), t_in, t_out, args.resolution, 4))
+                windows.append(to_window(traj, np.random.default_rng(0), t_in, t_out, [args.resolution] * 2, 4))
             torch.stack([w[0] for w in windows])
         h5_rate = args.samples / (time.perf_counter() - start)
 

@@ -94,7 +94,7 @@ def main() -> None:
                 cfg = type(base).model_validate(
                     {
                         **base.model_dump(),
-                        "resolution": args.resolution,
+                        "grid": [args.resolution] * 2,
                         "compile": args.compile and compute == "grouped",
                         "moe": {**base.moe.model_dump(), "expert_compute": compute},
                     }

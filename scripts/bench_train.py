@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep shards and runs here")
     ap.add_argument("--ep-compare", action="store_true", help="NESTOR at ep_size 1 and ep_size=ranks (2+ ranks)")
+    ap.add_argument("--no-loop", action="store_true", help="leave out NESTOR's one-expert-at-a-time reference run")
     args = ap.parse_args()
     cpu = args.device == "cpu"
     ds_config = args.ds_config or REPO / "ds_configs" / ("cpu_fp32.json" if cpu else "zero1_bf16.json")
@@ -57,7 +58,7 @@ def main() -> None:
         for size in args.sizes:
             for variant in ("nestor", "dpot"):
                 config = REPO / "configs" / CONFIGS[variant, size]
-                for compute in ("grouped", "loop") if variant == "nestor" else ("grouped",):
+                for compute in ("grouped", "loop") if variant == "nestor" and not args.no_loop else ("grouped",):
                     name = f"{variant} {size}" + (" loop" if compute == "loop" else "")
                     model_over = {"compile": args.compile and compute == "grouped"}
                     if variant == "nestor":
@@ -78,7 +79,7 @@ def main() -> None:
                         args.device,
                     )
                     cfg = load_config(config).model
-                    cfg = type(cfg).model_validate({**cfg.model_dump(), "resolution": args.resolution, **model_over})
+                    cfg = type(cfg).model_validate({**cfg.model_dump(), "grid": [args.resolution] * 2, **model_over})
                     fb = bench_forward_backward(name, cfg, args.batch, max(2, args.steps // 2), 1, device, dtype)
                     rows.append((run, fb))
     peak = args.peak_tflops or device_peak_tflops(device, dtype)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 def validate() -> None:
     """Counted all-to-all bytes of a real 2- and 3-rank step against the prediction from its route counts."""
     cfg = load_config(REPO / "configs" / "nestor_tiny.yaml").model
-    cfg = type(cfg).model_validate({**cfg.model_dump(), "width": 128, "resolution": 32})
+    cfg = type(cfg).model_validate({**cfg.model_dump(), "width": 128, "grid": [32, 32]})
     facts = model_facts(cfg, "nestor tiny (width 128, resolution 32)")
     print(f"all-to-all bytes of one training step, {facts.name}, fp32, global batch 12, real gloo ranks:")
     print(f"{'ep':>3} {'counted':>12} {'predicted':>12} {'ratio':>7}   (a rank's rows to itself are not counted)")

@@ -90,6 +90,7 @@ def run_training(
 
     raw = yaml.safe_load(config.read_text())
     experts = raw["model"].get("moe", {}).get("experts", 1)
+    raw["model"].pop("grid", None)
     raw["model"].update(resolution=resolution, **overrides.get("model", {}))
     raw["data"] = {
         **raw.get("data", {}),

@@ -10,8 +10,8 @@ from nestor_ds.config import ConfigError
 
 
 def read_fields(path: Path, key: str | None = None) -> np.ndarray:
-    """[X, Y, T, C] or [B, X, Y, T, C] float32 from an ``.npy`` file or an HDF5 dataset (``key``; default the
-    file's only dataset)."""
+    """[*space, T, C] or [B, *space, T, C] float32 (2-D or 3-D space) from an ``.npy`` file or an HDF5 dataset
+    (``key``; default the file's only dataset)."""
     if not path.is_file():
         raise ConfigError(f"input {path} does not exist")
     if path.suffix == ".npy":
@@ -34,9 +34,9 @@ def read_fields(path: Path, key: str | None = None) -> np.ndarray:
             data = f[key][()]
     else:
         raise ConfigError(f"input {path}: expected .npy, .h5 or .hdf5")
-    if data.ndim not in (4, 5) or not np.issubdtype(data.dtype, np.number):
+    if data.ndim not in (4, 5, 6) or not np.issubdtype(data.dtype, np.number):
         raise ConfigError(
-            f"{path}: expected a numeric [X, Y, T, C] or [B, X, Y, T, C] array, got {data.dtype} {data.shape}"
+            f"{path}: expected a numeric [(B,) X, Y(, Z), T, C] array, got {data.dtype} {data.shape}"
         )
     return data.astype(np.float32)
 
@@ -45,12 +45,14 @@ def predict_files(
     model: str | Path, source: Path, out: Path, steps: int, key: str | None = None, device: str = "cpu"
 ) -> dict[str, Path]:
     """Roll the model out from the input's first t_in frames; write the prediction (same format as the input)
-    and a figure: truth beside prediction when the input holds the frames that follow, else the rollout."""
+    and a figure: truth beside prediction when the input holds the frames that follow, else the rollout (a 3-D
+    model: the three orthogonal mid-planes)."""
     from nestor_ds.inference.predictor import Predictor
-    from nestor_ds.tracking.plots import plot_rollout_frames, plot_sample
+    from nestor_ds.tracking.plots import plot_mid_planes, plot_rollout_frames, plot_sample
 
     fields = read_fields(source, key)
     predictor = Predictor(model, device)
+    dims = predictor.cfg.model.dims
     pred = predictor.rollout(fields, steps)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -65,10 +67,19 @@ def predict_files(
             f["prediction"] = pred
     t_in = predictor.cfg.model.t_in
     pred_np = np.asarray(pred)
-    first, pred0 = (fields, pred_np) if fields.ndim == 4 else (fields[0], pred_np[0])
-    future = first[:, :, t_in : t_in + steps]
+    first, pred0 = (fields, pred_np) if fields.ndim == dims + 2 else (fields[0], pred_np[0])
+    future = first[..., t_in : t_in + steps, :]
     figure = out / "prediction.png"
-    if future.shape[2] > 0:
+    if dims == 3:
+        if future.shape[-2] > 0:
+            last = future.shape[-2] - 1
+            labels, reference, title = ("truth", "prediction"), future[..., last, :], f"{source.name}: step {last + 1}"
+        else:
+            last = pred0.shape[-2] - 1
+            labels, reference = ("last input", f"step {last + 1}"), first[..., t_in - 1, :]
+            title = f"{source.name}: {steps}-step rollout"
+        plot_mid_planes(reference, pred0[..., last, :], labels, title, figure)
+    elif future.shape[2] > 0:
         last = future.shape[2] - 1
         plot_sample(
             first[:, :, t_in - 1],

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -37,6 +39,8 @@ class RankMeasure:
     alltoall_s: float  # seconds the host was blocked in all-to-alls
     step_s: float  # wall time of the timed forward+backward
     counts: list[list[int]]  # [layer][E] routes of its samples to each expert
+    saved_bytes: int = 0  # activation memory: distinct storages autograd saved for backward in the forward
+    peak_rss_mib: float = 0.0  # the rank process's peak resident memory (CPU)
 
 
 @dataclass
@@ -71,6 +75,16 @@ class EPMeasure:
     def alltoall_s(self) -> float:
         """Host time blocked in all-to-alls, the most of any rank."""
         return max(r.alltoall_s for r in self.ranks)
+
+    @property
+    def saved_mib(self) -> float:
+        """Activation memory saved for backward, the most of any rank (MiB)."""
+        return max(r.saved_bytes for r in self.ranks) / 2**20
+
+    @property
+    def peak_rss_mib(self) -> float:
+        """Peak resident memory, the most of any rank (MiB)."""
+        return max(r.peak_rss_mib for r in self.ranks)
 
     def counts(self) -> list[list[list[int]]]:
         """[layer][source rank][expert] route counts of the timed step."""
@@ -184,6 +198,20 @@ def trace_overlap(trace: Path) -> list[Overlap]:
     return rows
 
 
+def saved_for_backward(forward: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while ``forward`` runs (activation memory)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(storages.values())
+
+
 def _worker(out: Path, global_batch: int, seed: int, trace: bool) -> None:
     import deepspeed
     import torch.distributed as dist
@@ -207,6 +235,7 @@ def _worker(out: Path, global_batch: int, seed: int, trace: bool) -> None:
 
     step()  # warm-up
     model.zero_grad()
+    saved = saved_for_backward(lambda: model(x))
     dispatchers = [layer.deepspeed_moe for layer in model.moe_layers]
     for d in dispatchers:
         d.traffic.reset()
@@ -224,6 +253,8 @@ def _worker(out: Path, global_batch: int, seed: int, trace: bool) -> None:
         alltoall_s=sum(d.traffic.seconds for d in dispatchers),
         step_s=step_s,
         counts=[s.counts.tolist() for s in stats],
+        saved_bytes=saved,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     measure.flops = count_flops(step)
     (out / f"rank{rank}.json").write_text(json.dumps(asdict(measure)))

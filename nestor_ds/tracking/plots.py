@@ -273,3 +273,33 @@ def plot_rollout_frames(inp: np.ndarray, pred: np.ndarray, title: str, path: Pat
             images.append(image)
         fig.colorbar(images[-1], ax=list(axes[c]), shrink=0.9, pad=0.01).set_label(f"channel {c}")
     return _save(fig, path)
+
+
+def plot_mid_planes(reference: np.ndarray, pred: np.ndarray, labels: tuple[str, str], title: str, path: Path) -> Path:
+    """A 3-D field pair (``reference``, ``pred`` [X, Y, Z, C]) as its three orthogonal mid-planes (xy at mid z,
+    xz at mid y, yz at mid x): per channel a row, per plane the reference beside the prediction, one colour
+    scale per row."""
+    reference, pred = np.asarray(reference, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    nx, ny, nz, channels = pred.shape
+    planes = {
+        f"xy (z={nz // 2})": lambda a: a[:, :, nz // 2],
+        f"xz (y={ny // 2})": lambda a: a[:, ny // 2, :],
+        f"yz (x={nx // 2})": lambda a: a[nx // 2, :, :],
+    }
+    fig = _new_figure(3.0 * 2 * len(planes), SAMPLE_HEADER_IN + SAMPLE_ROW_IN * channels)
+    fig.suptitle(title, fontsize=14)
+    axes = fig.subplots(channels, 2 * len(planes), squeeze=False)
+    for c in range(channels):
+        cut = [(name, take) for name, take in planes.items()]
+        fields = [f for _, take in cut for f in (take(reference)[..., c], take(pred)[..., c])]
+        lo, hi = _finite_range(*fields)
+        images = []
+        for j, (ax, data) in enumerate(zip(axes[c], fields)):
+            image = ax.imshow(data.T, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            if c == 0:
+                ax.set_title(f"{cut[j // 2][0]}: {labels[j % 2]}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            images.append(image)
+        fig.colorbar(images[-1], ax=list(axes[c]), shrink=0.9, pad=0.01).set_label(f"channel {c}")
+    return _save(fig, path)

@@ -153,3 +153,23 @@ def test_non_finite_numbers_are_refused(value: str) -> None:
             Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml",
             {"train.optimizer.lr": yaml.safe_load(value)},
         )
+
+
+def test_grid_by_axis_and_data_of_the_other_dimensionality_named() -> None:
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml")  # resolution: 32, shorthand for [32, 32]
+    assert cfg.model.grid == [32, 32] and cfg.model.dims == 2 and "resolution" not in cfg.model.model_dump()
+    three = load_config(REPO / "configs" / "quickstart_3d.yaml")
+    assert three.model.dims == 3 and three.model.tokens == 64
+    # a 3-D set for a 2-D model, and the reverse: both named
+    with pytest.raises(ConfigError, match=r"'ns3d_pdb_M1_rand' is 3-D \(grid \[128, 128, 128\]\) but the model is 2-D"):
+        load_config(REPO / "configs" / "tiny_cpu.yaml", {"data.datasets": [{"name": "ns3d_pdb_M1_rand"}]})
+    with pytest.raises(ConfigError, match=r"'ns2d_fno_1e-3' is 2-D \(grid \[64, 64\]\) but the model is 3-D"):
+        load_config(REPO / "configs" / "quickstart_3d.yaml", {"data.datasets": [{"name": "ns2d_fno_1e-3"}]})
+    # --set model.grid replaces a file's resolution (and the reverse); both in one place is refused
+    assert load_config(REPO / "configs" / "tiny_cpu.yaml", {"model.grid": [16, 32]}).model.grid == [16, 32]
+    raw = yaml.safe_load((REPO / "configs" / "tiny_cpu.yaml").read_text())
+    raw["model"]["grid"] = [32, 32]
+    with pytest.raises(ConfigError, match="give model.grid or model.resolution"):
+        parse_config(raw)
+    with pytest.raises(ConfigError, match="train.init_2d_to_3d is for 3-D models"):
+        load_config(REPO / "configs" / "tiny_cpu.yaml", {"train.init_2d_to_3d": "blocks"})

@@ -275,3 +275,23 @@ def test_a_remote_shard_is_checked_as_it_streams_and_a_mismatch_stops_even_in_sk
     _flip_a_bit(tmp_path / "alpha" / "train" / "shard-000002.tar")
     with pytest.raises(DataError, match=r"shard-000002.tar: the streamed bytes do not match .* the run stops"):
         take(train_batches(cfg, 0, 1), 4)  # skip mode: its samples were already read, so it cannot be skipped
+
+
+def test_evaluation_ranks_decode_and_open_only_their_share(tmp_path: Path) -> None:
+    """Trajectory i is rank i % world's; a shard holding none of a rank's trajectories is not opened by it (at 128^3
+    one trajectory is ~880 MB: every rank decoding every one would not fit)."""
+    from nestor_ds.data.loader import open_sources
+    from nestor_ds.data.shards import SHARD_CHECKS
+    from nestor_ds.data.trajectories import iter_split, split_size
+
+    make_set(tmp_path, "alpha", 7, 8, 1, per_shard=2)  # shards hold trajectories [0 1] [2 3] [4 5] [6]
+    (src,) = open_sources(run_config(tmp_path, {"alpha": (8, 1, 1.0)}, batch=2, resolution=8), "train")
+    size = {int(p.stem.split("-")[1]): p.stat().st_size for p in (tmp_path / "alpha" / "train").glob("*.tar")}
+    assert split_size(src) == 7 and split_size(src, 4) == 4
+    for rank, limit, indices, opened in ((1, None, [1, 5], [0, 2]), (3, None, [3], [1]), (1, 4, [1], [0])):
+        SHARD_CHECKS.intact.clear()  # as a fresh rank process
+        before = SHARD_CHECKS.bytes_hashed
+        assert [t.index for t in iter_split(src, limit, rank, 4)] == indices
+        assert SHARD_CHECKS.bytes_hashed - before == sum(size[s] for s in opened)
+    every = sorted(t.index for r in range(3) for t in iter_split(src, None, r, 3))
+    assert every == list(range(7))  # the ranks together: each trajectory exactly once

@@ -46,7 +46,7 @@ def test_bench_model_reports_syncs_ops_and_the_loop_ratio() -> None:
 
 def test_bench_train_runs_real_training_jobs() -> None:
     out = subprocess.run(
-        [sys.executable, "scripts/bench_train.py", "--resolution", "16", "--batch", "2", "--steps", "2"],
+        [sys.executable, "scripts/bench_train.py", "--resolution", "16", "--batch", "2", "--steps", "2", "--no-loop"],
         cwd=REPO,
         env=env(),
         capture_output=True,
@@ -55,7 +55,6 @@ def test_bench_train_runs_real_training_jobs() -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = _rows(out.stdout)
-    assert rows.keys() == {"nestor tiny", "nestor tiny loop", "dpot tiny"}
+    assert rows.keys() == {"nestor tiny", "dpot tiny"}  # the loop reference's syncs: the bench_model test above
     assert rows["nestor tiny"][5] == "1" and rows["dpot tiny"][5] == "1"  # a whole step: the finite-loss guard
-    assert int(rows["nestor tiny loop"][5]) > 1
     assert all(float(r[0]) > 0 for r in rows.values())  # samples/s

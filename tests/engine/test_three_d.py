@@ -136,3 +136,10 @@ def test_nestor3d_finetune_from_2d_resumes_exactly_evaluates_and_predicts(shards
     fields = np.random.default_rng(0).standard_normal((12, 12, 12, 4, 5)).astype(np.float32)
     out = predictor.rollout(fields, steps=2)
     assert out.shape == (12, 12, 12, 2, 5) and np.isfinite(out).all()
+    # 'nestor-ds predict' on a 3-D .npy: the rollout beside a figure of the three orthogonal mid-planes
+    from nestor_ds.inference.files import predict_files
+
+    np.save(tmp_path / "fields.npy", fields)
+    written = predict_files(straight / "checkpoints", tmp_path / "fields.npy", tmp_path / "pred", 3)
+    assert np.load(written["prediction"]).shape == (12, 12, 12, 3, 5)
+    assert written["figure"].stat().st_size > 10_000
