@@ -27,8 +27,10 @@ def main() -> None:
     ap.add_argument("--eps", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     base = load_config(args.config).model
-    print(f"NESTOR-3D ({args.config.name} widths: D={base.width}, {base.blocks} blocks, {base.moe.experts} experts), "
-          f"forward+backward, {args.batch} samples per rank, fp32 on CPU ranks over gloo")
+    print(
+        f"NESTOR-3D ({args.config.name} widths: D={base.width}, {base.blocks} blocks, {base.moe.experts} experts), "
+        f"forward+backward, {args.batch} samples per rank, fp32 on CPU ranks over gloo"
+    )
     print(f"{'grid':>6} {'tokens':>6} {'ep':>3} {'samples/s':>10} {'peak MiB/rank':>14} {'activations MiB/rank':>21}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.grids:

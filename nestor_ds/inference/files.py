@@ -35,9 +35,7 @@ def read_fields(path: Path, key: str | None = None) -> np.ndarray:
     else:
         raise ConfigError(f"input {path}: expected .npy, .h5 or .hdf5")
     if data.ndim not in (4, 5, 6) or not np.issubdtype(data.dtype, np.number):
-        raise ConfigError(
-            f"{path}: expected a numeric [(B,) X, Y(, Z), T, C] array, got {data.dtype} {data.shape}"
-        )
+        raise ConfigError(f"{path}: expected a numeric [(B,) X, Y(, Z), T, C] array, got {data.dtype} {data.shape}")
     return data.astype(np.float32)
 
 
