@@ -39,7 +39,7 @@ def batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ep-size", type=int, required=True)
-    ap.add_argument("--zero-stage", type=int, default=0)
+    ap.add_argument("--zero-stages", default="0", help="comma-separated ZeRO stages, one step each, in this process")
     ap.add_argument("--variant", default="nestor")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, default=None, help="save a checkpoint after the step, reload it")
@@ -81,73 +81,77 @@ def main() -> None:
             ),
         },
     )
-    ds_json = read_ds_json(REPO / "ds_configs" / "cpu_fp32.json")
-    ds_json["zero_optimization"] = {"stage": args.zero_stage}
-    ds = build_deepspeed_config(cfg, ds_json, world)
-    model = build_model(cfg.model, args.ep_size, seed=cfg.train.seed)
-    if args.rig_router:  # the other ranks' experts receive no sample: their rank must still take part in every exchange
-        with torch.no_grad():
-            for layer in model.moe_layers:
-                scorer = layer.deepspeed_moe.gate.scorer
-                scorer.weight.zero_()
-                scorer.bias.copy_(torch.tensor([8.0, 8.0] + [-8.0] * (scorer.bias.numel() - 2)))
-    local_expert_params = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds
-    )
-
-    x, y = batch(cfg)
-    per = GLOBAL_BATCH // world
-    x, y = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
-    with count_host_syncs() as syncs:  # forward and backward through real all-to-alls: nothing read back
-        out = engine(x)
-        task = l2re(out.pred, y).mean()
-        loss = task + cfg.train.aux_weight_image * out.aux_image + cfg.train.aux_weight_token * out.aux_token
-        engine.backward(loss)
-    our_norm = global_grad_norm(engine.module) if args.zero_stage == 0 else torch.tensor(float("nan"))
-    if engine_clips_itself(ds):
-        clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
-    engine.step()
-    ds_norm = engine.get_global_grad_norm()
-    global_loss = loss.detach().clone()
-    dist.all_reduce(global_loss)
-    result = {
-        "pred": out.pred.detach(),
-        "loss": float(global_loss) / world,
-        "aux_image": float(out.aux_image.detach()),
-        "aux_token": float(out.aux_token.detach()),
-        "grad_norm": float(our_norm),
-        "ds_grad_norm": float(ds_norm) if ds_norm is not None else float("nan"),
-        "local_expert_params": local_expert_params,
-        "image_load": out.image_load,
-        "token_load": out.token_load,
-        "host_syncs": dict(syncs),
-    }
-    state = gather_consolidated(engine.module)
-
-    if args.checkpoint is not None:
-        engine.eval()
-        with torch.no_grad():
-            before = engine(x).pred
-        engine.save_checkpoint(
-            str(args.checkpoint),
-            tag="step1",  # client state as the trainer writes it
-            client_state={"step": 1, "config": cfg.model_dump(mode="json")},
+    for stage in (int(z) for z in args.zero_stages.split(",")):  # one process, one fresh engine per stage
+        folder = args.out / f"zero{stage}"
+        ds_json = read_ds_json(REPO / "ds_configs" / "cpu_fp32.json")
+        ds_json["zero_optimization"] = {"stage": stage}
+        ds = build_deepspeed_config(cfg, ds_json, world)
+        model = build_model(cfg.model, args.ep_size, seed=cfg.train.seed)
+        if (
+            args.rig_router
+        ):  # the other ranks' experts receive no sample: their rank must still take part in every exchange
+            with torch.no_grad():
+                for layer in model.moe_layers:
+                    scorer = layer.deepspeed_moe.gate.scorer
+                    scorer.weight.zero_()
+                    scorer.bias.copy_(torch.tensor([8.0, 8.0] + [-8.0] * (scorer.bias.numel() - 2)))
+        local_expert_params = sum(p.numel() for p in model.parameters() if getattr(p, "allreduce", True) is False)
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=build_optimizer(model, cfg.train.optimizer), config=ds
         )
-        model2 = build_model(cfg.model, args.ep_size, seed=999)  # different init: the load must overwrite it
-        engine2, _, _, _ = deepspeed.initialize(
-            model=model2, optimizer=build_optimizer(model2, cfg.train.optimizer), config=ds
-        )
-        engine2.load_checkpoint(str(args.checkpoint), tag="step1")
-        engine2.eval()
-        with torch.no_grad():
-            after = engine2(x).pred
-        result["eval_pred_before"], result["eval_pred_after"] = before, after
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(result, args.out / f"rank{rank}.pt")
-    if rank == 0:
-        torch.save(state, args.out / "state.pt")
+        x, y = batch(cfg)
+        per = GLOBAL_BATCH // world
+        x, y = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
+        with count_host_syncs() as syncs:  # forward and backward through real all-to-alls: nothing read back
+            out = engine(x)
+            task = l2re(out.pred, y).mean()
+            loss = task + cfg.train.aux_weight_image * out.aux_image + cfg.train.aux_weight_token * out.aux_token
+            engine.backward(loss)
+        our_norm = global_grad_norm(engine.module) if stage == 0 else torch.tensor(float("nan"))
+        if engine_clips_itself(ds):
+            clip_global_grad_norm_(engine.module, cfg.train.grad_clip)
+        engine.step()
+        ds_norm = engine.get_global_grad_norm()
+        global_loss = loss.detach().clone()
+        dist.all_reduce(global_loss)
+        result = {
+            "pred": out.pred.detach(),
+            "loss": float(global_loss) / world,
+            "aux_image": float(out.aux_image.detach()),
+            "aux_token": float(out.aux_token.detach()),
+            "grad_norm": float(our_norm),
+            "ds_grad_norm": float(ds_norm) if ds_norm is not None else float("nan"),
+            "local_expert_params": local_expert_params,
+            "image_load": out.image_load,
+            "token_load": out.token_load,
+            "host_syncs": dict(syncs),
+        }
+        state = gather_consolidated(engine.module)
+
+        if args.checkpoint is not None:
+            engine.eval()
+            with torch.no_grad():
+                before = engine(x).pred
+            engine.save_checkpoint(
+                str(args.checkpoint),
+                tag="step1",  # client state as the trainer writes it
+                client_state={"step": 1, "config": cfg.model_dump(mode="json")},
+            )
+            model2 = build_model(cfg.model, args.ep_size, seed=999)  # different init: the load must overwrite it
+            engine2, _, _, _ = deepspeed.initialize(
+                model=model2, optimizer=build_optimizer(model2, cfg.train.optimizer), config=ds
+            )
+            engine2.load_checkpoint(str(args.checkpoint), tag="step1")
+            engine2.eval()
+            with torch.no_grad():
+                after = engine2(x).pred
+            result["eval_pred_before"], result["eval_pred_after"] = before, after
+
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(result, folder / f"rank{rank}.pt")
+        if rank == 0:
+            torch.save(state, folder / "state.pt")
     shutdown()
 
 
