@@ -79,14 +79,20 @@ def inflate_2d_to_3d(model: torch.nn.Module, full: dict[str, torch.Tensor], rule
             )
     model.load_state_dict(out, strict=False)
     done.fresh = sorted(set(own) - set(out))
+    groups: dict[str, int] = {}
+    for key in done.copied:
+        group = ".".join(key.split(".")[:2]) + ".*"
+        groups[group] = groups.get(group, 0) + 1
     log.info(
-        "2-D -> 3-D (%s) from %s: %d tensors copied, %d inflated to 1x1x1, %d re-initialised: %s",
+        "2-D -> 3-D (%s) from %s: %d tensors copied (%s); %d inflated to 1x1x1 (%s); %d re-initialised (%s)",
         rule,
         path,
         len(done.copied),
+        ", ".join(f"{g}: {n}" for g, n in groups.items()),
         len(done.inflated),
+        ", ".join(done.inflated),
         len(done.fresh),
-        ", ".join(done.fresh[:8]) + (" ..." if len(done.fresh) > 8 else ""),
+        ", ".join(done.fresh),
     )
     return done
 
