@@ -58,12 +58,16 @@ class DatasetInfo(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _resolution_shorthand(cls, data: Any) -> Any:
-        """``resolution: N`` (entries written before ``grid``) means the square 2-D grid [N, N]."""
-        if isinstance(data, dict) and "resolution" in data:
-            if "grid" in data:
-                raise ValueError("give grid or resolution (shorthand for [N, N]), not both")
-            data = {k: v for k, v in data.items() if k != "resolution"} | {"grid": [data["resolution"]] * 2}
-        return data
+        return resolution_shorthand(data, "grid")
+
+
+def resolution_shorthand(data: Any, where: str) -> Any:
+    """A raw config mapping with ``resolution: N`` (written before per-axis grids) turned into ``grid: [N, N]``."""
+    if isinstance(data, dict) and "resolution" in data:
+        if "grid" in data:
+            raise ValueError(f"give {where} or the resolution shorthand for [N, N], not both")
+        data = {k: v for k, v in data.items() if k != "resolution"} | {"grid": [data["resolution"]] * 2}
+    return data
 
 
 def _info(

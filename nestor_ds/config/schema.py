@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nestor_ds.config.datasets import DatasetInfo, UnknownDataset, lookup
+from nestor_ds.config.datasets import DatasetInfo, UnknownDataset, lookup, resolution_shorthand
 
 
 class Strict(BaseModel):
@@ -159,12 +159,7 @@ class ModelConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _resolution_shorthand(cls, data: Any) -> Any:
-        """``resolution: N`` (configs and checkpoints before ``grid``) means the square 2-D grid [N, N]."""
-        if isinstance(data, dict) and "resolution" in data:
-            if "grid" in data:
-                raise ValueError("give model.grid or model.resolution (shorthand for [N, N]), not both")
-            data = {k: v for k, v in data.items() if k != "resolution"} | {"grid": [data["resolution"]] * 2}
-        return data
+        return resolution_shorthand(data, "model.grid")  # configs and checkpoints written before model.grid
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":

@@ -169,7 +169,7 @@ def test_grid_by_axis_and_data_of_the_other_dimensionality_named() -> None:
     assert load_config(REPO / "configs" / "tiny_cpu.yaml", {"model.grid": [16, 32]}).model.grid == [16, 32]
     raw = yaml.safe_load((REPO / "configs" / "tiny_cpu.yaml").read_text())
     raw["model"]["grid"] = [32, 32]
-    with pytest.raises(ConfigError, match="give model.grid or model.resolution"):
+    with pytest.raises(ConfigError, match="give model.grid or the resolution shorthand"):
         parse_config(raw)
     with pytest.raises(ConfigError, match="train.init_2d_to_3d is for 3-D models"):
         load_config(REPO / "configs" / "tiny_cpu.yaml", {"train.init_2d_to_3d": "blocks"})

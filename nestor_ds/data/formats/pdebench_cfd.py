@@ -79,13 +79,19 @@ def write_pdebench_cfd(
         f.create_dataset("t-coordinate", data=t.astype(np.float32))
         f.create_dataset("x-coordinate", data=x.astype(np.float32))
         f.create_dataset("y-coordinate", data=y.astype(np.float32))
-        for key, value in (("eta", eta), ("zeta", zeta), ("M", mach)):
-            if value is not None:
-                f.attrs[key] = float(value)
+        write_cfd_attrs(f, mach, eta, zeta)
     return path
 
 
-def _attrs_conditioning(f: h5py.File) -> dict[str, float]:
+def write_cfd_attrs(f: h5py.File, mach: float | None, eta: float | None, zeta: float | None) -> None:
+    """PDEBench's CFD file attributes ``eta``, ``zeta``, ``M`` (2-D and 3-D alike), those given."""
+    for key, value in (("eta", eta), ("zeta", zeta), ("M", mach)):
+        if value is not None:
+            f.attrs[key] = float(value)
+
+
+def cfd_attrs_conditioning(f: h5py.File) -> dict[str, float]:
+    """Mach number and viscosities from a PDEBench CFD file's own attributes (2-D and 3-D alike)."""
     out = {}
     for key, name in (("M", "mach"), ("eta", "eta"), ("zeta", "zeta")):
         if key in f.attrs:
@@ -120,7 +126,7 @@ def read_pdebench_cfd(
     if channel_order not in CHANNEL_ORDERS:
         raise DataError(f"{path}: channel_order {channel_order!r} is not one of {sorted(CHANNEL_ORDERS)}")
     with open_h5(path, LAYOUT) as f:
-        cond = {**parse_conditioning(path), **_attrs_conditioning(f)}
+        cond = {**parse_conditioning(path), **cfd_attrs_conditioning(f)}
         shape: tuple[int, ...] = ()
         for name in FIELDS:
             ds = require_dataset(f, name, path, LAYOUT, ndim=4)

@@ -22,6 +22,7 @@ from nestor_ds.data.shards import DataError
 
 from ..trajectory import Trajectory
 from ._common import PathLike, cell_centres, open_h5, require_dataset, select, step
+from .pdebench_cfd import cfd_attrs_conditioning, write_cfd_attrs
 
 LAYOUT = "pdebench_cfd3d"
 FIELDS = ["density", "pressure", "Vx", "Vy", "Vz"]
@@ -76,18 +77,8 @@ def write_pdebench_cfd3d(
         for axis, c in zip("xyz", xyz):
             f.create_dataset(f"{axis}-coordinate", data=np.asarray(c, dtype=np.float32))
         f.create_dataset("t-coordinate", data=t.astype(np.float32))
-        for key, value in (("eta", eta), ("zeta", zeta), ("M", mach)):
-            if value is not None:
-                f.attrs[key] = float(value)
+        write_cfd_attrs(f, mach, eta, zeta)
     return path
-
-
-def _attrs_conditioning(f: h5py.File) -> dict[str, float]:
-    return {
-        name: float(np.ravel(f.attrs[key])[0])
-        for key, name in (("M", "mach"), ("eta", "eta"), ("zeta", "zeta"))
-        if key in f.attrs
-    }
 
 
 def _density(f: h5py.File, path: PathLike) -> h5py.Dataset:
@@ -125,7 +116,7 @@ def read_pdebench_cfd3d(
     if channel_order not in CHANNEL_ORDERS:
         raise DataError(f"{path}: channel_order {channel_order!r} is not one of {sorted(CHANNEL_ORDERS)}")
     with open_h5(path, LAYOUT) as f:
-        cond = {**parse_conditioning_3d(path), **_attrs_conditioning(f)}
+        cond = {**parse_conditioning_3d(path), **cfd_attrs_conditioning(f)}
         shape = _density(f, path).shape
         for name in FIELDS:
             ds = require_dataset(f, name, path, LAYOUT)
