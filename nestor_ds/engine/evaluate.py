@@ -211,8 +211,8 @@ def evaluate(
     results = []
     for src in sources:
         # each rank decodes only its own share (trajectory i goes to rank i % world): at 128^3 one is ~1 GB
-        total = split_size(src, cfg.train.eval_trajectories)
-        n_batches = -(-(-(-total // world)) // batch)  # the busiest rank's batches: equal on every rank
+        busiest = -(-split_size(src, cfg.train.eval_trajectories) // world)  # trajectories of the busiest rank
+        n_batches = -(-busiest // batch)  # equal on every rank
         mine = iter_split(src, cfg.train.eval_trajectories, rank, world)
         first = next(mine, None)
         template = first if first is not None else next(iter_split(src, 1))  # shapes for zero-weight padding
