@@ -106,6 +106,7 @@ def run_training(
         "log_every": max(1, steps // 2),
         "eval_every": 10 * steps,
         "checkpoint_every": 10 * steps,
+        "eval_trajectories": 1,  # the final evaluation is not what is measured
         "count_host_syncs": True,
         "output_dir": str(out),
     }

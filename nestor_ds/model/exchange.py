@@ -96,6 +96,7 @@ class _Wait(torch.autograd.Function):
         return grad, None
 
 
+@torch.compiler.disable  # host-side communication and timing: a graph break, never traced
 def start_exchange(
     x: torch.Tensor, group: dist.ProcessGroup, send_rows: list[int], recv_rows: list[int], traffic: Traffic
 ) -> tuple[torch.Tensor, Pending]:
@@ -105,11 +106,13 @@ def start_exchange(
     return _Start.apply(x, p), p
 
 
+@torch.compiler.disable  # host-side communication and timing: a graph break, never traced
 def wait_exchange(buffer: torch.Tensor, p: Pending) -> torch.Tensor:
     """The received rows of a :func:`start_exchange`, once they have arrived (differentiable)."""
     return _Wait.apply(buffer, p)
 
 
+@torch.compiler.disable  # host-side communication and timing: a graph break, never traced
 def exchange(
     x: torch.Tensor, group: dist.ProcessGroup, send_rows: list[int], recv_rows: list[int], traffic: Traffic
 ) -> torch.Tensor:
@@ -118,6 +121,7 @@ def exchange(
     return wait_exchange(buffer, p)
 
 
+@torch.compiler.disable  # host-side communication and timing: a graph break, never traced
 def exchange_ints(counts: torch.Tensor, group: dist.ProcessGroup, traffic: Traffic) -> torch.Tensor:
     """Equal splits of integers, blocking, no gradient: every rank's [ep * n] (n per destination) -> the [ep * n]
     the others send here (dropless: the per-expert route counts; drop mode: the expert id of every slot)."""
