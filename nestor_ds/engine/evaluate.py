@@ -254,6 +254,7 @@ def evaluate(
                         "truth": mid_plane(traj[0, ..., m.t_in, :]),
                         "prediction": mid_plane(pred[0, ..., 0, :]),
                         "mask": mid_plane(mask[0, ..., 0, :]),
+                        **({"mid_z": np.array(traj.shape[3] // 2)} if traj.dim() == 6 else {}),
                     }
             weight_sum += weight.sum()
         stats, curves, weight_sum = sum_together([stats, curves, weight_sum])

@@ -48,7 +48,7 @@ def write_eval_outputs(
                 ex["truth"][..., real],
                 ex["prediction"][..., real],
                 names,
-                f"{d.name}: one-step prediction",
+                f"{d.name}: one-step prediction" + (f" (the plane z = {int(ex['mid_z'])})" if "mid_z" in ex else ""),
                 folder / f"sample_{d.name}.png",
             )
     curves = {d.name: d.rollout_curve for d in result.datasets if d.rollout_curve.size}
