@@ -36,6 +36,15 @@ def test_bf16_forward_backward_on_sdpa_flash_kernel(tiny_model_cfg) -> None:
         _bf16_step(cfg)
 
 
+@pytest.mark.parametrize("variant_name", ["nestor", "dpot"])
+def test_bf16_3d_forward_backward_and_memory(tiny_model_cfg, variant_name: str) -> None:
+    """NESTOR-3D and DPOT-3D at 64^3 (patch 8: 512 tokens) in bf16: finite, and the peak memory printed."""
+    cfg = variant(tiny_model_cfg, variant=variant_name, grid=[64, 64, 64], patch_size=8, channels=5, attention="sdpa")
+    torch.cuda.reset_peak_memory_stats()
+    _bf16_step(cfg)
+    print(f"{variant_name}-3D 64^3 batch 4 bf16: peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+
+
 @pytest.mark.skipif(not HAS_FLASH_ATTN, reason="flash-attn package not installed")
 def test_bf16_forward_backward_with_flash_attn_package(tiny_model_cfg) -> None:
     _bf16_step(variant(tiny_model_cfg, resolution=64, attention="flash"))
