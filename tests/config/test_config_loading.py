@@ -77,7 +77,9 @@ def test_unroll_length_must_be_whole_steps() -> None:
         parse_config(raw, "tiny_cpu.yaml")
 
 
-@pytest.mark.parametrize("field,value,words", BAD, ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD])
+@pytest.mark.parametrize(
+    "field,value,words", BAD, ids=[f"{b[0]}={'<deleted>' if b[1] is _DELETE else repr(b[1])}"[:60] for b in BAD]
+)
 def test_bad_config_rejected_with_reason(field: str, value, words: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_set(_tiny(), field, value), "tiny_cpu.yaml")
