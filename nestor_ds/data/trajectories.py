@@ -13,7 +13,8 @@ from nestor_ds.data.trajectory import Trajectory
 
 def split_size(src: Source, limit: int | None = None) -> int:
     """How many trajectories :func:`iter_split` yields over all ranks: ``src.limit``, at most ``limit``."""
-    return min(src.limit, sum(src.shard_counts)) if limit is None else min(limit, src.limit, sum(src.shard_counts))
+    held = min(src.limit, sum(src.shard_counts))
+    return held if limit is None else min(limit, held)
 
 
 def iter_split(src: Source, limit: int | None = None, rank: int = 0, world: int = 1) -> Iterator[Trajectory]:

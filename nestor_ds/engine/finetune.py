@@ -47,9 +47,10 @@ def inflate_2d_to_3d(model: torch.nn.Module, full: dict[str, torch.Tensor], rule
     naming the tensors, when widths or expert counts differ."""
     cfg = getattr(model, "cfg", None)
     experts = cfg.moe.experts if cfg is not None and cfg.is_moe else 0
-    if _expert_count(full) != experts:
+    have = _expert_count(full)
+    if have != experts:
         raise CheckpointError(
-            f"{path}: the 2-D model has {_expert_count(full)} image-level experts per layer, this 3-D model "
+            f"{path}: the 2-D model has {have} image-level experts per layer, this 3-D model "
             f"{experts}: the blocks cannot carry over"
         )
     state = local_state_dict(model, full)
