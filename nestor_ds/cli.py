@@ -352,7 +352,8 @@ def _parser_data(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
         "--valid",
         choices=["dpot", "train", "separate", "drop"],
         default="dpot",
-        help="PDEArena valid files / CFDBench dev cases (dpot: into train / dropped, as DPOT)",
+        help="PDEArena valid files / CFDBench dev cases / the Well's valid folder (dpot: into train / dropped, "
+        "as DPOT; the Well: its own split)",
     )
     p.add_argument(
         "--channel-order",

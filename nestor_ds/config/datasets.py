@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nestor_ds.errors import UserError
 
 SourceFormat = Literal[
-    "fno_mat", "pdebench_cfd", "pdebench_cfd3d", "pdebench_grouped", "pdearena_ns", "cfdbench", "shards"
+    "fno_mat", "pdebench_cfd", "pdebench_cfd3d", "pdebench_grouped", "pdearena_ns", "cfdbench", "the_well", "shards"
 ]
-SplitRule = Literal["tail", "fraction", "files", "cases", "none"]
+SplitRule = Literal["tail", "fraction", "files", "cases", "folders", "none"]
 
 
 class DatasetInfo(BaseModel):
@@ -41,7 +41,8 @@ class DatasetInfo(BaseModel):
     split: SplitRule = Field(
         "none",
         description="published split: tail (last split_test trajectories), fraction (last split_test "
-        "share, DPOT's int(0.9 N) cut), files (PDEArena's split files), cases (CFDBench's seeded case split)",
+        "share, DPOT's int(0.9 N) cut), files (PDEArena's split files), cases (CFDBench's seeded case split), "
+        "folders (the Well's data/<split>/)",
     )
     split_test: float = Field(0, ge=0, description="count (tail) or share (fraction) of the test split")
     dpot_train: int | None = Field(None, gt=0, description="DPOT trains on the first N train trajectories")
@@ -143,6 +144,53 @@ REGISTRY: dict[str, DatasetInfo] = {
         update={"grid": (64, 64, 64), "train": 540, "test": 60, "dpot_train": 540, "dpot_test": 60}
     ),
 }
+
+
+def _well(grid: tuple[int, ...], channels: int, predicted: int, frames: int, periodic: bool) -> DatasetInfo:
+    """A set of the Well: the splits are its folders, so train/test counts are what the folders hold (0 here)."""
+    return DatasetInfo(
+        format="the_well",
+        grid=grid,
+        channels=channels,
+        frames=frames,
+        train=0,
+        test=0,
+        weight=1,
+        split="folders",
+        predicted_channels=predicted,
+        periodic=periodic,
+    )
+
+
+# The Well (PolymathicAI/the_well datasets/<name>/<name>.yaml): grid, and channels as our reader lays them out:
+# the time-varying fields' components (predicted), then the time-invariant fields, the scalars and one mask per
+# non-periodic boundary type (input only). Frames: the shortest trajectory. Spherical sets (planetswe,
+# convective_envelope_rsg, post_neutron_star_merger) are refused by the reader.
+REGISTRY.update(
+    {
+        "turbulent_radiative_layer_2D": _well((128, 384), 6, 4, 101, False),
+        "shear_flow": _well((256, 512), 6, 4, 200, True),
+        "rayleigh_benard": _well((512, 128), 7, 4, 200, False),
+        "active_matter": _well((256, 256), 14, 11, 81, True),
+        "gray_scott_reaction_diffusion": _well((128, 128), 4, 2, 1001, True),
+        "viscoelastic_instability": _well((512, 512), 14, 8, 20, False),
+        "helmholtz_staircase": _well((1024, 256), 6, 2, 50, False),
+        "acoustic_scattering_discontinuous": _well((256, 256), 7, 3, 102, False),
+        "acoustic_scattering_inclusions": _well((256, 256), 7, 3, 102, False),
+        "acoustic_scattering_maze": _well((256, 256), 7, 3, 202, False),
+        "euler_multi_quadrants_openBC": _well((512, 512), 7, 5, 101, False),
+        "euler_multi_quadrants_periodicBC": _well((512, 512), 6, 5, 101, True),
+        "MHD_64": _well((64, 64, 64), 9, 7, 100, True),
+        "MHD_256": _well((256, 256, 256), 9, 7, 100, True),
+        "rayleigh_taylor_instability": _well((128, 128, 128), 6, 4, 119, False),
+        "supernova_explosion_64": _well((64, 64, 64), 11, 6, 59, False),
+        "supernova_explosion_128": _well((128, 128, 128), 11, 6, 59, False),
+        "turbulence_gravity_cooling": _well((64, 64, 64), 10, 6, 50, False),
+        "turbulent_radiative_layer_3D": _well((128, 128, 256), 7, 5, 101, False),
+        # our generated stand-in (data generate --suite well): shallow water in a walled basin, 1 x 2 grid
+        "swe_basin_well": _well((32, 64), 5, 3, 12, False),
+    }
+)
 
 
 class UnknownDataset(UserError):

@@ -127,6 +127,43 @@ def _swe(root: Path, size: Size, rng: np.random.Generator) -> Path:
     return F.write_pdebench_grouped(root / "2D_rdb_NA_NA.h5", runs, t=np.linspace(0, 1.0, size.frames))
 
 
+WELL_PER_FILE = 2  # trajectories per Well file (the real sets hold 2 to 100)
+
+
+def _well_swe(root: Path, size: Size, rng: np.random.Generator) -> Path:
+    """The Well's layout (``data/{train,valid,test}/*.hdf5``) filled by the shallow-water solver on a 1 x 2 basin
+    with reflective walls all round: height (order 0), velocity (order 1), gravity (a scalar), WALL on x and y."""
+    nx, ny = size.resolution, 2 * size.resolution
+    n_test, n_valid = max(1, size.trajectories // 5), max(1, size.trajectories // 10)
+    n_train = size.trajectories - n_test - n_valid
+    if n_train < 1:
+        raise DataError(
+            f"the Well stand-in needs at least 3 trajectories (train, valid, test), got {size.trajectories}"
+        )
+    dx = (S.shallow_water.DOMAIN[1] - S.shallow_water.DOMAIN[0]) / nx
+    coords = {"x": (np.arange(nx) + 0.5) * dx - 2.5, "y": (np.arange(ny) + 0.5 - ny / 2) * dx}
+    time = np.linspace(0, 2.0, size.frames)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        for k in range(0, n, WELL_PER_FILE):
+            runs = np.stack(
+                [
+                    S.shallow_water.run_shallow_water((nx, ny), 2.0, size.frames, rng).state
+                    for _ in range(min(WELL_PER_FILE, n - k))
+                ]
+            )  # [N, T, X, Y, 3]: h, hu, hv
+            h = runs[..., 0]
+            F.write_well(
+                root / "data" / split / f"swe_basin_well_{k // WELL_PER_FILE:02d}.hdf5",
+                "swe_basin_well",
+                coords,
+                time,
+                {"height": h, "velocity": runs[..., 1:] / h[..., None]},
+                scalars={"gravity": S.shallow_water.GRAVITY},
+                walls=("x", "y"),
+            )
+    return root
+
+
 def _smoke(root: Path, size: Size, rng: np.random.Generator) -> Path:
     """PDEArena's layout: one float64 file per split, named as its generator names them, buoyancy 0.5."""
     folder = root / "NavierStokes-2D"
@@ -198,6 +235,7 @@ SUITES: dict[str, list[Job]] = {
         Job("cfdbench", "cfdbench", _cfdbench),
     ],
     "small3d": [Job("ns3d_pdb_M1_rand", "pdebench_cfd3d", _cfd3d(1.0), SMALL_TEST_SHARE)],
+    "well": [Job("swe_basin_well", "the_well", _well_swe)],
 }
 
 

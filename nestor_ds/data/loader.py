@@ -114,7 +114,8 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
         weight = entry.weight if entry.weight is not None else info.weight
         if cfg.data.mixing == "size_weighted":
             weight *= limit
-        scored = info.predicted_channels if cfg.data.score_channels == "predicted" else None
+        predicted = info.predicted_channels or manifest.get("predicted_channels")  # the registry, else the source
+        scored = predicted if cfg.data.score_channels == "predicted" else None
         rollout = info.rollout if cfg.data.subset == "dpot" else None
         sources.append(
             Source(
@@ -126,7 +127,7 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
                 limit,
                 scored,
                 rollout,
-                info.predicted_channels,
+                predicted,
                 info.periodic,
                 cfg.data.verify_checksums,
             )

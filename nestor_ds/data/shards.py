@@ -100,6 +100,7 @@ class ShardResult:
     shapes: set[tuple[int, ...]]
     channels: list[str]
     dt: float | None
+    predicted: int | None = None  # leading predicted channels, where the source says (the Well)
 
 
 class ShardFile:
@@ -121,9 +122,12 @@ class ShardFile:
         if not np.isfinite(traj.data).all():
             raise DataError(f"{where}: NaN or Inf values in the source")
         if not r.channels:
-            r.channels, r.dt = list(traj.channels), traj.dt
-        elif traj.channels != r.channels:
-            raise DataError(f"{where}: channels {traj.channels} differ from {r.channels}")
+            r.channels, r.dt, r.predicted = list(traj.channels), traj.dt, traj.predicted
+        elif traj.channels != r.channels or traj.predicted != r.predicted:
+            raise DataError(
+                f"{where}: channels {traj.channels} (predicted {traj.predicted}) differ from {r.channels} "
+                f"(predicted {r.predicted})"
+            )
         sample = {
             "__key__": f"{traj.index:08d}",
             "data.npy": encode_npy(traj.data),
@@ -175,12 +179,13 @@ def write_manifest(
     folder: Path, dataset: str, split: str, results: list[ShardResult], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The split's manifest from its shards in order, written last and atomically."""
-    stats, shapes, dt = ChannelStats(), set(), None
+    stats, shapes, dt, predicted = ChannelStats(), set(), None, None
     channels: list[str] = []
     for r in results:
         if channels and r.channels and r.channels != channels:
             raise DataError(f"{folder / r.info.name}: channels {r.channels} differ from {channels}")
         channels, dt = channels or r.channels, dt if dt is not None else r.dt
+        predicted = predicted if predicted is not None else r.predicted
         stats.merge(r.stats)
         shapes |= r.shapes
     mean, std = stats.result()
@@ -195,6 +200,7 @@ def write_manifest(
         "layout": "T X Y Z C" if dims == [3] else "T X Y C",  # axes of every sample's data.npy
         "shapes": sorted(list(s) for s in shapes),
         "channels": channels,
+        **({"predicted_channels": predicted} if predicted is not None else {}),
         "mean": mean,
         "std": std,
         "dt": dt,
@@ -528,4 +534,5 @@ def decode_sample(raw: dict[str, Any], channels: list[str]) -> Trajectory:
         dict(meta.get("conditioning", {})),
         mask,
         float(meta["dz"]) if "dz" in meta else None,
+        int(meta["predicted"]) if "predicted" in meta else None,
     )

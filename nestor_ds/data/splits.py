@@ -7,7 +7,9 @@ Rules (``DatasetInfo.split``; sources in the README's split table):
 - ``fraction``: the first ``int((1 - split_test) * N)`` are train, the rest test
   (DPOT's ``int(9/10 * N)`` for PDEBench CNS; 900/100 for SWE and DR);
 - ``files``: PDEArena's own split files, ``valid`` folded into train as DPOT does;
-- ``cases``: CFDBench's seeded case split per problem; DPOT drops ``dev``.
+- ``cases``: CFDBench's seeded case split per problem; DPOT drops ``dev``;
+- ``folders``: the Well's ``data/{train,valid,test}`` folders, ``valid`` kept as its own split (DPOT never
+  used the Well, so ``--valid dpot`` means the Well's own split here).
 """
 
 from __future__ import annotations
@@ -91,6 +93,16 @@ def _plan_cfdbench(source: str | Path, valid: ValidChoice, problems: Sequence[st
     return plan
 
 
+def _plan_well(source: str | Path, valid: ValidChoice) -> dict[str, list[Item]]:
+    plan: dict[str, list[Item]] = {"train": [], "test": []}
+    valid_to = {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+    for split, files in F.well_split_files(source).items():
+        target = valid_to if split == "valid" else split
+        if target is not None:
+            plan.setdefault(target, []).extend(Item(str(p), i) for p in files for i in range(F.count_well(p)))
+    return plan
+
+
 def plan_splits(
     info: DatasetInfo,
     fmt: str,
@@ -105,6 +117,10 @@ def plan_splits(
         return _plan_pdearena(source, valid)
     if fmt == "cfdbench":
         return _plan_cfdbench(source, valid, problems)
+    if fmt == "the_well":
+        if test is not None:
+            raise DataError(f"{source}: the Well's splits are its folders; --test does not apply")
+        return _plan_well(source, valid)
     if fmt not in COUNTERS:
         raise DataError(f"{source}: no published split for format {fmt!r}")
     n = COUNTERS[fmt](source)

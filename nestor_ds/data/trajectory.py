@@ -11,7 +11,8 @@ import numpy as np
 @dataclass
 class Trajectory:
     """``data`` is ``[T, X, Y, C]`` or ``[T, X, Y, Z, C]`` float32 (time first, channels last); ``mask``
-    (optional) is the grid ``[X, Y(, Z)]`` with 1 on real (fluid) points; ``dz`` is set for 3-D data only."""
+    (optional) is the grid ``[X, Y(, Z)]`` with 1 on real (fluid) points; ``dz`` is set for 3-D data only;
+    ``predicted`` (optional) counts the leading channels that evolve, the others being input-only conditioning."""
 
     dataset: str
     index: int
@@ -23,6 +24,9 @@ class Trajectory:
     conditioning: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None
     dz: float | None = None
+    predicted: int | None = (
+        None  # leading channels a model predicts, where the source says (the Well); the rest input only
+    )
 
     def __post_init__(self) -> None:
         if self.data.ndim not in (4, 5):
@@ -58,4 +62,5 @@ class Trajectory:
             **({"dz": self.dz} if self.dz is not None else {}),
             "conditioning": self.conditioning,
             "has_mask": self.mask is not None,
+            **({"predicted": self.predicted} if self.predicted is not None else {}),
         }

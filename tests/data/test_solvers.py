@@ -159,6 +159,17 @@ def test_swe_reflective_walls_keep_mass_and_depth_positive() -> None:
     assert asym < 1e-10  # a radially symmetric start stays symmetric under the grid's symmetries
 
 
+def test_swe_rectangular_basin_keeps_mass_and_its_mirror_symmetries() -> None:
+    # the Well stand-in's basin: twice as long in y, same cell size, dam at the centre
+    run = run_shallow_water((16, 32), 3.0, 5, rng=np.random.default_rng(3), boundary="reflective")
+    h = run.state[..., 0]
+    assert run.state.shape == (5, 16, 32, 3) and run.dx == pytest.approx(5.0 / 16)
+    mass = h.sum(axis=(1, 2))
+    assert np.abs(mass / mass[0] - 1).max() < 1e-12 and run.min_depth > 0.0
+    assert np.abs(h - h[:, ::-1]).max() < 1e-10 and np.abs(h - h[:, :, ::-1]).max() < 1e-10
+    assert np.abs(h[-1] - h[0]).max() > 0.1
+
+
 def test_swe_outputs_and_transmissive_boundary() -> None:
     frames = simulate_shallow_water(32, 3.0, 4, rng=5, boundary="transmissive")
     run = run_shallow_water(32, 3.0, 4, rng=5, boundary="transmissive")

@@ -6,7 +6,7 @@ it checks the layout when called (raising ``ValueError`` that names the file and
 the key) and then streams one trajectory at a time, so a file far larger than
 memory can be read. ``indices`` are 0-based positions in the file (or split);
 ``split`` is only meaningful for ``pdearena_ns``, whose files hold split groups;
-the other layouts keep one pool per file and reject a split. The published splits
+the other layouts keep one pool per file (the Well: one split per folder) and reject a split. The published splits
 of every layout are cut by :mod:`nestor_ds.data.splits`.
 """
 
@@ -48,6 +48,7 @@ from .pdebench_grouped import (
     read_pdebench_grouped,
     write_pdebench_grouped,
 )
+from .the_well import count_well, inspect_well, read_well, well_split_files, write_well
 
 Reader = Callable[..., Iterator[Trajectory]]
 
@@ -58,6 +59,7 @@ READERS: dict[str, Reader] = {
     "pdebench_grouped": read_pdebench_grouped,
     "pdearena_ns": read_pdearena_ns,
     "cfdbench": read_cfdbench,
+    "the_well": read_well,
 }
 
 
@@ -98,6 +100,8 @@ __all__ = [
     "count_pdebench_cfd",
     "count_pdebench_cfd3d",
     "count_pdebench_grouped",
+    "count_well",
+    "inspect_well",
     "dpot_segments",
     "find_cases",
     "open_source",
@@ -111,10 +115,13 @@ __all__ = [
     "read_pdebench_cfd",
     "read_pdebench_cfd3d",
     "read_pdebench_grouped",
+    "read_well",
+    "well_split_files",
     "write_cfdbench_case",
     "write_fno_mat",
     "write_pdearena_ns",
     "write_pdebench_cfd",
     "write_pdebench_cfd3d",
     "write_pdebench_grouped",
+    "write_well",
 ]

@@ -101,15 +101,21 @@ def _max_dt(q: np.ndarray, dx: float, g: float, cfl: float) -> float:
 
 
 def run_shallow_water(
-    n: int,
+    n: int | tuple[int, int],
     t_final: float,
     n_frames: int,
     rng: RngLike,
     boundary: str = "reflective",
     cfl: float = 0.4,
 ) -> ShallowWaterRun:
-    """The full conserved state (h, hu, hv) at each frame, plus positivity diagnostics."""
-    n = check_int("n", n, minimum=4)
+    """The full conserved state (h, hu, hv) at each frame, plus positivity diagnostics.
+
+    ``n`` is the grid edge, or ``(nx, ny)`` for a rectangle: x spans ``DOMAIN``, y as many cells of the same
+    size, centred on 0."""
+    if isinstance(n, (tuple, list)) and len(n) == 2:
+        nx, ny = check_int("n[0]", n[0], minimum=4), check_int("n[1]", n[1], minimum=4)
+    else:
+        nx = ny = check_int("n", n, minimum=4)
     t_final = check_real("t_final", t_final, low=0.0)
     n_frames = check_int("n_frames", n_frames, minimum=2)
     cfl = check_real("cfl", cfl, low=0.0, high=0.5)
@@ -119,14 +125,15 @@ def run_shallow_water(
     radius = float(gen.uniform(0.3, 0.7))
 
     lo, hi = DOMAIN
-    dx = (hi - lo) / n
-    x = lo + (np.arange(n) + 0.5) * dx
-    r = np.hypot(x[:, None], x[None, :])
-    q = np.zeros((3, n, n))
+    dx = (hi - lo) / nx
+    x = lo + (np.arange(nx) + 0.5) * dx
+    y = (np.arange(ny) + 0.5 - ny / 2) * dx
+    r = np.hypot(x[:, None], y[None, :])
+    q = np.zeros((3, nx, ny))
     q[0] = np.where(r < radius, 2.0, 1.0)
 
     times = inclusive_frame_times(t_final, n_frames)
-    state = np.empty((n_frames, n, n, 3))
+    state = np.empty((n_frames, nx, ny, 3))
     state[0] = np.moveaxis(q, 0, -1)
     t, steps, min_depth = 0.0, 0, float(q[0].min())
     for frame in range(1, n_frames):
