@@ -240,7 +240,16 @@ class DataConfig(Strict):
         description="dpot: train on the first dpot_train and evaluate the first dpot_test trajectories, "
         "rolling out rollout frames, as DPOT's master file; all: every trajectory and frame",
     )
-    pad_value: float = Field(1.0, description="value of padded (missing) channels; DPOT pads with 1")
+    pad_value: float = Field(
+        1.0,
+        description="value of padded (missing) channels, and of grid points a sample does not fill; DPOT pads with 1",
+    )
+    resize: Literal["keep_aspect", "stretch"] = Field(
+        "keep_aspect",
+        description="how a sample whose grid is not the model's is resized: keep_aspect = to the largest region "
+        "of the model grid with the data's aspect ratio, placed at the origin, the rest padded and masked out of "
+        "loss, metric and feedback; stretch = to the whole model grid (DPOT's resize; the same when aspects match)",
+    )
     score_channels: Literal["predicted", "all"] = Field(
         "predicted", description="predicted: leave input-only channels (CFDBench's mask) out of loss and metric"
     )

@@ -8,6 +8,9 @@ Every channel of the model's common channel layout has one role per sample:
   conditioning field): it comes from the truth (the data's own next frame, or the last known one);
 - ``PADDED``: a channel the data set does not have: set back to ``pad_value``, as the model saw it in training.
 
+Grid points outside a sample's region (a set resized with its own aspect ratio into part of the model
+grid, ``data.resize: keep_aspect``) are padding too: set back to ``pad_value``, as the model saw them.
+
 The scoring mask (which points and channels count in a metric) never touches what is fed back.
 """
 
@@ -33,10 +36,25 @@ def channel_roles(real: int, predicted: int | None, channels: int) -> torch.Tens
 
 @dataclass(frozen=True)
 class Feedback:
-    """How to build the next input window: roles [B, C] per sample (or [C] for all) and the pad value."""
+    """How to build the next input window: roles [B, C] per sample (or [C] for all), the pad value, and
+    optionally each sample's region of the grid, ``extent`` [B, space axes] (or [space axes] for all)."""
 
     roles: torch.Tensor
     pad_value: float = 1.0
+    extent: torch.Tensor | None = None
+
+    @staticmethod
+    def _outside(extent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """[B or 1, *space, 1, 1]: True on grid points outside the sample's region."""
+        e = extent.to(like.device)
+        e = e.view(1, -1) if e.dim() == 1 else e
+        space = like.shape[1:-2]
+        inside = torch.ones(e.shape[0], *space, dtype=torch.bool, device=like.device)
+        for axis, n in enumerate(space):
+            shape = [1] * (1 + len(space))
+            shape[1 + axis] = n
+            inside = inside & (torch.arange(n, device=like.device).view(shape) < e[:, axis].view(-1, *[1] * len(space)))
+        return ~inside[..., None, None]
 
     def _role(self, code: int, like: torch.Tensor) -> torch.Tensor:
         r = self.roles.to(like.device)
@@ -50,7 +68,8 @@ class Feedback:
         if truth is None:
             truth = window[..., -1:, :].expand_as(pred)
         out = torch.where(self._role(PREDICTED, pred), pred, truth.to(pred.dtype))
-        return out.masked_fill(self._role(PADDED, pred), self.pad_value)
+        out = out.masked_fill(self._role(PADDED, pred), self.pad_value)
+        return out if self.extent is None else out.masked_fill(self._outside(self.extent, pred), self.pad_value)
 
     def next_window(self, window: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
         """Slide ``window`` [B, *space, t_in, C] on by the predicted frames, keeping its length."""

@@ -17,7 +17,12 @@ Design (why it is shaped like this):
 - Windows are resized to the model's grid (bilinear; trilinear in 3-D), channels padded to
   the common count (with ``data.pad_value``, DPOT's 1), with a mask of scored
   points and channels; every batch on every rank has the same shape, as expert
-  parallelism requires.
+  parallelism requires. A set whose aspect ratio is not the model grid's fills the
+  largest region with its own aspect (``data.resize: keep_aspect``), placed at the
+  origin; the rest of the grid is padding, out of the scored mask, and the batch says
+  each sample's region (``extent``) so feedback can keep it padding. Sets of any shapes
+  therefore share one batch (pad with a mask, not one set per batch), and every
+  rank's all-to-all buffers keep one shape.
 - Shards may live in a folder or behind a URL WebDataset opens (http(s)://,
   ``pipe:``); every read goes through :func:`Source.url`.
 """
@@ -243,12 +248,31 @@ def resize(frames: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     return F.interpolate(frames, size=tuple(grid), mode=mode, align_corners=False)
 
 
-def resize_pad(data: torch.Tensor, grid: Sequence[int], channels: int, pad_value: float) -> torch.Tensor:
-    """[T, C, *space] -> [*grid, T, C_common]: resized (:func:`resize`), channels padded."""
+def fit(space: Sequence[int], grid: Sequence[int], keep_aspect: bool = True) -> tuple[int, ...]:
+    """The region of the model ``grid`` a sample on ``space`` is resized to: the whole grid when stretching (or
+    when the aspects match), else the largest region with the sample's aspect ratio (``data.resize``)."""
+    grid = tuple(int(g) for g in grid)
+    if not keep_aspect or len(space) != len(grid):
+        return grid
+    scale = min(g / n for g, n in zip(grid, space))
+    return tuple(min(g, max(1, round(n * scale))) for g, n in zip(grid, space))
+
+
+def region(extent: Sequence[int]) -> tuple[slice, ...]:
+    """The slices of a region placed at the origin of the grid."""
+    return tuple(slice(0, int(e)) for e in extent)
+
+
+def resize_pad(
+    data: torch.Tensor, grid: Sequence[int], channels: int, pad_value: float, extent: Sequence[int] | None = None
+) -> torch.Tensor:
+    """[T, C, *space] -> [*grid, T, C_common]: resized (:func:`resize`) to ``extent`` (default: the whole grid)
+    at the grid's origin, the rest of the grid and the missing channels at ``pad_value``."""
     t, c = data.shape[:2]
-    data = resize(data, grid)
+    extent = tuple(grid) if extent is None else tuple(extent)
+    data = resize(data, extent)
     full = data.new_full((*grid, t, channels), float(pad_value))
-    full[..., :c] = data.movedim(0, -1).movedim(0, -1)  # [T, C, *grid] -> [*grid, T, C]
+    full[(*region(extent), Ellipsis, slice(0, c))] = data.movedim(0, -1).movedim(0, -1)  # -> [*extent, T, C]
     return full
 
 
@@ -261,19 +285,21 @@ def scored_mask(
     *,
     scored: int | None = None,
     points: str = "all",
+    extent: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Scored points and channels [*grid, 1, C_common]: the first ``scored`` channels (default: all real ones),
     the geometry mask resized nearest, and with ``points="original"`` only the grid points the data had
-    (every ``grid // space``-th point per axis, DPOT's evaluation mask)."""
+    (every ``extent // space``-th point per axis, DPOT's evaluation mask); nothing outside ``extent``."""
     grid = tuple(grid)
+    extent = grid if extent is None else tuple(extent)
     real = torch.zeros(*grid, 1, channels)
     pts = torch.ones(1, 1, *space) if mask is None else torch.from_numpy(mask.astype(np.float32))[None, None]
-    pts = F.interpolate(pts, size=grid, mode="nearest")[0, 0]
+    pts = F.interpolate(pts, size=extent, mode="nearest")[0, 0]
     if points == "original":
-        stride = torch.zeros(grid)
-        stride[tuple(slice(None, None, max(g // n, 1)) for g, n in zip(grid, space))] = 1
+        stride = torch.zeros(extent)
+        stride[tuple(slice(None, None, max(g // n, 1)) for g, n in zip(extent, space))] = 1
         pts = pts * stride
-    real[..., : min(real_channels, scored or real_channels)] = pts[..., None, None]
+    real[(*region(extent), Ellipsis, slice(0, min(real_channels, scored or real_channels)))] = pts[..., None, None]
     return real
 
 
@@ -286,12 +312,16 @@ def common_grid(
     pad_value: float = 1.0,
     scored: int | None = None,
     points: str = "all",
+    keep_aspect: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, *space, C] frames -> [*grid, T, C_common] and the mask of scored points and channels [*grid, 1, C]."""
+    """[T, *space, C] frames -> [*grid, T, C_common] and the mask of scored points and channels [*grid, 1, C]
+    (the data in the region :func:`fit` gives)."""
+    space = frames.shape[1:-1]
+    extent = fit(space, grid, keep_aspect)
     data = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, 1)  # [T, C, *space]
     return (
-        resize_pad(data, grid, channels, pad_value),
-        scored_mask(frames.shape[1:-1], mask, frames.shape[-1], grid, channels, scored=scored, points=points),
+        resize_pad(data, grid, channels, pad_value, extent),
+        scored_mask(space, mask, frames.shape[-1], grid, channels, scored=scored, points=points, extent=extent),
     )
 
 
@@ -309,6 +339,7 @@ class WindowCutter:
         channels: int,
         pad_value: float = 1.0,
         scored: int | None = None,
+        keep_aspect: bool = True,
     ) -> None:
         steps, space, c = traj.data.shape[0], tuple(traj.data.shape[1:-1]), traj.data.shape[-1]
         self.t_in, self.span = t_in, t_in + t_out
@@ -322,6 +353,7 @@ class WindowCutter:
         if c > channels:
             raise DataError(f"{traj.dataset}[{traj.index}]: {c} channels, more than the common {channels}")
         self.traj, self.grid, self.channels, self.pad_value = traj, tuple(grid), channels, pad_value
+        self.extent = fit(space, self.grid, keep_aspect)  # the region of the grid the data fills
         self.resize = space != self.grid
         frames = torch.from_numpy(traj.data)
         if self.resize:  # resized per window, from [T, C, *space]
@@ -329,7 +361,7 @@ class WindowCutter:
         else:  # [*space, T, C_common] made once: a window is a copy of contiguous runs
             self.data = frames.new_full((*space, steps, channels), float(pad_value))
             self.data[..., :c] = frames.movedim(0, -2)
-        self.mask = scored_mask(space, traj.mask, c, self.grid, channels, scored=scored)
+        self.mask = scored_mask(space, traj.mask, c, self.grid, channels, scored=scored, extent=self.extent)
 
     def starts(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` random window starts, all different while the trajectory has that many windows."""
@@ -339,10 +371,15 @@ class WindowCutter:
     def window_into(self, t0: int, x: torch.Tensor, y: torch.Tensor) -> None:
         """Write the window into batch slots x [*grid, t_in, C] and y [*grid, t_out, C]."""
         if self.resize:
-            window = resize(self.data[t0 : t0 + self.span], self.grid).movedim(0, -1).movedim(0, -1)
+            window = resize(self.data[t0 : t0 + self.span], self.extent).movedim(0, -1).movedim(0, -1)
             c = window.shape[-1]
-            x[..., c:], y[..., c:] = self.pad_value, self.pad_value
-            x[..., :c], y[..., :c] = window[..., : self.t_in, :], window[..., self.t_in :, :]
+            if self.extent != self.grid:
+                x.fill_(self.pad_value)
+                y.fill_(self.pad_value)
+            else:
+                x[..., c:], y[..., c:] = self.pad_value, self.pad_value
+            inside = (*region(self.extent), Ellipsis, slice(0, c))
+            x[inside], y[inside] = window[..., : self.t_in, :], window[..., self.t_in :, :]
         else:
             x.copy_(self.data[..., t0 : t0 + self.t_in, :])
             y.copy_(self.data[..., t0 + self.t_in : t0 + self.span, :])
@@ -364,9 +401,10 @@ def to_window(
     channels: int,
     pad_value: float = 1.0,
     scored: int | None = None,
+    keep_aspect: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random window resized and channel-padded: x [*grid, t_in, C], y [*grid, t_out, C], mask [*grid, 1, C]."""
-    cutter = WindowCutter(traj, t_in, t_out, grid, channels, pad_value, scored)
+    cutter = WindowCutter(traj, t_in, t_out, grid, channels, pad_value, scored, keep_aspect)
     return cutter.window(int(cutter.starts(rng, 1)[0]))
 
 
@@ -391,8 +429,10 @@ class MixedWindows(IterableDataset):
         pad_value: float = 1.0,
         windows_per_trajectory: int = 1,
         max_bad: int = 20,
+        keep_aspect: bool = True,
     ) -> None:
         super().__init__()
+        self.keep_aspect = keep_aspect
         self.per_traj = windows_per_trajectory
         self.sources, self.batch_size, self.seed = sources, batch_size, seed
         self.rank, self.world, self.workers, self.start_batch, self.on_bad = (
@@ -444,17 +484,26 @@ class MixedWindows(IterableDataset):
             x = torch.empty(self.batch_size, *r, self.t_in, c)
             y = torch.empty(self.batch_size, *r, self.t_out, c)
             masks, index = torch.empty(self.batch_size, *r, 1, c), []
+            extent = torch.empty(self.batch_size, len(r), dtype=torch.long)
             for i, d in enumerate(ids):
                 if current[d] is None or served[d] == k:
                     traj, rng = next(streams[d])  # decoded once, cut into k windows
                     cutter = WindowCutter(
-                        traj, self.t_in, self.t_out, r, c, self.pad_value, scored=self.sources[d].scored
+                        traj,
+                        self.t_in,
+                        self.t_out,
+                        r,
+                        c,
+                        self.pad_value,
+                        scored=self.sources[d].scored,
+                        keep_aspect=self.keep_aspect,
                     )
                     current[d] = (cutter, cutter.starts(rng, k))
                     served[d] = served[d] if served[d] < k else 0
                 cutter, t0s = current[d]
                 cutter.window_into(int(t0s[served[d]]), x[i], y[i])
                 masks[i] = cutter.mask
+                extent[i] = torch.as_tensor(cutter.extent)
                 served[d] += 1
                 index.append(cutter.traj.index)
             position += self.batch_size
@@ -462,6 +511,7 @@ class MixedWindows(IterableDataset):
                 "x": x,
                 "y": y,
                 "mask": masks,
+                "extent": extent,
                 "dataset_id": torch.as_tensor(ids, dtype=torch.long),
                 "traj_index": torch.as_tensor(index, dtype=torch.long),
                 "skipped": torch.tensor(sum(s.skipped for s in streams)),
@@ -508,6 +558,7 @@ class TrainLoader:
             max_bad=cfg.data.max_bad_samples,
             pad_value=cfg.data.pad_value,
             windows_per_trajectory=cfg.data.windows_per_trajectory,
+            keep_aspect=cfg.data.resize == "keep_aspect",
         )
         return DataLoader(
             stream,

@@ -39,9 +39,24 @@ def iter_split(src: Source, limit: int | None = None, rank: int = 0, world: int 
 
 
 def to_common_grid(
-    traj: Trajectory, src: Source, grid: Sequence[int], channels: int, pad_value: float = 1.0, points: str = "all"
+    traj: Trajectory,
+    src: Source,
+    grid: Sequence[int],
+    channels: int,
+    pad_value: float = 1.0,
+    points: str = "all",
+    keep_aspect: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole trajectory [*grid, T, C_common] and its mask [*grid, 1, C_common] of scored points and channels.
 
     The evaluator, not this function, cuts the frames to t_in + ``src.rollout``."""
-    return common_grid(traj.data, traj.mask, grid, channels, pad_value=pad_value, scored=src.scored, points=points)
+    return common_grid(
+        traj.data,
+        traj.mask,
+        grid,
+        channels,
+        pad_value=pad_value,
+        scored=src.scored,
+        points=points,
+        keep_aspect=keep_aspect,
+    )

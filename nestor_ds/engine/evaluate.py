@@ -21,7 +21,7 @@ import torch
 
 from nestor_ds.config.schema import RunConfig
 from nestor_ds.data.feedback import Feedback, channel_roles
-from nestor_ds.data.loader import Source
+from nestor_ds.data.loader import Source, fit, region
 from nestor_ds.data.trajectories import iter_split, split_size, to_common_grid
 from nestor_ds.engine.baselines import BASELINES
 from nestor_ds.engine.losses import l2re
@@ -221,8 +221,12 @@ def evaluate(
         stats = torch.zeros(len(names), 2, device=device, dtype=torch.float64)  # one-step sum, rollout sum
         curves = torch.zeros(len(names), steps, device=device, dtype=torch.float64)
         weight_sum = torch.zeros(1, device=device, dtype=torch.float64)
+        keep_aspect = cfg.data.resize == "keep_aspect"
+        extent = fit(template.grid, m.grid, keep_aspect)  # the region of the grid this set fills
         feedback = Feedback(
-            channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device), cfg.data.pad_value
+            channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device),
+            cfg.data.pad_value,
+            None if extent == tuple(m.grid) else torch.tensor(extent, device=device),
         )
         model = _ModelForecast(forward, batch, dtype)
         forecasts: list[Forecast] = [model, *(partial(BASELINES[n], t_out=m.t_out) for n in names[1:])]
@@ -234,7 +238,8 @@ def evaluate(
             weight = torch.tensor([1.0] * len(chunk) + [0.0] * (batch - len(chunk)), device=device, dtype=torch.float64)
             chunk = chunk + [template] * (batch - len(chunk))  # zero-weight padding keeps shapes equal
             grids = [
-                to_common_grid(t, src, m.grid, m.channels, cfg.data.pad_value, cfg.data.score_points) for t in chunk
+                to_common_grid(t, src, m.grid, m.channels, cfg.data.pad_value, cfg.data.score_points, keep_aspect)
+                for t in chunk
             ]
             traj = torch.stack([g[0] for g in grids]).to(device)  # [B, *space, T, C]
             mask = torch.stack([g[1] for g in grids]).to(device)  # [B, *space, 1, C]
@@ -249,11 +254,12 @@ def evaluate(
                 stats[i, 1] += (roll * weight).sum()
                 curves[i] += (curve * weight).sum(1)
                 if i == 0 and example is None and rank == 0 and first is not None:
+                    inside = region(extent)  # the figure shows the data's region, at its aspect
                     example = {  # [X, Y, C] fields; a 3-D set shows its mid-plane in z
-                        "input": mid_plane(traj[0, ..., m.t_in - 1, :]),
-                        "truth": mid_plane(traj[0, ..., m.t_in, :]),
-                        "prediction": mid_plane(pred[0, ..., 0, :]),
-                        "mask": mid_plane(mask[0, ..., 0, :]),
+                        "input": mid_plane(traj[0][inside][..., m.t_in - 1, :]),
+                        "truth": mid_plane(traj[0][inside][..., m.t_in, :]),
+                        "prediction": mid_plane(pred[0][inside][..., 0, :]),
+                        "mask": mid_plane(mask[0][inside][..., 0, :]),
                         **({"mid_z": np.array(traj.shape[3] // 2)} if traj.dim() == 6 else {}),
                     }
             weight_sum += weight.sum()

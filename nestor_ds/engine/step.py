@@ -140,7 +140,7 @@ def unrolled_step(
     if t.patch_jitter:
         both, mask = jitter(torch.cat([x, y], dim=-2), mask, facts.periodic[ids], gen, m.patch_size)
         x, y = both[..., : m.t_in, :], both[..., m.t_in :, :]
-    feedback = Feedback(facts.roles[ids], cfg.data.pad_value)
+    feedback = Feedback(facts.roles[ids], cfg.data.pad_value, batch.get("extent"))
     std = facts.std[ids] if cfg.data.noise_norm == "set_std" else None
     steps = y.shape[-2] // m.t_out
     losses, first, first_out = [], None, None

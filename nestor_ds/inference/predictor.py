@@ -1,6 +1,7 @@
 """Auto-regressive prediction on a user's own fields, prepared as the model's training data was.
 
-The fields are resized (bilinear, trilinear in 3-D, ``align_corners=False``) to the model's grid and their
+The fields are resized (bilinear, trilinear in 3-D, ``align_corners=False``) to the model's grid (to the
+region with their own aspect ratio under ``data.resize: keep_aspect``, the rest padding) and their
 channels padded with the training pad value, exactly as the loader prepares a training window; the
 model predicts ``t_out`` frames at a time from the last ``t_in``, fed back by the evaluator's rule
 (``data.feedback``: padded channels at the pad value, input-only ones from the given frames, else the last
@@ -15,11 +16,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nestor_ds.config import ConfigError
 from nestor_ds.data.feedback import INPUT_ONLY, PADDED, PREDICTED, Feedback
-from nestor_ds.data.loader import resize
+from nestor_ds.data.loader import fit, region, resize
 
 
 class Predictor:
@@ -48,14 +48,21 @@ class Predictor:
         frames = x.movedim(-2, 1).movedim(-1, 2).flatten(0, 1)  # [(B T), C, *space]
         return resize(frames, grid).unflatten(0, (b, t)).movedim(1, -1).movedim(1, -1)
 
+    def _extent(self, space: Sequence[int]) -> tuple[int, ...]:
+        """The region of the model grid fields on ``space`` fill (``data.resize``, as in training)."""
+        return fit(space, self.cfg.model.grid, self.cfg.data.resize == "keep_aspect")
+
     def _to_model_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, *space, T, c] -> [B, *grid, T, C_model]."""
-        m = self.cfg.model
-        x = self._regrid(x, m.grid)
-        return F.pad(x, (0, m.channels - x.shape[-1]), value=float(self.cfg.data.pad_value))
+        """[B, *space, T, c] -> [B, *grid, T, C_model]: resized into the region, the rest padding."""
+        m, pad = self.cfg.model, float(self.cfg.data.pad_value)
+        extent = self._extent(x.shape[1:-2])
+        full = x.new_full((x.shape[0], *m.grid, x.shape[-2], m.channels), pad)
+        full[(slice(None), *region(extent), Ellipsis, slice(0, x.shape[-1]))] = self._regrid(x, extent)
+        return full
 
     def _to_user_grid(self, y: torch.Tensor, grid: tuple[int, ...], channels: int) -> torch.Tensor:
-        return self._regrid(y[..., :channels], grid)
+        inside = (slice(None), *region(self._extent(grid)))
+        return self._regrid(y[inside][..., :channels], grid)
 
     def channel_positions(self, channels: Sequence[int | str], dataset: str | None) -> list[int]:
         """Model channel of each input channel: positions as given, names looked up in a training data set's
@@ -134,7 +141,12 @@ class Predictor:
         placed = torch.full((b, *space, t, max(order) + 1), float(self.cfg.data.pad_value))
         placed[..., order] = x
         given = self._to_model_grid(placed).to(self.device, self.dtype)  # input-only channels' truth, where given
-        feedback = Feedback(self.roles(order, dataset).to(self.device), float(self.cfg.data.pad_value))
+        extent = self._extent(space)
+        feedback = Feedback(
+            self.roles(order, dataset).to(self.device),
+            float(self.cfg.data.pad_value),
+            None if extent == tuple(m.grid) else torch.tensor(extent),
+        )
         window = given[..., : m.t_in, :]
         preds, done = [], 0
         while done < steps:

@@ -10,6 +10,7 @@ import torch
 from suite_data import train_batches
 
 from nestor_ds.config import parse_config
+from nestor_ds.data.feedback import Feedback
 from nestor_ds.data.loader import epoch_items, open_sources
 from nestor_ds.data.shards import write_shards
 from nestor_ds.data.trajectory import Trajectory
@@ -19,7 +20,7 @@ def make_set(
     root: Path,
     name: str,
     n: int,
-    res: int,
+    res: int | tuple[int, int],
     channels: int,
     frames: int = 8,
     per_shard: int = 2,
@@ -27,19 +28,20 @@ def make_set(
     split: str = "train",
 ) -> None:
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    nx, ny = (res, res) if isinstance(res, int) else res
     geometry = None
     if mask:
-        geometry = np.ones((res, res), dtype=np.float32)
-        geometry[: res // 2, : res // 4] = 0
+        geometry = np.ones((nx, ny), dtype=np.float32)
+        geometry[: nx // 2, : ny // 4] = 0
     trajs = (
         Trajectory(
             name,
             i,
-            rng.standard_normal((frames, res, res, channels)).astype(np.float32),
+            rng.standard_normal((frames, nx, ny, channels)).astype(np.float32),
             [f"c{k}" for k in range(channels)],
             0.1,
-            1 / res,
-            1 / res,
+            1 / nx,
+            1 / ny,
             mask=geometry,
         )
         for i in range(n)
@@ -47,23 +49,27 @@ def make_set(
     write_shards(trajs, root / name, name, split, per_shard=per_shard)
 
 
+def _grid(res: int | tuple[int, int]) -> list[int]:
+    return [res, res] if isinstance(res, int) else list(res)
+
+
 def run_config(
     root: Path,
-    sets: dict[str, tuple[int, int, float]],
+    sets: dict[str, tuple[int | tuple[int, int], int, float]],
     *,
     workers: int = 0,
     batch: int = 4,
-    resolution: int = 16,
+    resolution: int | tuple[int, int] = 16,
     channels: int = 4,
     **data,
 ) -> object:
     custom = {
-        name: {"format": "shards", "resolution": res, "channels": c, "frames": 8, "train": 1, "test": 1, "weight": w}
+        name: {"format": "shards", "grid": _grid(res), "channels": c, "frames": 8, "train": 1, "test": 1, "weight": w}
         for name, (res, c, w) in sets.items()
     }
     raw = {
         "model": {
-            "resolution": resolution,
+            "grid": _grid(resolution),
             "patch_size": 4,
             "width": 16,
             "heads": 2,
@@ -239,3 +245,34 @@ def test_shards_behind_a_pipe_command_give_the_same_batches(two_sets: Path) -> N
     cfg.data.root = "pipe:cat /nowhere/manifest.json"
     with pytest.raises(Exception, match=r"\{path\} placeholder"):
         open_sources(cfg, "train")
+
+
+def test_square_and_non_square_sets_share_a_batch_each_at_its_own_aspect(tmp_path: Path) -> None:
+    """A 16 x 16 set and an 8 x 16 set in a 16 x 32 model: the square one fills the 16 x 16 corner, the other the
+    whole grid (resized x2, aspect kept); outside a sample's region: padding, unscored, reported as its extent,
+    and kept padding by the feedback rule."""
+    make_set(tmp_path, "square", 8, 16, 2)
+    make_set(tmp_path, "wide", 8, (8, 16), 2)
+    cfg = run_config(tmp_path, {"square": (16, 2, 1.0), "wide": ((8, 16), 2, 1.0)}, batch=8, resolution=(16, 32))
+    (batch,) = take(train_batches(cfg, 0, 1), 1)
+    ids, x, mask, extent = batch["dataset_id"], batch["x"], batch["mask"], batch["extent"]
+    assert x.shape == (8, 16, 32, 3, 4) and {0, 1} <= set(ids.tolist())
+    for i, d in enumerate(ids.tolist()):
+        if d == 0:  # square: its own 16 x 16 values in the corner, the rest the pad value and unscored
+            assert extent[i].tolist() == [16, 16]
+            assert (x[i, :, 16:] == cfg.data.pad_value).all() and mask[i, :, 16:].sum() == 0
+            assert mask[i, :, :16, :, :2].all() and not mask[i, ..., 2:].any()
+        else:
+            assert extent[i].tolist() == [16, 32] and mask[i, ..., :2].all()
+    stretched = run_config(
+        tmp_path, {"square": (16, 2, 1.0), "wide": ((8, 16), 2, 1.0)}, batch=8, resolution=(16, 32), resize="stretch"
+    )
+    (other,) = take(train_batches(stretched, 0, 1), 1)
+    assert (other["extent"] == torch.tensor([16, 32])).all() and other["mask"][..., :2].all()
+
+    roles = torch.zeros(8, 4, dtype=torch.int8)  # every channel predicted: only the region decides
+    pred = torch.randn(8, 16, 32, 1, 4)
+    fed = Feedback(roles, 1.0, extent).frames(pred, None, x)
+    square = ids == 0
+    assert (fed[square][:, :, 16:] == 1.0).all() and torch.equal(fed[square][:, :, :16], pred[square][:, :, :16])
+    assert torch.equal(fed[~square], pred[~square])

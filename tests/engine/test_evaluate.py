@@ -124,3 +124,18 @@ def test_bundled_steps_score_frames_jointly_and_baselines_roll_out_alike(small_s
     assert two.persistence.rollout == pytest.approx(one.persistence.rollout, rel=1e-6)
     assert two.linear.rollout == pytest.approx(one.linear.rollout, rel=1e-5)
     assert two.rollout_curve.size == -(-one.rollout_curve.size // 2)
+
+
+def test_a_square_set_in_a_wide_model_is_scored_on_its_own_points(small_shards: Path) -> None:
+    """model.grid 32 x 64, data 32 x 32: the data fills its own 32 x 32 region (aspect kept, nothing resized), so
+    persistence is exactly the native computation; the rollout's inputs stay padding outside the region, and the
+    example shows the data's region only (the figure at the data's aspect)."""
+    cfg = _cfg(small_shards, "ns2d_fno_1e-3").model_copy(deep=True)
+    cfg.model.grid = [32, 64]
+    seen: list[torch.Tensor] = []
+    d = _run(cfg, seen).datasets[0]
+    square = _run(_cfg(small_shards, "ns2d_fno_1e-3")).datasets[0]  # the same data on the square model grid
+    assert d.persistence.one_step == pytest.approx(square.persistence.one_step, rel=1e-6)
+    assert d.persistence.rollout == pytest.approx(square.persistence.rollout, rel=1e-6)
+    assert all((x[:, :, 32:] == 1.5).all() for x in seen)  # every model input, one-step and fed back
+    assert d.example is not None and d.example["input"].shape == (32, 32, 4)

@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=None, help="with --imported: router temperature")
     ap.add_argument("--rig-router", action="store_true", help="every sample picks experts 0 and 1 (rank 0's at ep 2)")
     ap.add_argument("--3d", dest="three_d", action="store_true", help="NESTOR-3D on an 8^3 grid (patch 4: 8 tokens)")
+    ap.add_argument("--wide", action="store_true", help="a non-square 2-D grid, 32 x 64 (patch 8: 4 x 8 tokens)")
     args = ap.parse_args()
 
     init_distributed()
@@ -79,6 +80,7 @@ def main() -> None:
                 if args.three_d
                 else {}
             ),
+            **({"model.grid": [32, 64]} if args.wide else {}),
         },
     )
     for stage in (int(z) for z in args.zero_stages.split(",")):  # one process, one fresh engine per stage

@@ -44,13 +44,14 @@ def tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ep")
 
 
-@pytest.mark.parametrize("space", ["2d", "3d"])
+@pytest.mark.parametrize("space", ["2d", "3d", "wide"])
 @pytest.mark.parametrize("stage", [0, 1, 2])
 def test_ep2_equals_ep1(tmp: Path, stage: int, space: str) -> None:
-    extra = ("--3d",) if space == "3d" else ()  # NESTOR-3D: 3-D tokens through the same nested MoE
+    # NESTOR-3D: 3-D tokens through the same nested MoE; wide: a 32 x 64 grid, 4 x 8 tokens
+    extra = {"2d": (), "3d": ("--3d",), "wide": ("--wide",)}[space]
     (one,), state1 = _run(tmp, 1, stage, *extra, stages=(0, 1, 2))  # the three stages share one launch
     two, state2 = _run(tmp, 2, stage, *extra, stages=(0, 1, 2))
-    assert one["pred"].dim() == (6 if space == "3d" else 5)
+    assert one["pred"].shape[1:-2] == {"2d": (32, 32), "3d": (8, 8, 8), "wide": (32, 64)}[space]
     torch.testing.assert_close(torch.cat([r["pred"] for r in two]), one["pred"], **TOL)
     assert one["host_syncs"] == {}, one["host_syncs"]
     for r in two:
