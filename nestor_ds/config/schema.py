@@ -142,7 +142,12 @@ class ModelConfig(Strict):
     moe: ImageMoEConfig = Field(default_factory=ImageMoEConfig)
     sub_moe: SubMoEConfig = Field(default_factory=SubMoEConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
-    normalize: bool = Field(False, description="DPOT's per-sample input normalisation with AdaIN-style rescaling")
+    normalize: Literal["none", "sample", "stats"] = Field(
+        "none",
+        description="none: the fields as stored (DPOT's default); sample: DPOT's per-sample normalisation with "
+        "AdaIN-style rescaling (true means this); stats: each set's train-split channel mean and std from its "
+        "manifest (the model sees (x - mean) / std and predicts in those units, scaled back before the loss)",
+    )
     residual: bool = Field(
         False,
         description="predict the change from the last input frame (output = last frame + "
@@ -159,7 +164,10 @@ class ModelConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _resolution_shorthand(cls, data: Any) -> Any:
-        return resolution_shorthand(data, "model.grid")  # configs and checkpoints written before model.grid
+        data = resolution_shorthand(data, "model.grid")  # configs and checkpoints written before model.grid
+        if isinstance(data, dict) and isinstance(data.get("normalize"), bool):  # written when it was a flag
+            data = data | {"normalize": "sample" if data["normalize"] else "none"}
+        return data
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":

@@ -74,6 +74,7 @@ class Source:
     predicted: int | None = None  # leading channels the model predicts (None: all real ones; the rest input only)
     periodic: bool = False  # the data set's boundaries are periodic (patch jittering rolls instead of padding)
     verify: bool = True  # check each shard's sha256 when this process first opens it (data.verify_checksums)
+    stats: tuple[list[float], list[float]] | None = None  # the train split's channel mean and std (model.normalize)
 
     def roles(self, channels: int) -> torch.Tensor:
         """Role of each of the model's channels for this data set (``data.feedback``)."""
@@ -96,7 +97,7 @@ class Source:
 def open_sources(cfg: RunConfig, split: str) -> list[Source]:
     """Every configured data set's ``split`` as a :class:`Source`: manifest read, local shards there at their
     sizes (``data.verify_checksums``; nothing hashed: see :func:`iter_raw_samples`), DPOT's subset limit,
-    mixing weight, scored and predicted channels."""
+    mixing weight, scored and predicted channels, and the train split's channel statistics."""
     train = split == cfg.data.train_split
     sources = []
     for i, entry in enumerate(cfg.data.datasets):
@@ -122,6 +123,16 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
         predicted = info.predicted_channels or manifest.get("predicted_channels")  # the registry, else the source
         scored = predicted if cfg.data.score_channels == "predicted" else None
         rollout = info.rollout if cfg.data.subset == "dpot" else None
+        stats = (manifest["mean"], manifest["std"]) if train else None
+        if not train and cfg.model.normalize == "stats":  # the units the model was trained in: the train split's
+            train_folder = subfolder(base, cfg.data.train_split)
+            try:
+                kept = read_manifest(train_folder if is_remote(train_folder) else Path(train_folder), False)
+            except DataError as err:
+                raise DataError(
+                    f"model.normalize=stats needs the train split's statistics of {entry.name!r}: {err}"
+                ) from None
+            stats = (kept["mean"], kept["std"])
         sources.append(
             Source(
                 entry.name,
@@ -135,6 +146,7 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
                 predicted,
                 info.periodic,
                 cfg.data.verify_checksums,
+                stats,
             )
         )
     return sources

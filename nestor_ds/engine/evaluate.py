@@ -22,9 +22,12 @@ import torch
 from nestor_ds.config.schema import RunConfig
 from nestor_ds.data.feedback import Feedback, channel_roles
 from nestor_ds.data.loader import Source, fit, region
+from nestor_ds.data.set_stats import SetStats
+from nestor_ds.data.shards import DataError
 from nestor_ds.data.trajectories import iter_split, split_size, to_common_grid
 from nestor_ds.engine.baselines import BASELINES
 from nestor_ds.engine.losses import l2re
+from nestor_ds.engine.step import in_set_units
 from nestor_ds.model.collectives import sum_together
 from nestor_ds.model.output import ModelOutput
 
@@ -228,7 +231,12 @@ def evaluate(
             cfg.data.pad_value,
             None if extent == tuple(m.grid) else torch.tensor(extent, device=device),
         )
-        model = _ModelForecast(forward, batch, dtype)
+        scaled = forward
+        if m.normalize == "stats":  # the model works in the set's train-split units; scores stay in the data's
+            if src.stats is None:
+                raise DataError(f"{src.name}: model.normalize=stats but no train-split statistics were read")
+            scaled = in_set_units(forward, SetStats.of([src.stats], m.channels), 0)
+        model = _ModelForecast(scaled, batch, dtype)
         forecasts: list[Forecast] = [model, *(partial(BASELINES[n], t_out=m.t_out) for n in names[1:])]
         example = None
         pending = [first] if first is not None else []

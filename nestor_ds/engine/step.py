@@ -10,7 +10,7 @@ making without back-propagating through the steps before it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -18,6 +18,7 @@ import torch
 from nestor_ds.config.schema import RunConfig
 from nestor_ds.data.feedback import Feedback
 from nestor_ds.data.loader import Source
+from nestor_ds.data.set_stats import SetStats
 from nestor_ds.engine.losses import l2re
 from nestor_ds.model.output import ModelOutput
 
@@ -29,18 +30,24 @@ class SetFacts:
     roles: torch.Tensor  # [sets, C] int8: data.feedback roles
     periodic: torch.Tensor  # [sets] bool
     std: torch.Tensor  # [sets, C] channel std from the manifests (0 on padded channels)
+    units: SetStats | None = None  # model.normalize=stats: each set's train-split mean and std
 
     @classmethod
-    def of(cls, sources: list[Source], channels: int, device: torch.device) -> "SetFacts":
+    def of(cls, sources: list[Source], channels: int, device: torch.device, normalize: str = "none") -> "SetFacts":
         """The per-set facts of ``sources`` on ``device``."""
         std = torch.zeros(len(sources), channels)
         for i, s in enumerate(sources):
             values = s.manifest.get("std") or []
             std[i, : len(values)] = torch.tensor(values[:channels], dtype=torch.float32)
+        units = None
+        if normalize == "stats":
+            units = SetStats.of([s.stats or (s.manifest["mean"], s.manifest["std"]) for s in sources], channels)
+            units = SetStats(units.mean.to(device), units.std.to(device))
         return cls(
             torch.stack([s.roles(channels) for s in sources]).to(device),
             torch.tensor([s.periodic for s in sources], device=device),
             std.to(device),
+            units,
         )
 
 
@@ -125,6 +132,18 @@ def training_loss(cfg: RunConfig, out: ModelOutput, per_sample: torch.Tensor, da
     return loss
 
 
+def in_set_units(
+    forward: Callable[[torch.Tensor], ModelOutput], units: SetStats, ids: torch.Tensor | int
+) -> Callable[[torch.Tensor], ModelOutput]:
+    """``forward`` on fields in the data's units: inputs scaled to each sample's set units, the prediction back."""
+
+    def call(x: torch.Tensor) -> ModelOutput:
+        out = forward(units.to_model(x, ids))
+        return replace(out, pred=units.from_model(out.pred, ids))
+
+    return call
+
+
 def unrolled_step(
     forward: Callable[[torch.Tensor], ModelOutput],
     cfg: RunConfig,
@@ -141,6 +160,8 @@ def unrolled_step(
         both, mask = jitter(torch.cat([x, y], dim=-2), mask, facts.periodic[ids], gen, m.patch_size)
         x, y = both[..., : m.t_in, :], both[..., m.t_in :, :]
     feedback = Feedback(facts.roles[ids], cfg.data.pad_value, batch.get("extent"))
+    if facts.units is not None:  # model.normalize=stats: the model works in each set's units, the loss in the data's
+        forward = in_set_units(forward, facts.units, ids)
     std = facts.std[ids] if cfg.data.noise_norm == "set_std" else None
     steps = y.shape[-2] // m.t_out
     losses, first, first_out = [], None, None

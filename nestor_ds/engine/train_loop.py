@@ -53,7 +53,7 @@ class _Loop:
         self.anneal = ctx.args.mode == "pretrain" and cfg.model.is_moe
         self.clip_here = engine_clips_itself(ctx.ds)
         self.loader = ctx.batches()
-        self.facts = SetFacts.of(ctx.train_sources, cfg.model.channels, self.device)
+        self.facts = SetFacts.of(ctx.train_sources, cfg.model.channels, self.device, cfg.model.normalize)
         self.metrics = IntervalMetrics(
             self.names, cfg.parallel.ep_size, self.device, drop_share=cfg.model.is_moe and cfg.model.moe.drop_tokens
         )

@@ -18,7 +18,7 @@ from nestor_ds.atomic import write_text_atomic
 from nestor_ds.config import ConfigError, RunConfig, parse_config
 from nestor_ds.model.operator import NeuralOperator
 
-WEIGHTS, CONFIG, CHANNELS = "model.safetensors", "config.yaml", "channels.json"
+WEIGHTS, CONFIG, CHANNELS, STATS = "model.safetensors", "config.yaml", "channels.json", "set_stats.json"
 
 
 def _checkpoint_folder(root: Path, tag: str | None) -> Path:
@@ -73,9 +73,12 @@ def export_model(checkpoint: str | Path, out: str | Path, tag: str | None = None
         "mlflow_run_id": client.get("mlflow_run_id"),
     }
     write_text_atomic(out / "export.json", json.dumps(info, indent=1))
-    names = channel_names(parse_config(client["config"]))
-    if names:
+    manifests = train_manifests(parse_config(client["config"]))
+    if manifests:
+        names = {name: list(m["channels"]) for name, m in manifests.items()}
         write_text_atomic(out / CHANNELS, json.dumps(names, indent=1))
+        stats = {name: {"mean": m["mean"], "std": m["std"]} for name, m in manifests.items()}
+        write_text_atomic(out / STATS, json.dumps(stats, indent=1))
     # checkpoint_client_state has checked the manifest: the files are not hashed a second time
     save_consolidated(
         read_checkpoint_state(checkpoint, tag, verify=False), out / WEIGHTS, {k: str(v) for k, v in info.items()}
@@ -83,21 +86,31 @@ def export_model(checkpoint: str | Path, out: str | Path, tag: str | None = None
     return out
 
 
-def channel_names(cfg: RunConfig) -> dict[str, list[str]]:
-    """Each training data set's channel names, from its shard manifest where the shards can be reached (so that
-    users can name their channels); data sets whose shards are gone are left out."""
+def train_manifests(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Each training data set's train-split manifest where the shards can be reached (channel names users can
+    name their channels by; the statistics of ``model.normalize: stats``); sets whose shards are gone are left
+    out."""
     from nestor_ds.data.shards import DataError, is_remote, read_manifest, subfolder
 
-    names = {}
+    found = {}
     for entry in cfg.data.datasets:
         base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
         folder = subfolder(base, cfg.data.train_split)
         try:
-            manifest = read_manifest(folder if is_remote(folder) else Path(folder), check_sizes=False)
+            found[entry.name] = read_manifest(folder if is_remote(folder) else Path(folder), check_sizes=False)
         except (DataError, OSError):
             continue
-        names[entry.name] = list(manifest["channels"])
-    return names
+    return found
+
+
+def channel_names(cfg: RunConfig) -> dict[str, list[str]]:
+    """Each training data set's channel names, from its train manifest where the shards can be reached."""
+    return {name: list(m["channels"]) for name, m in train_manifests(cfg).items()}
+
+
+def set_stats(cfg: RunConfig) -> dict[str, dict[str, list[float]]]:
+    """Each training data set's train-split channel mean and std, where the shards can be reached."""
+    return {name: {"mean": m["mean"], "std": m["std"]} for name, m in train_manifests(cfg).items()}
 
 
 def model_config(path: str | Path) -> RunConfig:
@@ -136,8 +149,9 @@ def load_model(
     if cfg.model.is_moe:
         model.set_temperature(cfg.model.moe.final_temperature)
     model.run_config = cfg  # what the model was trained with: resolution, channels, pad value
-    names = Path(path) / CHANNELS
+    names, stats = Path(path) / CHANNELS, Path(path) / STATS
     model.channel_names = json.loads(names.read_text()) if names.is_file() else channel_names(cfg)
+    model.set_stats = json.loads(stats.read_text()) if stats.is_file() else set_stats(cfg)
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -12,7 +12,7 @@ geometry mask, zeroed outside the domain.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch
 from nestor_ds.config import ConfigError
 from nestor_ds.data.feedback import INPUT_ONLY, PADDED, PREDICTED, Feedback
 from nestor_ds.data.loader import fit, region, resize
+from nestor_ds.data.set_stats import SetStats
 
 
 class Predictor:
@@ -104,6 +105,21 @@ class Predictor:
             roles[position] = INPUT_ONLY if predicted is not None and position >= predicted else PREDICTED
         return roles
 
+    def _forward(self, dataset: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model on fields in the data's units (``model.normalize: stats``: the set's train-split units)."""
+        if self.cfg.model.normalize != "stats":
+            return lambda x: self.model(x).pred
+        known: dict = getattr(self.model, "set_stats", {}) or {}
+        names = [d.name for d in self.cfg.data.datasets]
+        name = dataset if dataset is not None else names[0] if len(names) == 1 else None
+        if name is None or name not in known:
+            raise ConfigError(
+                f"this model works in each data set's own units (model.normalize=stats): pass dataset= one of "
+                f"{sorted(known) or names} (statistics for {name!r} are not known)"
+            )
+        units = SetStats.of([(known[name]["mean"], known[name]["std"])], self.cfg.model.channels)
+        return lambda x: units.from_model(self.model(units.to_model(x, 0)).pred, 0)
+
     @torch.no_grad()
     def rollout(
         self,
@@ -148,9 +164,10 @@ class Predictor:
             None if extent == tuple(m.grid) else torch.tensor(extent),
         )
         window = given[..., : m.t_in, :]
+        forward = self._forward(dataset)
         preds, done = [], 0
         while done < steps:
-            y = self.model(window).pred  # [B, *grid, t_out, C_model]
+            y = forward(window)  # [B, *grid, t_out, C_model]
             preds.append(y.float())
             truth = given[..., m.t_in + done : m.t_in + done + y.shape[-2], :]
             fed = truth if truth.shape[-2] == y.shape[-2] else None

@@ -70,9 +70,9 @@ class SpatioTemporalEncoder(nn.Module):
         self.patch_embed = PatchEmbed(cfg.channels + extra, hidden, cfg.width, p, d)
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, cfg.width, *cfg.latent), std=0.02))
         self.time_agg = TimeAggregator(cfg.t_in, cfg.width)
-        self.normalize = cfg.normalize
+        self.normalize = cfg.normalize == "sample"  # "stats" happens outside the model, on the data's units
         self._grids: dict[tuple, torch.Tensor] = {}
-        if cfg.normalize:
+        if self.normalize:
             self.scale_feats_mu = nn.Linear(2 * cfg.channels, cfg.width)
             self.scale_feats_sigma = nn.Linear(2 * cfg.channels, cfg.width)
 

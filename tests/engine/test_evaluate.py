@@ -139,3 +139,29 @@ def test_a_square_set_in_a_wide_model_is_scored_on_its_own_points(small_shards: 
     assert d.persistence.rollout == pytest.approx(square.persistence.rollout, rel=1e-6)
     assert all((x[:, :, 32:] == 1.5).all() for x in seen)  # every model input, one-step and fed back
     assert d.example is not None and d.example["input"].shape == (32, 32, 4)
+
+
+def test_stats_normalisation_feeds_the_model_set_units_and_scores_in_the_datas(small_shards: Path) -> None:
+    """model.normalize=stats: the model sees (x - mean) / std with the train split's manifest statistics and its
+    prediction is scaled back, so a model that copies its last input frame scores exactly as persistence."""
+    from nestor_ds.model.output import ModelOutput
+
+    cfg = _cfg(small_shards, "ns2d_fno_1e-3").model_copy(deep=True)
+    cfg.model.normalize = "stats"
+    (src,) = open_sources(cfg, "test")
+    train = open_sources(cfg, "train")[0].manifest
+    assert src.stats == (train["mean"], train["std"]) != (src.manifest["mean"], src.manifest["std"])
+    seen: list[torch.Tensor] = []
+
+    def copy_last(x: torch.Tensor) -> ModelOutput:
+        seen.append(x.clone())
+        return ModelOutput(x[..., -1:, :], torch.zeros(()), torch.zeros(()))
+
+    d = evaluate(copy_last, cfg, [src], 0, 1, torch.device("cpu")).datasets[0]
+    assert d.one_step == pytest.approx(d.persistence.one_step, rel=1e-6)
+    assert d.rollout == pytest.approx(d.persistence.rollout, rel=1e-6)
+    first = seen[0][..., 0]  # the real channel, in set units
+    raw, _ = to_common_grid(next(iter_split(src)), src, cfg.model.grid, cfg.model.channels, 1.5)
+    expected = (raw[..., : cfg.model.t_in, 0] - train["mean"][0]) / train["std"][0]
+    torch.testing.assert_close(first[0], expected, rtol=1e-5, atol=1e-5)
+    assert (seen[0][..., 1:] == 1.5).all()  # padded channels: mean 0, std 1, still the pad value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -54,3 +56,40 @@ def test_jitter_rolls_periodic_sets_and_pads_the_others() -> None:
             torch.testing.assert_close(moved[i, sx:, sy:], frames[i, : n - sx, : n - sy])  # shifted, edge-padded
             assert kept[i, sx:, sy:].all() and (kept[i, :sx].sum() == 0)
     assert len(shifts) > 4 and all(0 <= s < 4 for pair in shifts for s in pair)
+
+
+def test_stats_units_per_sample_set_and_an_unrolled_step_in_them() -> None:
+    """Each sample in its own set's units (padded channels untouched, a constant channel floored), the prediction
+    scaled back; in the unrolled step the model sees set units, the loss and the fed-back frames data units."""
+    from nestor_ds.config import load_config
+    from nestor_ds.data.set_stats import MIN_STD, SetStats
+    from nestor_ds.engine.step import SetFacts, unrolled_step
+    from nestor_ds.model.output import ModelOutput
+
+    units = SetStats.of([([10.0, 0.0], [2.0, 0.0]), ([-1.0], [4.0])], channels=3)
+    assert units.std[0].tolist() == pytest.approx([2.0, MIN_STD, 1.0]) and units.mean[1].tolist() == [-1.0, 0.0, 0.0]
+    x = torch.randn(2, 4, 8, 3, 3)
+    ids = torch.tensor([1, 0])
+    scaled = units.to_model(x, ids)
+    torch.testing.assert_close(scaled[0, ..., 0], (x[0, ..., 0] + 1.0) / 4.0)
+    torch.testing.assert_close(scaled[1, ..., 0], (x[1, ..., 0] - 10.0) / 2.0)
+    torch.testing.assert_close(scaled[..., 2], x[..., 2])  # padded
+    torch.testing.assert_close(units.from_model(scaled, ids), x, rtol=1e-5, atol=1e-4)
+
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml",
+        {"model.t_in": 3, "model.channels": 3, "train.t_ar": 2},
+    )
+    facts = SetFacts(torch.zeros(2, 3, dtype=torch.int8), torch.tensor([False, False]), torch.ones(2, 3), units)
+    seen = []
+
+    def copy_last(window: torch.Tensor) -> ModelOutput:
+        seen.append(window.clone())
+        return ModelOutput(window[..., -1:, :], torch.zeros(()), torch.zeros(()))
+
+    batch = {"x": x, "y": torch.randn(2, 4, 8, 2, 3), "mask": torch.ones(2, 4, 8, 1, 3), "dataset_id": ids}
+    cfg.data.noise_scale = 0.0
+    result = unrolled_step(copy_last, cfg, batch, facts, torch.Generator(), 0.0, torch.float32)
+    torch.testing.assert_close(seen[0], scaled)
+    torch.testing.assert_close(result.out.pred, x[..., -1:, :], rtol=1e-5, atol=1e-4)  # scaled back
+    torch.testing.assert_close(seen[1][..., -1:, :], scaled[..., -1:, :], rtol=1e-5, atol=1e-4)  # fed back once

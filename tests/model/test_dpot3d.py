@@ -34,7 +34,7 @@ def test_dpot3d_constructor_layout_maps_key_for_key(name: str) -> None:
         kw["in_timesteps"],
         kw["out_timesteps"],
         kw["in_channels"],
-        kw["normalize"],
+        "sample" if kw["normalize"] else "none",  # DPOT's flag is our per-sample rule
     )
     assert cfg.afno_modes_z == 8  # AFNO3D's temporal_modes default: DPOTNet3D's Block never sets it
     with torch.device("meta"):
