@@ -145,7 +145,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from nestor_ds.inference.files import predict_files
 
-    written = predict_files(args.model, Path(args.input), Path(args.out), args.steps, args.key, args.device)
+    written = predict_files(
+        args.model, Path(args.input), Path(args.out), args.steps, args.key, args.device, args.dataset
+    )
     for what, path in written.items():
         print(f"{what}: {path}")
     return 0
@@ -227,6 +229,10 @@ def _cmd_data_shard(args: argparse.Namespace) -> int:
         )
         counts = ", ".join(f"{split} {m['count']} in {len(m['shards'])} shards" for split, m in manifests.items())
         print(f"{name}: {counts} -> {Path(args.out) / name}")
+        first = next(iter(manifests.values()))
+        predicted = first.get("predicted_channels")
+        roles = f" (the first {predicted} predicted, the rest input only)" if predicted is not None else ""
+        print(f"{name}: channels {first['channels']}{roles}, samples {first['shapes'][:1]} ({first['layout']})")
     return 0
 
 
@@ -412,6 +418,12 @@ def _parser_predict(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--steps", type=int, required=True, help="frames to predict after the first t_in")
     p.add_argument("--out", required=True, help="folder for the prediction and its figure")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="the training data set the fields are like (its channel names and, with model.normalize=stats, its "
+        "units); default: the only one",
+    )
     p.set_defaults(func=_cmd_predict)
 
 

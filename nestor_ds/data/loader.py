@@ -284,7 +284,7 @@ def resize_pad(
     extent = tuple(grid) if extent is None else tuple(extent)
     data = resize(data, extent)
     full = data.new_full((*grid, t, channels), float(pad_value))
-    full[(*region(extent), Ellipsis, slice(0, c))] = data.movedim(0, -1).movedim(0, -1)  # -> [*extent, T, C]
+    full[region(extent)][..., :c] = data.movedim(0, -1).movedim(0, -1)  # [*extent, T, C] into its region
     return full
 
 
@@ -311,7 +311,7 @@ def scored_mask(
         stride = torch.zeros(extent)
         stride[tuple(slice(None, None, max(g // n, 1)) for g, n in zip(extent, space))] = 1
         pts = pts * stride
-    real[(*region(extent), Ellipsis, slice(0, min(real_channels, scored or real_channels)))] = pts[..., None, None]
+    real[region(extent)][..., : min(real_channels, scored or real_channels)] = pts[..., None, None]
     return real
 
 
@@ -390,8 +390,8 @@ class WindowCutter:
                 y.fill_(self.pad_value)
             else:
                 x[..., c:], y[..., c:] = self.pad_value, self.pad_value
-            inside = (*region(self.extent), Ellipsis, slice(0, c))
-            x[inside], y[inside] = window[..., : self.t_in, :], window[..., self.t_in :, :]
+            inside = region(self.extent)
+            x[inside][..., :c], y[inside][..., :c] = window[..., : self.t_in, :], window[..., self.t_in :, :]
         else:
             x.copy_(self.data[..., t0 : t0 + self.t_in, :])
             y.copy_(self.data[..., t0 + self.t_in : t0 + self.span, :])

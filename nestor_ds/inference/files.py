@@ -40,7 +40,13 @@ def read_fields(path: Path, key: str | None = None) -> np.ndarray:
 
 
 def predict_files(
-    model: str | Path, source: Path, out: Path, steps: int, key: str | None = None, device: str = "cpu"
+    model: str | Path,
+    source: Path,
+    out: Path,
+    steps: int,
+    key: str | None = None,
+    device: str = "cpu",
+    dataset: str | None = None,
 ) -> dict[str, Path]:
     """Roll the model out from the input's first t_in frames; write the prediction (same format as the input)
     and a figure: truth beside prediction when the input holds the frames that follow, else the rollout (a 3-D
@@ -51,7 +57,7 @@ def predict_files(
     fields = read_fields(source, key)
     predictor = Predictor(model, device)
     dims = predictor.cfg.model.dims
-    pred = predictor.rollout(fields, steps)
+    pred = predictor.rollout(fields, steps, dataset=dataset)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     if source.suffix == ".npy":

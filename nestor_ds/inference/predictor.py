@@ -5,8 +5,8 @@ region with their own aspect ratio under ``data.resize: keep_aspect``, the rest 
 channels padded with the training pad value, exactly as the loader prepares a training window; the
 model predicts ``t_out`` frames at a time from the last ``t_in``, fed back by the evaluator's rule
 (``data.feedback``: padded channels at the pad value, input-only ones from the given frames, else the last
-one held); the predictions are resized back to the user's grid, the padded channels dropped and, given a
-geometry mask, zeroed outside the domain.
+one held); the predictions (input-only channels: the values the model was given) are resized back to the
+user's grid, the padded channels dropped and, given a geometry mask, zeroed outside the domain.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Predictor:
         m, pad = self.cfg.model, float(self.cfg.data.pad_value)
         extent = self._extent(x.shape[1:-2])
         full = x.new_full((x.shape[0], *m.grid, x.shape[-2], m.channels), pad)
-        full[(slice(None), *region(extent), Ellipsis, slice(0, x.shape[-1]))] = self._regrid(x, extent)
+        full[(slice(None),) + region(extent)][..., : x.shape[-1]] = self._regrid(x, extent)
         return full
 
     def _to_user_grid(self, y: torch.Tensor, grid: tuple[int, ...], channels: int) -> torch.Tensor:
@@ -168,9 +168,9 @@ class Predictor:
         preds, done = [], 0
         while done < steps:
             y = forward(window)  # [B, *grid, t_out, C_model]
-            preds.append(y.float())
             truth = given[..., m.t_in + done : m.t_in + done + y.shape[-2], :]
             fed = truth if truth.shape[-2] == y.shape[-2] else None
+            preds.append(feedback.frames(y, fed, window).float())  # input-only channels: what the model was given
             window = feedback.next_window(window, y.to(window.dtype), fed)
             done += y.shape[-2]
         out = torch.cat(preds, dim=-2)[..., :steps, :].cpu()

@@ -28,6 +28,7 @@ class NeuralOperator(nn.Module):
         self.temperature = cfg.moe.temperature_at(0)
         self.run_config: RunConfig | None = None  # set by load_model: what the model was trained with
         self.channel_names: dict[str, list[str]] = {}  # set by load_model: channel names per training data set
+        self.set_stats: dict[str, dict[str, list[float]]] = {}  # set by load_model: train-split mean/std per set
 
     @property
     def moe_layers(self) -> list[SampleMoE]:

@@ -358,8 +358,8 @@ def write_well(
         f.attrs["n_spatial_dims"] = len(axes)
         f.attrs["n_trajectories"] = n_traj
         f.attrs["simulation_parameters"] = list(scalars)
-        for k, v in scalars.items():
-            f.attrs[k] = v
+        for k, value in scalars.items():
+            f.attrs[k] = value
         dims = f.create_group("dimensions")
         dims.attrs["spatial_dims"] = axes
         dims.create_dataset("time", data=np.asarray(time, dtype=np.float32)).attrs["sample_varying"] = False
@@ -379,19 +379,19 @@ def write_well(
                 g.create_dataset("mask", data=mask)
         group = f.create_group("scalars")
         group.attrs["field_names"] = list(scalars)
-        for k, v in scalars.items():
-            ds = group.create_dataset(k, data=np.array(v, dtype=np.float32))
+        for k, value in scalars.items():
+            ds = group.create_dataset(k, data=np.array(value, dtype=np.float32))
             ds.attrs["sample_varying"], ds.attrs["time_varying"] = False, False
         by_order: dict[int, list[tuple[str, np.ndarray, bool]]] = {0: [], 1: [], 2: []}
-        for k, v in fields.items():
-            by_order[v.ndim - 2 - len(axes)].append((k, v, True))
-        for k, v in (constant_fields or {}).items():
-            by_order[0].append((k, v, False))
+        for k, arr in fields.items():
+            by_order[arr.ndim - 2 - len(axes)].append((k, arr, True))
+        for k, arr in (constant_fields or {}).items():
+            by_order[0].append((k, arr, False))
         for order, name in enumerate(ORDERS):
             group = f.create_group(name)
             group.attrs["field_names"] = [k for k, _, _ in by_order[order]]
-            for k, v, varying in by_order[order]:
-                ds = group.create_dataset(k, data=np.asarray(v, dtype=np.float32))
+            for k, arr, varying in by_order[order]:
+                ds = group.create_dataset(k, data=np.asarray(arr, dtype=np.float32))
                 ds.attrs["dim_varying"] = [True] * len(axes)
                 ds.attrs["sample_varying"], ds.attrs["time_varying"] = True, varying
     return p
