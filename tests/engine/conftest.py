@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -49,6 +50,39 @@ def run_args(shards: Path, out: Path, *extra: str, sets: list[str] = PRETRAIN_SE
         "train.log_every=1",
         *extra,
     ]
+
+
+def short_run(*sets: tuple[str, object], mode: str = "pretrain") -> list[str]:
+    """Arguments of an 8-step tiny run checkpointing at step 4, evaluated at its end, with ``sets`` overrides."""
+    common = [
+        ("train.steps", 8),
+        ("train.checkpoint_every", 4),
+        ("train.eval_every", 100),
+        ("train.log_every", 1),
+        ("train.micro_batch_per_rank", 2),
+    ]
+    flat = [a for key, value in [*sets, *common] for a in ("--set", f"{key}={value}")]
+    return ["--ds_config", "ds_configs/cpu_fp32.json", "--config", "configs/tiny_cpu.yaml", "--mode", mode, *flat]
+
+
+def run_killed_and_resumed(args_of: Callable[[Path], list[str]], tmp_path: Path) -> tuple[Path, str]:
+    """Run on 2 ranks straight through, and again killed after its first checkpoint and resumed: the resumed
+    steps' losses must equal the straight run's. Returns the straight run's folder and its log."""
+    import json
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = launch("torchrun", 2, args_of(straight))
+    launch_and_kill_after_checkpoint(2, args_of(killed), killed)
+    resumed_from = int((killed / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
+    launch("torchrun", 2, args_of(killed))
+
+    def history(out: Path) -> dict[int, float]:
+        return {h["step"]: h["train/loss"] for h in json.loads((out / "eval" / "history.json").read_text())}
+
+    a, b = history(straight), history(killed)
+    assert sorted(b) == list(range(resumed_from + 1, max(a) + 1))
+    assert all(b[s] == a[s] for s in b), (a, b)
+    return straight, done.stdout + done.stderr
 
 
 def env() -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import launch, launch_and_kill_after_checkpoint
+from conftest import run_killed_and_resumed, short_run
 
 from nestor_ds.data.convert import shard_dataset
 from nestor_ds.data.generate import Size, generate_suite
@@ -29,21 +29,14 @@ def well_shards(tmp_path_factory) -> Path:
 
 
 def _args(well: Path, square: Path, out: Path) -> list[str]:
-    sets = [
+    return short_run(
         ("data.root", well),
         ("data.datasets", f"[{{name: {WELL}}}, {{name: {SQUARE}, shards: {square / SQUARE}}}]"),
         ("model.grid", "[16, 32]"),
         ("model.channels", 5),
         ("model.normalize", "stats"),
         ("train.output_dir", out),
-        ("train.steps", 8),
-        ("train.checkpoint_every", 4),
-        ("train.eval_every", 100),
-        ("train.log_every", 1),
-        ("train.micro_batch_per_rank", 2),
-    ]
-    flat = [a for key, value in sets for a in ("--set", f"{key}={value}")]
-    return ["--ds_config", "ds_configs/cpu_fp32.json", "--config", "configs/tiny_cpu.yaml", *flat]
+    )
 
 
 @pytest.mark.slow
@@ -53,15 +46,7 @@ def test_wide_mixed_pretraining_resumes_exactly_evaluates_and_predicts(
 ) -> None:
     manifest = json.loads((well_shards / WELL / "train" / "manifest.json").read_text())
     assert manifest["shapes"][0][1:3] == [16, 32] and manifest["predicted_channels"] == 3
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    launch("torchrun", 2, _args(well_shards, shards, straight))
-    launch_and_kill_after_checkpoint(2, _args(well_shards, shards, killed), killed)
-    resumed_from = int((killed / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
-    launch("torchrun", 2, _args(well_shards, shards, killed))
-    history = lambda out: {h["step"]: h["train/loss"] for h in json.loads((out / "eval" / "history.json").read_text())}  # noqa: E731
-    a, b = history(straight), history(killed)
-    assert sorted(b) == list(range(resumed_from + 1, 9))
-    assert all(b[s] == a[s] for s in b), (a, b)
+    straight, _ = run_killed_and_resumed(lambda out: _args(well_shards, shards, out), tmp_path)
     # both sets evaluated beside persistence, computed the same way
     rows = {r["dataset"]: r for r in json.loads((straight / "eval" / "eval_table.json").read_text())["datasets"]}
     assert set(rows) == {WELL, SQUARE} and rows[WELL]["trajectories"] == 2
@@ -79,3 +64,12 @@ def test_wide_mixed_pretraining_resumes_exactly_evaluates_and_predicts(
     assert np.isfinite(wide).all() and np.isfinite(square).all()
     with pytest.raises(Exception, match="pass dataset="):
         predictor.rollout(rng.standard_normal((16, 32, 4, 5)).astype(np.float32), steps=1)
+    # 'nestor-ds predict --dataset': the rollout and its figure, input-only channels as they were given
+    from nestor_ds.inference.files import predict_files
+
+    fields = rng.standard_normal((16, 32, 6, 5)).astype(np.float32)
+    np.save(tmp_path / "wide.npy", fields)
+    written = predict_files(straight / "checkpoints", tmp_path / "wide.npy", tmp_path / "pred", 2, dataset=WELL)
+    pred = np.load(written["prediction"])
+    assert pred.shape == (16, 32, 2, 5) and written["figure"].stat().st_size > 10_000
+    np.testing.assert_allclose(pred[..., 3:], fields[..., 4:6, 3:], rtol=1e-5, atol=1e-5)

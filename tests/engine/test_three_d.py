@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import launch, launch_and_kill_after_checkpoint
+from conftest import run_killed_and_resumed, short_run
 
 from nestor_ds.config import ModelConfig, load_config
 from nestor_ds.data.convert import shard_dataset
@@ -92,7 +92,7 @@ def shards3d(tmp_path_factory) -> Path:
 
 
 def _args(shards: Path, out: Path, init: Path, *extra: str) -> list[str]:
-    sets = [
+    return short_run(
         ("data.root", shards),
         ("data.datasets", "[{name: ns3d_pdb_M1_rand}]"),
         ("model.grid", "[8, 8, 8]"),
@@ -101,30 +101,16 @@ def _args(shards: Path, out: Path, init: Path, *extra: str) -> list[str]:
         ("train.output_dir", out),
         ("train.init_from", init),
         ("train.init_2d_to_3d", "blocks+time"),
-        ("train.steps", 8),
-        ("train.checkpoint_every", 4),
-        ("train.eval_every", 100),
-        ("train.log_every", 1),
-        ("train.micro_batch_per_rank", 2),
-    ]
-    flat = [a for key, value in sets for a in ("--set", f"{key}={value}")]
-    return ["--ds_config", "ds_configs/cpu_fp32.json", "--config", "configs/tiny_cpu.yaml", "--mode", "finetune", *flat]
+        mode="finetune",
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_nestor3d_finetune_from_2d_resumes_exactly_evaluates_and_predicts(shards3d: Path, tmp_path: Path) -> None:
     init, _ = _saved_2d(tmp_path, "nestor")
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = launch("torchrun", 2, _args(shards3d, straight, init))
-    assert "2-D -> 3-D (blocks+time)" in done.stdout + done.stderr
-    launch_and_kill_after_checkpoint(2, _args(shards3d, killed, init), killed)
-    resumed_from = int((killed / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
-    launch("torchrun", 2, _args(shards3d, killed, init))
-    history = lambda out: {h["step"]: h["train/loss"] for h in json.loads((out / "eval" / "history.json").read_text())}  # noqa: E731
-    a, b = history(straight), history(killed)
-    assert sorted(b) == list(range(resumed_from + 1, 9))
-    assert all(b[s] == a[s] for s in b), (a, b)
+    straight, log = run_killed_and_resumed(lambda out: _args(shards3d, out, init), tmp_path)
+    assert "2-D -> 3-D (blocks+time)" in log
     # evaluated beside persistence, computed the same way
     (row,) = json.loads((straight / "eval" / "eval_table.json").read_text())["datasets"]
     assert row["dataset"] == "ns3d_pdb_M1_rand" and row["trajectories"] == 2
