@@ -34,27 +34,26 @@ def channel_roles(real: int, predicted: int | None, channels: int) -> torch.Tens
     return roles
 
 
+def inside_region(extent: torch.Tensor, space: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """[B or 1, *space, 1, 1] bool: True on the grid points of each sample's region, ``extent`` [B, space axes]
+    (or [space axes] for all) placed at the origin (``data.loader.fit``)."""
+    e = extent.view(1, -1) if extent.dim() == 1 else extent
+    inside = torch.ones(e.shape[0], *space, dtype=torch.bool, device=e.device)
+    for axis, n in enumerate(space):
+        shape = [1] * (1 + len(space))
+        shape[1 + axis] = n
+        inside = inside & (torch.arange(n, device=e.device).view(shape) < e[:, axis].view(-1, *[1] * len(space)))
+    return inside[..., None, None]
+
+
 @dataclass(frozen=True)
 class Feedback:
     """How to build the next input window: roles [B, C] per sample (or [C] for all), the pad value, and
-    optionally each sample's region of the grid, ``extent`` [B, space axes] (or [space axes] for all)."""
+    optionally where each sample's data is, ``inside`` [B or 1, *space, 1, 1] (:func:`inside_region`)."""
 
     roles: torch.Tensor
     pad_value: float = 1.0
-    extent: torch.Tensor | None = None
-
-    @staticmethod
-    def _outside(extent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """[B or 1, *space, 1, 1]: True on grid points outside the sample's region."""
-        e = extent.to(like.device)
-        e = e.view(1, -1) if e.dim() == 1 else e
-        space = like.shape[1:-2]
-        inside = torch.ones(e.shape[0], *space, dtype=torch.bool, device=like.device)
-        for axis, n in enumerate(space):
-            shape = [1] * (1 + len(space))
-            shape[1 + axis] = n
-            inside = inside & (torch.arange(n, device=like.device).view(shape) < e[:, axis].view(-1, *[1] * len(space)))
-        return ~inside[..., None, None]
+    inside: torch.Tensor | None = None
 
     def _role(self, code: int, like: torch.Tensor) -> torch.Tensor:
         r = self.roles.to(like.device)
@@ -69,7 +68,7 @@ class Feedback:
             truth = window[..., -1:, :].expand_as(pred)
         out = torch.where(self._role(PREDICTED, pred), pred, truth.to(pred.dtype))
         out = out.masked_fill(self._role(PADDED, pred), self.pad_value)
-        return out if self.extent is None else out.masked_fill(self._outside(self.extent, pred), self.pad_value)
+        return out if self.inside is None else out.masked_fill(~self.inside.to(pred.device), self.pad_value)
 
     def next_window(self, window: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
         """Slide ``window`` [B, *space, t_in, C] on by the predicted frames, keeping its length."""

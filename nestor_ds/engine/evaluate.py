@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nestor_ds.config.schema import RunConfig
-from nestor_ds.data.feedback import Feedback, channel_roles
+from nestor_ds.data.feedback import Feedback, channel_roles, inside_region
 from nestor_ds.data.loader import Source, fit, region
 from nestor_ds.data.set_stats import SetStats
 from nestor_ds.data.shards import DataError
@@ -229,7 +229,7 @@ def evaluate(
         feedback = Feedback(
             channel_roles(len(src.manifest["channels"]), src.predicted, m.channels).to(device),
             cfg.data.pad_value,
-            None if extent == tuple(m.grid) else torch.tensor(extent, device=device),
+            None if extent == tuple(m.grid) else inside_region(torch.tensor(extent, device=device), tuple(m.grid)),
         )
         scaled = forward
         if m.normalize == "stats":  # the model works in the set's train-split units; scores stay in the data's

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from nestor_ds.config.schema import RunConfig
-from nestor_ds.data.feedback import Feedback
+from nestor_ds.data.feedback import Feedback, inside_region
 from nestor_ds.data.loader import Source
 from nestor_ds.data.set_stats import SetStats
 from nestor_ds.engine.losses import l2re
@@ -156,10 +156,13 @@ def unrolled_step(
     """Forward (``t_ar / t_out`` times) and loss of one micro-batch; x [B, *space, t_in, C], y [B, *space, t_ar, C]."""
     m, t = cfg.model, cfg.train
     x, y, mask, ids = batch["x"], batch["y"], batch["mask"], batch["dataset_id"]
+    inside = inside_region(batch["extent"], x.shape[1:-2]) if "extent" in batch else None
     if t.patch_jitter:
-        both, mask = jitter(torch.cat([x, y], dim=-2), mask, facts.periodic[ids], gen, m.patch_size)
-        x, y = both[..., : m.t_in, :], both[..., m.t_in :, :]
-    feedback = Feedback(facts.roles[ids], cfg.data.pad_value, batch.get("extent"))
+        with_inside = mask if inside is None else torch.cat([mask, inside.to(mask.dtype)], dim=-1)
+        both, moved = jitter(torch.cat([x, y], dim=-2), with_inside, facts.periodic[ids], gen, m.patch_size)
+        x, y, mask = both[..., : m.t_in, :], both[..., m.t_in :, :], moved[..., : mask.shape[-1]]
+        inside = None if inside is None else moved[..., -1:] > 0  # the region moves with the sample
+    feedback = Feedback(facts.roles[ids], cfg.data.pad_value, inside)
     if facts.units is not None:  # model.normalize=stats: the model works in each set's units, the loss in the data's
         forward = in_set_units(forward, facts.units, ids)
     std = facts.std[ids] if cfg.data.noise_norm == "set_std" else None

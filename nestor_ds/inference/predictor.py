@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from nestor_ds.config import ConfigError
-from nestor_ds.data.feedback import INPUT_ONLY, PADDED, PREDICTED, Feedback
+from nestor_ds.data.feedback import INPUT_ONLY, PADDED, PREDICTED, Feedback, inside_region
 from nestor_ds.data.loader import fit, region, resize
 from nestor_ds.data.set_stats import SetStats
 
@@ -161,7 +161,7 @@ class Predictor:
         feedback = Feedback(
             self.roles(order, dataset).to(self.device),
             float(self.cfg.data.pad_value),
-            None if extent == tuple(m.grid) else torch.tensor(extent),
+            None if extent == tuple(m.grid) else inside_region(torch.tensor(extent), tuple(m.grid)),
         )
         window = given[..., : m.t_in, :]
         forward = self._forward(dataset)

@@ -10,7 +10,7 @@ import torch
 from suite_data import train_batches
 
 from nestor_ds.config import parse_config
-from nestor_ds.data.feedback import Feedback
+from nestor_ds.data.feedback import Feedback, inside_region
 from nestor_ds.data.loader import epoch_items, open_sources
 from nestor_ds.data.shards import write_shards
 from nestor_ds.data.trajectory import Trajectory
@@ -272,7 +272,7 @@ def test_square_and_non_square_sets_share_a_batch_each_at_its_own_aspect(tmp_pat
 
     roles = torch.zeros(8, 4, dtype=torch.int8)  # every channel predicted: only the region decides
     pred = torch.randn(8, 16, 32, 1, 4)
-    fed = Feedback(roles, 1.0, extent).frames(pred, None, x)
+    fed = Feedback(roles, 1.0, inside_region(extent, (16, 32))).frames(pred, None, x)
     square = ids == 0
     assert (fed[square][:, :, 16:] == 1.0).all() and torch.equal(fed[square][:, :, :16], pred[square][:, :, :16])
     assert torch.equal(fed[~square], pred[~square])

@@ -93,3 +93,39 @@ def test_stats_units_per_sample_set_and_an_unrolled_step_in_them() -> None:
     torch.testing.assert_close(seen[0], scaled)
     torch.testing.assert_close(result.out.pred, x[..., -1:, :], rtol=1e-5, atol=1e-4)  # scaled back
     torch.testing.assert_close(seen[1][..., -1:, :], scaled[..., -1:, :], rtol=1e-5, atol=1e-4)  # fed back once
+
+
+def test_a_jittered_sample_keeps_its_region_in_the_unrolled_feedback() -> None:
+    """A sample filling the 8 x 16 corner of a 16 x 32 grid, shifted by patch jittering: the fed-back frame keeps the
+    prediction on the shifted region and the pad value everywhere else (the region moves with the sample)."""
+    from nestor_ds.config import load_config
+    from nestor_ds.engine.step import SetFacts, unrolled_step
+    from nestor_ds.model.output import ModelOutput
+
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml",
+        {"model.t_in": 2, "model.grid": [16, 32], "train.t_ar": 2, "train.patch_jitter": True},
+    )
+    b = 6
+    c = cfg.model.channels
+    x = torch.ones(b, 16, 32, 2, c)  # the pad value outside the region
+    x[:, :8, :16] = 0.0
+    y = x[..., :1, :].repeat(1, 1, 1, 2, 1)
+    mask = torch.zeros(b, 16, 32, 1, c)
+    mask[:, :8, :16] = 1
+    batch = {"x": x, "y": y, "mask": mask, "dataset_id": torch.zeros(b, dtype=torch.long)}
+    batch["extent"] = torch.tensor([[8, 16]] * b)
+    facts = SetFacts(torch.zeros(1, c, dtype=torch.int8), torch.tensor([False]), torch.ones(1, c))
+    seen = []
+
+    def plus_five(window: torch.Tensor) -> ModelOutput:
+        seen.append(window.clone())
+        return ModelOutput(window[..., -1:, :] + 5.0, torch.zeros(()), torch.zeros(()))
+
+    unrolled_step(plus_five, cfg, batch, facts, torch.Generator().manual_seed(1), 0.0, torch.float32)
+    fed = seen[1][..., -1, 0]
+    assert set(fed.unique().tolist()) == {1.0, 5.0}
+    # the same shifts again (jitter draws first from the step's generator): where the sample's scored data went
+    _, moved = jitter(torch.cat([x, y], dim=-2), mask, torch.tensor([False] * b), torch.Generator().manual_seed(1), 8)
+    assert moved[:, 8:].any() or moved[:, :, 16:].any()  # some sample did move out of the unshifted corner
+    assert torch.equal(fed == 5.0, moved[..., 0, 0] > 0)
