@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from nestor_ds.errors import UserError
+
 if TYPE_CHECKING:  # mlflow is imported lazily: disabled ranks never pay for it
     from mlflow import MlflowClient
 
@@ -159,8 +161,12 @@ class Tracker:
         if not experiment:
             raise ValueError("Tracker needs a non-empty experiment name")
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        client = MlflowClient(tracking_uri=uri)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+        except MlflowException as err:  # e.g. the file store, which MLflow 3 refuses: say so in one line
+            raise UserError(f"tracking.uri={uri!r}: MLflow refuses it: {' '.join(str(err.message).split())}") from None
         if run_id is not None:
             run = client.get_run(run_id)
             if run.info.status != "RUNNING":

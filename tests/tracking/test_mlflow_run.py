@@ -157,3 +157,15 @@ def test_exception_marks_run_failed_and_trackers_are_independent(store: tuple[st
         other.log_metrics({"loss": 1.0}, step=2)
     with pytest.raises(ValueError, match="run status must be one of"):
         other.finish("DONE")
+
+
+def test_a_store_mlflow_refuses_is_one_line_naming_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3 refuses a file store unless told otherwise: the run says so in one UserError, no traceback."""
+    from nestor_ds.errors import UserError
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = f"file:{tmp_path / 'mlruns'}"
+    with pytest.raises(UserError) as err:
+        Tracker(uri, "exp", "r", tmp_path / "artifacts", enabled=True)
+    text = str(err.value)
+    assert text.startswith(f"tracking.uri={uri!r}: MLflow refuses it") and "sqlite" in text and "\n" not in text
