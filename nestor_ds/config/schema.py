@@ -115,11 +115,19 @@ class ModelConfig(Strict):
         description="grid the model sees, one size per space axis ([X, Y] or [X, Y, Z]); its length is the "
         "number of space dimensions (2-D or 3-D model). resolution: N is shorthand for [N, N]",
     )
-    patch_size: int = Field(8, gt=0, description="patch edge on every axis; tokens = prod(grid / patch_size)")
+    patch_size: int | list[int] = Field(
+        8,
+        description="patch edge: one for every axis, or one per axis (e.g. [8, 4] for a 512 x 128 grid); "
+        "tokens = prod(grid / patch_size)",
+    )
     width: int = Field(512, gt=0, description="token width D")
     heads: int = Field(8, gt=0, description="attention heads in each attention expert")
     blocks: int = Field(2, gt=0, description="nested-MoE (or DPOT) blocks")
-    afno_modes: int = Field(32, gt=0, description="lowest Fourier modes kept per axis")
+    afno_modes: int | list[int] = Field(
+        32,
+        description="lowest Fourier modes kept: one count for x and y (z: afno_modes_z), or one per axis; an axis "
+        "with fewer keeps all it has",
+    )
     afno_modes_z: int = Field(
         8, gt=0, description="3-D only: Fourier modes kept along the third space axis (DPOT-3D's AFNO3D default)"
     )
@@ -173,7 +181,14 @@ class ModelConfig(Strict):
     def _shapes_fit(self) -> "ModelConfig":
         if self.moe.balance_loss is None:
             self.moe.balance_loss = "moepot" if self.variant == "moepot" else "switch"
-        if any(n <= 0 or n % self.patch_size for n in self.grid):
+        for name in ("patch_size", "afno_modes"):
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and len(value) != self.dims:
+                raise ValueError(f"{name}={value}: one per axis of grid={self.grid}, or one number for all")
+            if any(v <= 0 for v in values):
+                raise ValueError(f"{name}={value} must be positive")
+        if any(n <= 0 or n % p for n, p in zip(self.grid, self.patch)):
             raise ValueError(
                 f"grid={self.grid}: every size must be a positive multiple of patch_size={self.patch_size}"
             )
@@ -191,9 +206,15 @@ class ModelConfig(Strict):
         return len(self.grid)
 
     @property
+    def patch(self) -> tuple[int, ...]:
+        """The patch edge per space axis."""
+        p = self.patch_size
+        return tuple(p) if isinstance(p, list) else (p,) * self.dims
+
+    @property
     def latent(self) -> tuple[int, ...]:
         """The token grid: ``grid / patch_size`` per axis."""
-        return tuple(n // self.patch_size for n in self.grid)
+        return tuple(n // p for n, p in zip(self.grid, self.patch))
 
     @property
     def tokens(self) -> int:

@@ -99,13 +99,21 @@ def add_noise(
 
 
 def jitter(
-    frames: torch.Tensor, mask: torch.Tensor, periodic: torch.Tensor, gen: torch.Generator, patch: int
+    frames: torch.Tensor,
+    mask: torch.Tensor,
+    periodic: torch.Tensor,
+    gen: torch.Generator,
+    patch: int | tuple[int, ...],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch jittering (Walrus): shift each sample's frames [B, X, Y, T, C] and mask [B, X, Y, 1, C] by a random
     0..patch-1 points per axis; rolled where ``periodic`` [B], else padded with the edge values and cropped,
     with the padded band left out of the mask."""
     b, nx, ny = frames.shape[:3]
-    shift = torch.randint(0, patch, (b, 2), generator=gen, device=frames.device)
+    px, py = (patch, patch) if isinstance(patch, int) else patch
+    if px == py:
+        shift = torch.randint(0, px, (b, 2), generator=gen, device=frames.device)
+    else:  # one bound per axis
+        shift = torch.cat([torch.randint(0, p, (b, 1), generator=gen, device=frames.device) for p in (px, py)], dim=1)
     ix = torch.arange(nx, device=frames.device)[None] - shift[:, :1]  # [B, X]: source row of each row
     iy = torch.arange(ny, device=frames.device)[None] - shift[:, 1:]
     wrap = periodic.view(b, 1)
@@ -159,7 +167,7 @@ def unrolled_step(
     inside = inside_region(batch["extent"], x.shape[1:-2]) if "extent" in batch else None
     if t.patch_jitter:
         with_inside = mask if inside is None else torch.cat([mask, inside.to(mask.dtype)], dim=-1)
-        both, moved = jitter(torch.cat([x, y], dim=-2), with_inside, facts.periodic[ids], gen, m.patch_size)
+        both, moved = jitter(torch.cat([x, y], dim=-2), with_inside, facts.periodic[ids], gen, m.patch)
         x, y, mask = both[..., : m.t_in, :], both[..., m.t_in :, :], moved[..., : mask.shape[-1]]
         inside = None if inside is None else moved[..., -1:] > 0  # the region moves with the sample
     feedback = Feedback(facts.roles[ids], cfg.data.pad_value, inside)

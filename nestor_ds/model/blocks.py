@@ -22,7 +22,10 @@ def hidden_width(cfg: ModelConfig) -> int:
 
 
 def afno_modes(cfg: ModelConfig) -> tuple[int, ...]:
-    """Fourier modes kept per axis: ``afno_modes`` on x and y, DPOT-3D's ``afno_modes_z`` on a third axis."""
+    """Fourier modes kept per axis: ``afno_modes`` on x and y, DPOT-3D's ``afno_modes_z`` on a third axis (or one
+    count per axis, as given)."""
+    if isinstance(cfg.afno_modes, list):
+        return tuple(cfg.afno_modes)
     return (cfg.afno_modes,) * 2 + ((cfg.afno_modes_z,) if cfg.dims == 3 else ())
 
 

@@ -8,6 +8,8 @@ Fields are ``[B, *space, T, C]`` and token maps ``[B, D, *latent]`` whatever the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,10 +29,11 @@ def conv_transpose(dims: int) -> type[nn.ConvTranspose2d | nn.ConvTranspose3d]:
 class PatchEmbed(nn.Module):
     """Conv (kernel = stride = patch) to ``C_out * patch + dims + 1`` channels, GELU, 1x1 conv to D (DPOT's)."""
 
-    def __init__(self, in_channels: int, hidden: int, width: int, patch: int, dims: int = 2) -> None:
+    def __init__(self, in_channels: int, hidden: int, width: int, patch: int | tuple[int, ...], dims: int = 2) -> None:
         super().__init__()
+        k: Any = patch  # an edge for every axis, or one per axis
         self.proj = nn.Sequential(
-            conv(dims)(in_channels, hidden, kernel_size=patch, stride=patch),
+            conv(dims)(in_channels, hidden, kernel_size=k, stride=k),
             nn.GELU(),
             conv(dims)(hidden, width, kernel_size=1),
         )
@@ -64,9 +67,9 @@ class SpatioTemporalEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        p, d = cfg.patch_size, cfg.dims
+        p, d = cfg.patch, cfg.dims
         extra = d + 1  # one grid channel per space axis and one for time (DPOT: 3, DPOT-3D: 4)
-        hidden = cfg.embed_width or cfg.channels * p + extra
+        hidden = cfg.embed_width or cfg.channels * max(p) + extra  # DPOT's C * patch + 3 (longest edge per axis)
         self.patch_embed = PatchEmbed(cfg.channels + extra, hidden, cfg.width, p, d)
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, cfg.width, *cfg.latent), std=0.02))
         self.time_agg = TimeAggregator(cfg.t_in, cfg.width)
@@ -109,11 +112,14 @@ class SpatioTemporalEncoder(nn.Module):
 class OutputHead(nn.Module):
     """Transposed conv back to the grid, GELU, 1x1 conv, GELU, 1x1 conv to C * T_out channels."""
 
-    def __init__(self, width: int, hidden: int, patch: int, channels: int, t_out: int, dims: int = 2) -> None:
+    def __init__(
+        self, width: int, hidden: int, patch: int | tuple[int, ...], channels: int, t_out: int, dims: int = 2
+    ) -> None:
         super().__init__()
         self.channels, self.t_out = channels, t_out
+        k: Any = patch
         self.out_layer = nn.Sequential(
-            conv_transpose(dims)(width, hidden, kernel_size=patch, stride=patch),
+            conv_transpose(dims)(width, hidden, kernel_size=k, stride=k),
             nn.GELU(),
             conv(dims)(hidden, hidden, kernel_size=1),
             nn.GELU(),

@@ -24,7 +24,7 @@ class NeuralOperator(nn.Module):
             for block in self.blocks:
                 block.compile()  # in place: parameter names, checkpoints and DeepSpeed's hooks stay as they are
         self.cls_head = DatasetClassifier(cfg.width, cfg.n_cls) if cfg.n_cls else None
-        self.head = OutputHead(cfg.width, cfg.decoder_width, cfg.patch_size, cfg.channels, cfg.t_out, cfg.dims)
+        self.head = OutputHead(cfg.width, cfg.decoder_width, cfg.patch, cfg.channels, cfg.t_out, cfg.dims)
         self.temperature = cfg.moe.temperature_at(0)
         self.run_config: RunConfig | None = None  # set by load_model: what the model was trained with
         self.channel_names: dict[str, list[str]] = {}  # set by load_model: channel names per training data set

@@ -278,7 +278,7 @@ def import_checkpoint(
     if found != kind:
         raise CheckpointError(f"{path} holds a {found} model, not {kind}: run 'nestor-ds import {found} ...'")
     model_cfg = infer_model_config(kind, state, modes, path)
-    latent = max(model_cfg["grid"]) // model_cfg["patch_size"]
+    latent = max(model_cfg["grid"]) // model_cfg["patch_size"]  # published models: one patch edge
     if modes is None and latent > DEFAULT_MODES:
         log.warning(
             "%s: latent grid %d > %d modes assumed; pass --modes with the value it was trained with",

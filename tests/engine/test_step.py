@@ -129,3 +129,12 @@ def test_a_jittered_sample_keeps_its_region_in_the_unrolled_feedback() -> None:
     _, moved = jitter(torch.cat([x, y], dim=-2), mask, torch.tensor([False] * b), torch.Generator().manual_seed(1), 8)
     assert moved[:, 8:].any() or moved[:, :, 16:].any()  # some sample did move out of the unshifted corner
     assert torch.equal(fed == 5.0, moved[..., 0, 0] > 0)
+
+
+def test_jitter_shifts_by_less_than_the_patch_on_each_axis() -> None:
+    b, frames = 256, torch.arange(16 * 16, dtype=torch.float32).view(1, 16, 16, 1, 1).expand(256, 16, 16, 1, 1)
+    periodic = torch.ones(b, dtype=torch.bool)
+    moved, _ = jitter(frames.clone(), torch.ones(b, 16, 16, 1, 1), periodic, torch.Generator().manual_seed(0), (4, 2))
+    first = moved[:, 0, 0, 0, 0].long()  # rolled: the value now at (0, 0) came from (-sx mod 16, -sy mod 16)
+    sx, sy = (-(first // 16)) % 16, (-(first % 16)) % 16
+    assert set(sx.tolist()) == {0, 1, 2, 3} and set(sy.tolist()) == {0, 1}

@@ -109,3 +109,26 @@ def test_residual_output_is_a_change_from_the_last_frame(tiny_model_cfg, normali
     absolute = build_model(variant(cfg, residual=False))
     absolute.load_state_dict(model.state_dict())
     assert not torch.allclose(absolute(x).pred, pred)
+
+
+@pytest.mark.parametrize("kind", ["nestor", "dpot"])
+def test_patches_and_afno_modes_per_axis_on_a_tall_grid(tiny_model_cfg, kind) -> None:
+    """A 64 x 16 grid with 16 x 4 patches: a square 4 x 4 token grid; AFNO keeps 3 modes on x and 2 on y."""
+    cfg = variant(tiny_model_cfg, variant=kind, grid=[64, 16], patch_size=[16, 4], afno_modes=[3, 2])
+    assert cfg.latent == (4, 4) and cfg.patch == (16, 4)
+    model = build_model(cfg)
+    assert tuple(model.encoder.patch_embed.proj[0].kernel_size) == (16, 4)
+    assert tuple(model.head.out_layer[0].kernel_size) == (16, 4)
+    afno = [m for m in model.modules() if type(m).__name__ == "AFNOFilter"]
+    assert afno and all(tuple(m.modes) == (3, 2) for m in afno)
+    out = model(torch.randn(2, 64, 16, cfg.t_in, cfg.channels))
+    assert out.pred.shape == (2, 64, 16, cfg.t_out, cfg.channels) and torch.isfinite(out.pred).all()
+
+
+def test_per_axis_sizes_are_checked_by_name(tiny_model_cfg) -> None:
+    with pytest.raises(ValueError, match=r"patch_size=\[8, 8, 8\]: one per axis of grid=\[32, 32\]"):
+        variant(tiny_model_cfg, grid=[32, 32], patch_size=[8, 8, 8])
+    with pytest.raises(ValueError, match=r"grid=\[32, 24\]: every size must be a positive multiple"):
+        variant(tiny_model_cfg, grid=[32, 24], patch_size=[8, 16])
+    with pytest.raises(ValueError, match=r"afno_modes=\[4, 0\] must be positive"):
+        variant(tiny_model_cfg, grid=[32, 32], afno_modes=[4, 0])
