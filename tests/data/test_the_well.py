@@ -232,3 +232,19 @@ def test_a_3d_well_folder_shards_in_the_3d_layout_and_feeds_nestor_3d(tmp_path: 
     assert batch["mask"][..., :13].all() and not batch["mask"][..., 13:].any()  # conditioning: not scored
     out = build_model(cfg.model, seed=0)(batch["x"])
     assert out.pred.shape == (2, *grid, 1, 17) and torch.isfinite(out.pred).all()
+
+
+def test_a_boundary_over_several_axes_named_out_of_order_lands_on_its_points(tmp_path: Path) -> None:
+    """An OPEN boundary whose mask spans (y, z, x) of a 4 x 6 x 8 grid: each mask point lands on its own (x, y, z)."""
+    path = tmp_path / "c.hdf5"
+    well_file(path, 1, (4, 6, 8), 3)
+    yzx = np.zeros((6, 8, 4), dtype=bool)
+    yzx[5, 7, 0] = yzx[1, 2, 3] = True
+    with h5py.File(path, "a") as f:
+        g = f["boundary_conditions"].create_group("yzx_open")
+        g.attrs["associated_dims"] = np.array(["y", "z", "x"], dtype=STR)
+        g.attrs["bc_type"] = "OPEN"
+        g.create_dataset("mask", data=yzx)
+    (t,) = read_well(path, "toy_well")
+    open_ = t.data[0, ..., t.channels.index("boundary_open")]  # [X, Y, Z]
+    assert open_.sum() == 2 and open_[0, 5, 7] == 1 and open_[3, 1, 2] == 1

@@ -194,7 +194,7 @@ def _boundaries(f: h5py.File, path: PathLike, axes: list[str], grid: tuple[int, 
         if mask.shape != tuple(grid[axes.index(d)] for d in dims):
             raise DataError(f"{path}: boundary_conditions/{key}/mask has shape {mask.shape}, not that of axes {dims}")
         order = [axes.index(d) for d in dims]  # lay the mask's axes out in grid order, then broadcast
-        expanded = np.moveaxis(mask, list(range(len(dims))), sorted(range(len(dims)), key=lambda i: order[i]))
+        expanded = np.moveaxis(mask, list(range(len(dims))), [sorted(order).index(o) for o in order])
         shape = [grid[i] if i in order else 1 for i in range(len(grid))]
         full = np.broadcast_to(expanded.reshape(shape), grid)
         masks[kind] = masks[kind] | full if kind in masks else full.copy()
