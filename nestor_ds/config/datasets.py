@@ -138,6 +138,15 @@ REGISTRY: dict[str, DatasetInfo] = {
     "ns2d_pda": _info("pdearena_ns", 128, 3, 14, 6500, 1300, 1, "files", 0, (6500, 650), 4),
     "ns2d_cond_pda": _info("pdearena_ns", 128, 3, 56, 3100, 200, 3, "files", 0, (3100, 200), 46),
     "cfdbench": _info("cfdbench", 64, 3, 20, 9000, 1000, 1, "cases", 0, (9000, 1000), 10, predicted=2),
+    # NESTOR's downstream 512^2 PDEBench CFD sets (Event-AHU/OpenFusion NESTOR make_master_file.py: 900 train,
+    # the first 20 test evaluated, t_test 11; preprocess.py: DPOT's [Vx, Vy, density, pressure], int(0.9 N) cut)
+    **{
+        f"ns2d_pdb_{m}_eta1e-8_zeta1e-8_{kind}_512": _CNS.model_copy(
+            update={"grid": (512, 512), "train": 900, "test": 100, "dpot_train": 900, "dpot_test": 20}
+        )
+        for m in ("M1e-1", "M1")
+        for kind in ("turb", "rand")
+    },
     "ns3d_pdb_M1_rand": _CNS3D.model_copy(),
     "ns3d_pdb_M1e-1_rand": _CNS3D.model_copy(),
     "ns3d_pdb_M1_turb": _CNS3D.model_copy(

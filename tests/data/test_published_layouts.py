@@ -273,3 +273,35 @@ def test_registry_counts_for_pdebench_and_pdearena_sizes(tmp_path: Path) -> None
             f.create_group(mode).create_dataset("u", shape=(n, 1, 1, 1), dtype=float)
     plan = plan_splits(REGISTRY["ns2d_pda"], "pdearena_ns", release)
     assert (len(plan["train"]), len(plan["test"])) == (REGISTRY["ns2d_pda"].train, REGISTRY["ns2d_pda"].test)
+
+
+def test_pdebench_turbulence_512_file_as_nestor_splits_it(tmp_path: Path) -> None:
+    """PDEBench's 2D_CFD_Turb file (here 10 trajectories at 8^2 in its layout): NESTOR's downstream set
+    ns2d_pdb_M1e-1_eta1e-8_zeta1e-8_turb_512, DPOT's channel order, the first int(0.9 N) train; a missing key is
+    one line naming the file and the key."""
+    path = tmp_path / "2D_CFD_Turb_M0.1_Eta1e-08_Zeta1e-08_periodic_512_Train.hdf5"
+    fields = {k: rand(10, 5, 8, 8, seed=i) for i, k in enumerate(("Vx", "Vy", "density", "pressure"))}
+    with h5py.File(path, "w") as f:
+        for key, arr in fields.items():
+            f.create_dataset(key, data=arr)
+        for axis, n in (("x", 8), ("y", 8), ("t", 5)):
+            f.create_dataset(f"{axis}-coordinate", data=np.linspace(0, 1, n))
+    name = "ns2d_pdb_M1e-1_eta1e-8_zeta1e-8_turb_512"
+    info = REGISTRY[name]
+    assert info.grid == (512, 512) and (info.train, info.test, info.dpot_test, info.rollout) == (900, 100, 20, 11)
+    shard_dataset(name, path, tmp_path / "s", per_shard=4, progress=False)
+    train, test = shard_data(tmp_path / "s" / name / "train"), shard_data(tmp_path / "s" / name / "test")
+    assert len(train) == 9 and len(test) == 1
+    np.testing.assert_array_equal(train[3], np.stack([fields[k][3] for k in fields], -1))
+    raw = next(
+        iter_raw_samples(
+            tmp_path / "s" / name / "test" / read_manifest(tmp_path / "s" / name / "test")["shards"][0]["name"]
+        )
+    )
+    assert json.loads(raw["meta.json"])["conditioning"] == {"mach": 0.1, "eta": 1e-8, "zeta": 1e-8}
+    with h5py.File(path, "a") as f:
+        del f["Vy"]
+    with pytest.raises(Exception) as err:
+        shard_dataset(name, path, tmp_path / "s2", per_shard=4, progress=False)
+    assert str(path) in str(err.value) and "'Vy'" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "s2" / name).exists()  # nothing half-written is left named as a data set
