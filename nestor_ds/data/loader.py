@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from nestor_ds.config.schema import RunConfig
+from nestor_ds.config.schema import DatasetEntry, RunConfig
 from nestor_ds.data.feedback import channel_roles
 from nestor_ds.data.shards import (
     DataError,
@@ -94,6 +94,13 @@ class Source:
         return str(self.manifest["shards"][shard]["sha256"]) if self.verify else None
 
 
+def split_manifest(cfg: RunConfig, entry: DatasetEntry, split: str, check_sizes: bool) -> tuple[str, dict[str, Any]]:
+    """Where a configured data set's ``split`` lives (its ``shards``, else ``data.root/<name>``) and its manifest."""
+    base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
+    folder = subfolder(base, split)
+    return folder, read_manifest(folder if is_remote(folder) else Path(folder), check_sizes)
+
+
 def open_sources(cfg: RunConfig, split: str) -> list[Source]:
     """Every configured data set's ``split`` as a :class:`Source`: manifest read, local shards there at their
     sizes (``data.verify_checksums``; nothing hashed: see :func:`iter_raw_samples`), DPOT's subset limit,
@@ -102,9 +109,7 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
     sources = []
     for i, entry in enumerate(cfg.data.datasets):
         info = cfg.data.info(entry.name)
-        base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
-        folder = subfolder(base, split)
-        manifest = read_manifest(folder if is_remote(folder) else Path(folder), cfg.data.verify_checksums)
+        folder, manifest = split_manifest(cfg, entry, split, cfg.data.verify_checksums)
         if manifest["count"] == 0:
             raise DataError(f"{folder}: the manifest lists no trajectories")
         dims = manifest.get("space_dims") or 2  # manifests written before 3-D data hold 2-D samples
@@ -125,9 +130,8 @@ def open_sources(cfg: RunConfig, split: str) -> list[Source]:
         rollout = info.rollout if cfg.data.subset == "dpot" else None
         stats = (manifest["mean"], manifest["std"]) if train else None
         if not train and cfg.model.normalize == "stats":  # the units the model was trained in: the train split's
-            train_folder = subfolder(base, cfg.data.train_split)
             try:
-                kept = read_manifest(train_folder if is_remote(train_folder) else Path(train_folder), False)
+                _, kept = split_manifest(cfg, entry, cfg.data.train_split, False)
             except DataError as err:
                 raise DataError(
                     f"model.normalize=stats needs the train split's statistics of {entry.name!r}: {err}"

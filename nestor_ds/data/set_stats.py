@@ -34,6 +34,10 @@ class SetStats:
             std[i, :n] = torch.tensor(list(s)[:n], dtype=torch.float32).clamp_min(MIN_STD)
         return cls(mean, std)
 
+    def to(self, device: torch.device | str) -> "SetStats":
+        """The same statistics on ``device`` (moved once, not on every forward)."""
+        return SetStats(self.mean.to(device), self.std.to(device))
+
     def _view(self, which: torch.Tensor, ids: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         rows = which.to(like.device, like.dtype)[ids]
         rows = rows.view(1, -1) if rows.dim() == 1 else rows

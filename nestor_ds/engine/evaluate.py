@@ -235,7 +235,7 @@ def evaluate(
         if m.normalize == "stats":  # the model works in the set's train-split units; scores stay in the data's
             if src.stats is None:
                 raise DataError(f"{src.name}: model.normalize=stats but no train-split statistics were read")
-            scaled = in_set_units(forward, SetStats.of([src.stats], m.channels), 0)
+            scaled = in_set_units(forward, SetStats.of([src.stats], m.channels).to(device), 0)
         model = _ModelForecast(scaled, batch, dtype)
         forecasts: list[Forecast] = [model, *(partial(BASELINES[n], t_out=m.t_out) for n in names[1:])]
         example = None

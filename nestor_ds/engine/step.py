@@ -42,7 +42,7 @@ class SetFacts:
         units = None
         if normalize == "stats":
             units = SetStats.of([s.stats or (s.manifest["mean"], s.manifest["std"]) for s in sources], channels)
-            units = SetStats(units.mean.to(device), units.std.to(device))
+            units = units.to(device)
         return cls(
             torch.stack([s.roles(channels) for s in sources]).to(device),
             torch.tensor([s.periodic for s in sources], device=device),
@@ -164,7 +164,8 @@ def unrolled_step(
     """Forward (``t_ar / t_out`` times) and loss of one micro-batch; x [B, *space, t_in, C], y [B, *space, t_ar, C]."""
     m, t = cfg.model, cfg.train
     x, y, mask, ids = batch["x"], batch["y"], batch["mask"], batch["dataset_id"]
-    inside = inside_region(batch["extent"], x.shape[1:-2]) if "extent" in batch else None
+    unrolled = y.shape[-2] > m.t_out  # only then is a predicted frame fed back, and the region needed
+    inside = inside_region(batch["extent"], x.shape[1:-2]) if unrolled and "extent" in batch else None
     if t.patch_jitter:
         with_inside = mask if inside is None else torch.cat([mask, inside.to(mask.dtype)], dim=-1)
         both, moved = jitter(torch.cat([x, y], dim=-2), with_inside, facts.periodic[ids], gen, m.patch)

@@ -90,14 +90,13 @@ def train_manifests(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     """Each training data set's train-split manifest where the shards can be reached (channel names users can
     name their channels by; the statistics of ``model.normalize: stats``); sets whose shards are gone are left
     out."""
-    from nestor_ds.data.shards import DataError, is_remote, read_manifest, subfolder
+    from nestor_ds.data.loader import split_manifest
+    from nestor_ds.data.shards import DataError
 
     found = {}
     for entry in cfg.data.datasets:
-        base = entry.shards if entry.shards else subfolder(cfg.data.root, entry.name)
-        folder = subfolder(base, cfg.data.train_split)
         try:
-            found[entry.name] = read_manifest(folder if is_remote(folder) else Path(folder), check_sizes=False)
+            found[entry.name] = split_manifest(cfg, entry, cfg.data.train_split, check_sizes=False)[1]
         except (DataError, OSError):
             continue
     return found

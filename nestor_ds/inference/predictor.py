@@ -117,7 +117,7 @@ class Predictor:
                 f"this model works in each data set's own units (model.normalize=stats): pass dataset= one of "
                 f"{sorted(known) or names} (statistics for {name!r} are not known)"
             )
-        units = SetStats.of([(known[name]["mean"], known[name]["std"])], self.cfg.model.channels)
+        units = SetStats.of([(known[name]["mean"], known[name]["std"])], self.cfg.model.channels).to(self.device)
         return lambda x: units.from_model(self.model(units.to_model(x, 0)).pred, 0)
 
     @torch.no_grad()

@@ -91,7 +91,6 @@ class _Field:
 class WellFile:
     """The facts of one Well file, read from its own attributes."""
 
-    path: str
     name: str
     axes: list[str]
     grid: tuple[int, ...]
@@ -100,8 +99,7 @@ class WellFile:
     fields: list[_Field]  # time-varying fields: predicted
     constants: list[_Field]  # time-invariant fields
     scalars: list[_Field]
-    boundaries: dict[str, np.ndarray]  # non-periodic type -> mask over the grid
-    periodic: bool
+    boundaries: dict[str, np.ndarray]  # non-periodic type -> mask broadcastable to the grid
     parameters: dict[str, float]
 
     @property
@@ -173,12 +171,12 @@ def _scalars(f: h5py.File, path: PathLike) -> list[_Field]:
     return out
 
 
-def _boundaries(f: h5py.File, path: PathLike, axes: list[str], grid: tuple[int, ...]) -> tuple[dict, bool]:
-    """Non-periodic boundary type -> mask over the grid; and whether every axis is periodic."""
+def _boundaries(f: h5py.File, path: PathLike, axes: list[str], grid: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Non-periodic boundary type -> its mask, with size 1 on the axes it is not defined over (broadcastable to the
+    grid; nothing grid-sized is built to inspect a file)."""
     masks: dict[str, np.ndarray] = {}
-    periodic_axes: set[str] = set()
     if "boundary_conditions" not in f:
-        return masks, False
+        return masks
     for key, bc in f["boundary_conditions"].items():
         kind = _text(_attr(bc, "bc_type", path)).upper()
         if kind not in BC_TYPES:
@@ -188,7 +186,6 @@ def _boundaries(f: h5py.File, path: PathLike, axes: list[str], grid: tuple[int, 
         if bad:
             raise DataError(f"{path}: boundary_conditions/{key} names axis {bad[0]!r}, not one of {axes}")
         if kind == "PERIODIC":
-            periodic_axes.update(dims)
             continue
         mask = np.asarray(require(bc, "mask", path, LAYOUT)[()], dtype=bool)
         if mask.shape != tuple(grid[axes.index(d)] for d in dims):
@@ -196,9 +193,9 @@ def _boundaries(f: h5py.File, path: PathLike, axes: list[str], grid: tuple[int, 
         order = [axes.index(d) for d in dims]  # lay the mask's axes out in grid order, then broadcast
         expanded = np.moveaxis(mask, list(range(len(dims))), [sorted(order).index(o) for o in order])
         shape = [grid[i] if i in order else 1 for i in range(len(grid))]
-        full = np.broadcast_to(expanded.reshape(shape), grid)
-        masks[kind] = masks[kind] | full if kind in masks else full.copy()
-    return masks, periodic_axes >= set(axes)
+        mask = expanded.reshape(shape)
+        masks[kind] = masks[kind] | mask if kind in masks else mask
+    return masks
 
 
 def inspect_well(path: PathLike) -> WellFile:
@@ -223,14 +220,13 @@ def _inspect(f: h5py.File, path: PathLike) -> WellFile:
     grid = tuple(int(require(dims_group, a, path, LAYOUT).shape[-1]) for a in axes)
     steps = int(require(dims_group, "time", path, LAYOUT).shape[-1])
     fields = _fields(f, path, axes)
-    boundaries, periodic = _boundaries(f, path, axes, grid)
+    boundaries = _boundaries(f, path, axes, grid)
     params = {}
     for p in _names(f.attrs.get("simulation_parameters", [])):
         value = np.asarray(_attr(f, p, path))
         if value.size == 1 and np.issubdtype(value.dtype, np.number):
             params[p] = float(value.item())
     info = WellFile(
-        str(path),
         _text(attrs["dataset_name"]),
         axes,
         grid,
@@ -240,7 +236,6 @@ def _inspect(f: h5py.File, path: PathLike) -> WellFile:
         [x for x in fields if not x.time_varying],
         _scalars(f, path),
         boundaries,
-        periodic,
         params,
     )
     if not info.fields:
@@ -305,7 +300,7 @@ def read_well(
             ]
             parts += [_read_field(f["scalars"][x.name], x, i, info.grid, info.steps) for x in info.scalars]
             parts += [
-                np.broadcast_to(m.astype(np.float32)[None, ..., None], (info.steps, *info.grid, 1))
+                np.broadcast_to(m.astype(np.float32)[None, ..., None], (info.steps, *info.grid, 1))  # onto the grid
                 for m in info.boundaries.values()
             ]
             frames = np.concatenate(parts, axis=-1)
