@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a working environment from nothing: .venv in the repository, torch first
 # (CPU build 2.13.0 where there is no CUDA; an installed torch is kept), then this
-# package in editable mode with its dev extra. Re-running it is quick and idempotent.
+# package in editable mode with its dev and netcdf extras. Re-running it is quick and idempotent.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -27,8 +27,8 @@ fi
 stamp="$venv/.nestor-ds-stamp"
 want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import nestor_ds" >/dev/null 2>&1; then
-    echo "[bootstrap] installing nestor-ds[dev] (editable)"
-    "${pip[@]}" install -e ".[dev]" 2> >(grep -v "is ignored: it is neither" >&2)
+    echo "[bootstrap] installing nestor-ds[dev,netcdf] (editable)"
+    "${pip[@]}" install -e ".[dev,netcdf]" 2> >(grep -v "is ignored: it is neither" >&2)
     echo "$want" > "$stamp"
 fi
 echo "[bootstrap] ready: $("$venv/bin/python" -c 'import torch, deepspeed; print("torch", torch.__version__, "| deepspeed", deepspeed.__version__)' 2>/dev/null)"

@@ -17,9 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nestor_ds.errors import UserError
 
 SourceFormat = Literal[
-    "fno_mat", "pdebench_cfd", "pdebench_cfd3d", "pdebench_grouped", "pdearena_ns", "cfdbench", "the_well", "shards"
+    "fno_mat",
+    "pdebench_cfd",
+    "pdebench_cfd3d",
+    "pdebench_grouped",
+    "pdearena_ns",
+    "cfdbench",
+    "the_well",
+    "poseidon_wave",
+    "weatherbench",
+    "shards",
 ]
-SplitRule = Literal["tail", "fraction", "files", "cases", "folders", "none"]
+SplitRule = Literal["tail", "fraction", "files", "cases", "folders", "poseidon", "years", "none"]
 
 
 class DatasetInfo(BaseModel):
@@ -42,9 +51,11 @@ class DatasetInfo(BaseModel):
         "none",
         description="published split: tail (last split_test trajectories), fraction (last split_test "
         "share, DPOT's int(0.9 N) cut), files (PDEArena's split files), cases (CFDBench's seeded case split), "
-        "folders (the Well's data/<split>/)",
+        "folders (the Well's data/<split>/), poseidon (the last split_test trajectories test, the split_valid before "
+        "them valid), years (WeatherBench: train to 2015, valid 2016, test from 2017)",
     )
-    split_test: float = Field(0, ge=0, description="count (tail) or share (fraction) of the test split")
+    split_test: float = Field(0, ge=0, description="count (tail, poseidon) or share (fraction) of the test split")
+    split_valid: int = Field(0, ge=0, description="poseidon: trajectories just before the test that are valid")
     dpot_train: int | None = Field(None, gt=0, description="DPOT trains on the first N train trajectories")
     dpot_test: int | None = Field(None, gt=0, description="DPOT evaluates the first N test trajectories")
     rollout: int | None = Field(None, gt=0, description="frames DPOT's evaluation predicts after t_in (t_test)")
@@ -198,6 +209,52 @@ REGISTRY.update(
         "turbulent_radiative_layer_3D": _well((128, 128, 256), 7, 5, 101, False),
         # our generated stand-in (data generate --suite well): shallow water in a walled basin, 1 x 2 grid
         "swe_basin_well": _well((32, 64), 5, 3, 12, False),
+    }
+)
+
+
+def _wave(frames: int) -> DatasetInfo:
+    """Poseidon's Wave-Layer / Wave-Gauss: u predicted, c (wave speed) input only; 10,512 trajectories, the last
+    240 test and the 60 before them valid (scOT/problems/wave/acoustic.py); NESTOR trains on all 10,212 others
+    with t_in 1 and predicts the rest (t_test = frames - 1, make_master_file.py)."""
+    return DatasetInfo(
+        format="poseidon_wave",
+        grid=(128, 128),
+        channels=2,
+        frames=frames,
+        train=10212,
+        test=240,
+        weight=1,
+        split="poseidon",
+        split_test=240,
+        split_valid=60,
+        dpot_train=10212,
+        dpot_test=240,
+        rollout=frames - 1,
+        predicted_channels=1,
+    )
+
+
+# NESTOR's other downstream sets. ERA5 (make_master_file.py "EAR5": 128 x 256, 16 frames, t_in 6, 4 channels,
+# 1449 train / 2905 test windows) in WeatherBench's files; variables, step and years are our documented default
+# (data/formats/weatherbench.py), the counts what the folder holds.
+REGISTRY.update(
+    {
+        "wave_layer": _wave(21),
+        "wave_gauss": _wave(16),
+        "era5": DatasetInfo(
+            format="weatherbench",
+            grid=(128, 256),
+            channels=4,
+            frames=16,
+            train=0,
+            test=0,
+            weight=1,
+            split="years",
+            dpot_train=1449,
+            dpot_test=2905,
+            rollout=10,
+        ),
     }
 )
 

@@ -222,6 +222,56 @@ def _cfdbench(root: Path, size: Size, rng: np.random.Generator) -> Path:
     return folder
 
 
+WAVE_SECONDS = {"layer": 0.3, "gauss": 0.4}  # final times: the fastest pulses cross about the square once
+
+
+def _wave(kind: str, frames: int) -> Callable[[Path, Size, np.random.Generator], Path]:
+    """Poseidon's merged Wave file (``solution``, ``c``) filled by the acoustic solver; the published frame count
+    (Wave-Layer 21, Wave-Gauss 16) whatever ``size.frames`` says."""
+
+    def write(root: Path, size: Size, rng: np.random.Generator) -> Path:
+        runs = [
+            S.simulate_wave_set(size.resolution, kind, WAVE_SECONDS[kind], frames, rng)
+            for _ in range(size.trajectories)
+        ]
+        u = np.stack([r[0] for r in runs])
+        c = np.stack([r[1] for r in runs])
+        return F.write_poseidon_wave(root / f"Wave-{kind.capitalize()}.nc", u, c)
+
+    return write
+
+
+ERA5_YEARS = range(2013, 2019)  # WeatherBench's split: 2013-2015 train, 2016 valid, 2017-2018 test
+G0, H0, R_D = 9.80665, 5500.0, 287.05  # gravity, a 500 hPa height (m), the dry-air gas constant
+
+
+def _era5(root: Path, size: Size, rng: np.random.Generator) -> Path:
+    """WeatherBench's folders at 5.625 deg (32 x 64: latitude x longitude) filled by shallow water on a periodic
+    rectangle: z500 = g H0 h, t850 the layer-mean temperature the hypsometric equation gives for that thickness
+    (g H0 h / (R_d ln 2)), u10 and v10 the velocity in m/s; hourly records, a stand-in year holding
+    ``ceil(trajectories / 6)`` windows of 16 six-hourly frames."""
+    from nestor_ds.data.formats import weatherbench as wb
+
+    n_lat, n_lon = size.resolution, 2 * size.resolution
+    windows = -(-size.trajectories // len(ERA5_YEARS))
+    records = windows * wb.WINDOW * wb.STRIDE
+    lat = -90 + (np.arange(n_lat) + 0.5) * 180 / n_lat
+    lon = np.arange(n_lon) * 360 / n_lon
+    x, y = np.meshgrid(np.arange(n_lat) / n_lat, np.arange(n_lon) / n_lon, indexing="ij")
+    for year in ERA5_YEARS:
+        h0 = np.ones((n_lat, n_lon))
+        for _ in range(4):
+            kx, ky = rng.integers(1, 3), rng.integers(1, 4)
+            h0 += 0.08 * rng.uniform(0.3, 1.0) * np.cos(2 * np.pi * (kx * x + ky * y) + rng.uniform(0, 2 * np.pi))
+        run = S.shallow_water.run_shallow_water(
+            (n_lat, n_lon), records * 0.015, records, rng, boundary="periodic", h0=h0
+        ).state  # [records, lat, lon, 3]
+        h, u, v = run[..., 0], run[..., 1] / run[..., 0], run[..., 2] / run[..., 0]
+        fields = {"z500": G0 * H0 * h, "t850": G0 * H0 * h / (R_D * np.log(2.0)), "u10": 10 * u, "v10": 10 * v}
+        wb.write_weatherbench(root, year, fields, lat, lon)
+    return root
+
+
 SUITES: dict[str, list[Job]] = {
     "small": [
         Job("ns2d_fno_1e-3", "fno_mat", _ns(1e-3, "5"), SMALL_TEST_SHARE),
@@ -236,6 +286,11 @@ SUITES: dict[str, list[Job]] = {
     ],
     "small3d": [Job("ns3d_pdb_M1_rand", "pdebench_cfd3d", _cfd3d(1.0), SMALL_TEST_SHARE)],
     "well": [Job("swe_basin_well", "the_well", _well_swe)],
+    "downstream": [
+        Job("wave_gauss", "poseidon_wave", _wave("gauss", 16), SMALL_TEST_SHARE),
+        Job("wave_layer", "poseidon_wave", _wave("layer", 21), SMALL_TEST_SHARE),
+        Job("era5", "weatherbench", _era5),
+    ],
 }
 
 

@@ -9,7 +9,11 @@ Rules (``DatasetInfo.split``; sources in the README's split table):
 - ``files``: PDEArena's own split files, ``valid`` folded into train as DPOT does;
 - ``cases``: CFDBench's seeded case split per problem; DPOT drops ``dev``;
 - ``folders``: the Well's ``data/{train,valid,test}`` folders, ``valid`` kept as its own split (DPOT never
-  used the Well, so ``--valid dpot`` means the Well's own split here).
+  used the Well, so ``--valid dpot`` means the Well's own split here);
+- ``poseidon``: Poseidon's ``post_init``: the last ``split_test`` (240) test, the ``split_valid`` (60) before
+  them valid, the rest train; ``--test`` resizes the test block and the valid block keeps its 1:4 ratio;
+- ``years``: WeatherBench's years (train to 2015, valid 2016, test from 2017), windows as the reader cuts them.
+For the downstream sets ``--valid dpot`` keeps valid separate (DPOT never used them; NESTOR keeps a valid file).
 """
 
 from __future__ import annotations
@@ -103,6 +107,46 @@ def _plan_well(source: str | Path, valid: ValidChoice) -> dict[str, list[Item]]:
     return plan
 
 
+def _plan_poseidon(
+    info: DatasetInfo, source: str | Path, test: float | None, valid: ValidChoice
+) -> dict[str, list[Item]]:
+    n = F.count_poseidon_wave(source)
+    n_test, n_valid = int(info.split_test), info.split_valid
+    if test is not None:
+        n_test = int(test) if test >= 1 else int(round(test * n))
+        n_valid = int(round(n_test * info.split_valid / info.split_test)) if info.split_test else 0
+    n_train = n - n_test - n_valid
+    if n_test < 1 or n_train < 1:
+        raise DataError(
+            f"{source}: holds {n} trajectories, but the split puts the last {n_test} in test and the {n_valid} "
+            f"before them in valid; give --test N or --test FRACTION for a smaller file"
+        )
+    valid_to = {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+    plan: dict[str, list[Item]] = {
+        "train": [Item(str(source), i) for i in range(n_train)],
+        "test": [Item(str(source), i) for i in range(n - n_test, n)],
+    }
+    if valid_to is not None and n_valid:
+        plan.setdefault(valid_to, []).extend(Item(str(source), i) for i in range(n_train, n - n_test))
+    return plan
+
+
+def _plan_weatherbench(source: str | Path, valid: ValidChoice) -> dict[str, list[Item]]:
+    plan: dict[str, list[Item]] = {"train": [], "test": []}
+    valid_to = {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+    for split, n in F.count_weatherbench(source).items():
+        target = valid_to if split == "valid" else split
+        if target is not None:
+            plan.setdefault(target, []).extend(Item(str(source), i, split) for i in range(n))
+    for split in ("train", "test"):
+        if not plan[split]:
+            raise DataError(
+                f"{source}: no {split} window (WeatherBench's years: train to 2015, valid 2016, test from 2017; "
+                f"a year holds a window per 16 six-hourly frames)"
+            )
+    return plan
+
+
 def plan_splits(
     info: DatasetInfo,
     fmt: str,
@@ -121,6 +165,12 @@ def plan_splits(
         if test is not None:
             raise DataError(f"{source}: the Well's splits are its folders; --test does not apply")
         return _plan_well(source, valid)
+    if fmt == "poseidon_wave":
+        return _plan_poseidon(info, source, test, valid)
+    if fmt == "weatherbench":
+        if test is not None:
+            raise DataError(f"{source}: WeatherBench is split by year; --test does not apply")
+        return _plan_weatherbench(source, valid)
     if fmt not in COUNTERS:
         raise DataError(f"{source}: no published split for format {fmt!r}")
     n = COUNTERS[fmt](source)

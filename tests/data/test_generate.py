@@ -110,3 +110,43 @@ def test_shard_errors_are_named(tmp_path: Path) -> None:
         text=True,
     )
     assert out.returncode == 2 and "missing.h5" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_downstream_suite_generates_and_shards(tmp_path: Path) -> None:
+    """Wave-Gauss and Wave-Layer stand-ins in Poseidon's merged file, ERA5's in WeatherBench's folders: each
+    shards under its split with the wave speed input only; a WeatherBench folder missing a variable is one line."""
+    raw, shards = tmp_path / "raw", tmp_path / "shards"
+    _cli("data", "generate", "--suite", "downstream", "--out", str(raw), "--trajectories", "12", "--resolution", "16")
+    out = _cli("data", "shard", "--from-suite", str(raw), "--out", str(shards))
+    assert "the first 1 predicted" in out.stdout
+    wave = read_manifest(shards / "wave_gauss" / "test")
+    assert wave["channels"] == ["u", "c"] and wave["predicted_channels"] == 1 and wave["count"] == 3
+    assert read_manifest(shards / "wave_layer" / "train")["count"] == 8  # 12 - 3 test - 1 valid
+    era5 = read_manifest(shards / "era5" / "train")
+    assert era5["channels"] == ["z500", "t850", "u10", "v10"] and era5["count"] == 6  # 2013-2015, 2 windows each
+    sample = next(
+        iter_raw_samples(shards / "era5" / "test" / read_manifest(shards / "era5" / "test")["shards"][0]["name"])
+    )
+    assert json.loads(sample["meta.json"])["shape"] == [16, 16, 32, 4]
+    for p in (raw / "era5" / "10m_u_component_of_wind").iterdir():
+        p.unlink()
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nestor_ds",
+            "data",
+            "shard",
+            "--dataset",
+            "era5",
+            "--source",
+            str(raw / "era5"),
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "10m_u_component_of_wind" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -6,7 +6,8 @@ it checks the layout when called (raising ``ValueError`` that names the file and
 the key) and then streams one trajectory at a time, so a file far larger than
 memory can be read. ``indices`` are 0-based positions in the file (or split);
 ``split`` is only meaningful for ``pdearena_ns``, whose files hold split groups;
-the other layouts keep one pool per file (the Well: one split per folder) and reject a split. The published splits
+the other layouts keep one pool per file (the Well: one split per folder; WeatherBench: split by year, named by
+``split``) and reject a split. The published splits
 of every layout are cut by :mod:`nestor_ds.data.splits`.
 """
 
@@ -48,7 +49,9 @@ from .pdebench_grouped import (
     read_pdebench_grouped,
     write_pdebench_grouped,
 )
+from .poseidon_wave import count_poseidon_wave, read_poseidon_wave, write_poseidon_wave
 from .the_well import count_well, inspect_well, read_well, well_split_files, write_well
+from .weatherbench import count_weatherbench, read_weatherbench, write_weatherbench
 
 Reader = Callable[..., Iterator[Trajectory]]
 
@@ -60,6 +63,8 @@ READERS: dict[str, Reader] = {
     "pdearena_ns": read_pdearena_ns,
     "cfdbench": read_cfdbench,
     "the_well": read_well,
+    "poseidon_wave": read_poseidon_wave,
+    "weatherbench": read_weatherbench,
 }
 
 
@@ -100,6 +105,8 @@ __all__ = [
     "count_pdebench_cfd",
     "count_pdebench_cfd3d",
     "count_pdebench_grouped",
+    "count_poseidon_wave",
+    "count_weatherbench",
     "count_well",
     "inspect_well",
     "dpot_segments",
@@ -115,6 +122,8 @@ __all__ = [
     "read_pdebench_cfd",
     "read_pdebench_cfd3d",
     "read_pdebench_grouped",
+    "read_poseidon_wave",
+    "read_weatherbench",
     "read_well",
     "well_split_files",
     "write_cfdbench_case",
@@ -123,5 +132,7 @@ __all__ = [
     "write_pdebench_cfd",
     "write_pdebench_cfd3d",
     "write_pdebench_grouped",
+    "write_poseidon_wave",
+    "write_weatherbench",
     "write_well",
 ]

@@ -15,6 +15,7 @@ FNO's files in leaving it out.
 
 from __future__ import annotations
 
+from .acoustic_wave import simulate_acoustic_wave, simulate_wave_set
 from .cavity import simulate_cavity
 from .compressible_ns import simulate_compressible_ns
 from .compressible_ns3d import simulate_compressible_ns3d
@@ -24,6 +25,8 @@ from .shallow_water import simulate_shallow_water
 from .smoke import simulate_smoke
 
 __all__ = [
+    "simulate_acoustic_wave",
+    "simulate_wave_set",
     "simulate_cavity",
     "simulate_compressible_ns",
     "simulate_compressible_ns3d",

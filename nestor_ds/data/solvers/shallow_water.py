@@ -19,11 +19,11 @@ import numpy as np
 
 from nestor_ds.errors import UserError
 
-from ._common import RngLike, as_generator, check_int, check_real, inclusive_frame_times
+from ._common import RngLike, as_generator, check_field, check_int, check_real, inclusive_frame_times
 
 GRAVITY = 1.0
 DOMAIN = (-2.5, 2.5)
-_BOUNDARIES = ("reflective", "transmissive")
+_BOUNDARIES = ("reflective", "transmissive", "periodic")
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _minmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _pad(q: np.ndarray, boundary: str) -> np.ndarray:
     """Two ghost layers on the spatial axes of ``[3, n, n]`` primitives (h, u, v)."""
-    g = np.pad(q, ((0, 0), (2, 2), (2, 2)), mode="symmetric")
+    g = np.pad(q, ((0, 0), (2, 2), (2, 2)), mode="wrap" if boundary == "periodic" else "symmetric")
     if boundary == "reflective":  # mirror image: normal velocity changes sign
         g[1, :2] *= -1.0
         g[1, -2:] *= -1.0
@@ -107,11 +107,12 @@ def run_shallow_water(
     rng: RngLike,
     boundary: str = "reflective",
     cfl: float = 0.4,
+    h0: np.ndarray | None = None,
 ) -> ShallowWaterRun:
     """The full conserved state (h, hu, hv) at each frame, plus positivity diagnostics.
 
     ``n`` is the grid edge, or ``(nx, ny)`` for a rectangle: x spans ``DOMAIN``, y as many cells of the same
-    size, centred on 0."""
+    size, centred on 0. ``h0`` (optional) is the initial depth, at rest; default PDEBench's circular dam."""
     if isinstance(n, (tuple, list)) and len(n) == 2:
         nx, ny = check_int("n[0]", n[0], minimum=4), check_int("n[1]", n[1], minimum=4)
     else:
@@ -130,7 +131,9 @@ def run_shallow_water(
     y = (np.arange(ny) + 0.5 - ny / 2) * dx
     r = np.hypot(x[:, None], y[None, :])
     q = np.zeros((3, nx, ny))
-    q[0] = np.where(r < radius, 2.0, 1.0)
+    q[0] = np.where(r < radius, 2.0, 1.0) if h0 is None else check_field("h0", h0, (nx, ny))
+    if not q[0].min() > 0.0:
+        raise UserError(f"h0 must be positive everywhere, got a minimum of {q[0].min()}")
 
     times = inclusive_frame_times(t_final, n_frames)
     state = np.empty((n_frames, nx, ny, 3))
