@@ -217,22 +217,8 @@ def _wave(frames: int) -> DatasetInfo:
     """Poseidon's Wave-Layer / Wave-Gauss: u predicted, c (wave speed) input only; 10,512 trajectories, the last
     240 test and the 60 before them valid (scOT/problems/wave/acoustic.py); NESTOR trains on all 10,212 others
     with t_in 1 and predicts the rest (t_test = frames - 1, make_master_file.py)."""
-    return DatasetInfo(
-        format="poseidon_wave",
-        grid=(128, 128),
-        channels=2,
-        frames=frames,
-        train=10212,
-        test=240,
-        weight=1,
-        split="poseidon",
-        split_test=240,
-        split_valid=60,
-        dpot_train=10212,
-        dpot_test=240,
-        rollout=frames - 1,
-        predicted_channels=1,
-    )
+    wave = _info("poseidon_wave", 128, 2, frames, 10212, 240, 1, "poseidon", 240, (10212, 240), frames - 1, 1)
+    return wave.model_copy(update={"split_valid": 60})
 
 
 # NESTOR's other downstream sets. ERA5 (make_master_file.py "EAR5": 128 x 256, 16 frames, t_in 6, 4 channels,
@@ -242,19 +228,7 @@ REGISTRY.update(
     {
         "wave_layer": _wave(21),
         "wave_gauss": _wave(16),
-        "era5": DatasetInfo(
-            format="weatherbench",
-            grid=(128, 256),
-            channels=4,
-            frames=16,
-            train=0,
-            test=0,
-            weight=1,
-            split="years",
-            dpot_train=1449,
-            dpot_test=2905,
-            rollout=10,
-        ),
+        "era5": _info("weatherbench", (128, 256), 4, 16, 0, 0, 1, "years", 0, (1449, 2905), 10),
     }
 )
 

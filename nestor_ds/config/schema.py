@@ -428,6 +428,16 @@ class TrainConfig(Strict):
         "blocks copies every block (1x1 kernels inflated to 1x1x1), blocks+time also the time aggregation; patch "
         "and position embeddings, head and class head start fresh",
     )
+    adapt_pos_embed: Literal["interpolate", "fresh"] = Field(
+        "interpolate",
+        description="fine-tuning on another grid or patch: the position embedding resampled to the new latent grid "
+        "(bilinear / trilinear), or fresh",
+    )
+    adapt_time_agg: Literal["slice", "fresh"] = Field(
+        "slice",
+        description="fine-tuning with a shorter t_in: the time aggregation keeps the last t_in frames' weights "
+        "(scaled by t_in_old / t_in), or fresh; a longer t_in needs fresh",
+    )
     freeze: list[Literal["routers", "encoder"]] | None = Field(
         None, description="fine-tuning: parts kept fixed; default: routers for moepot (as MoE-POT), none otherwise"
     )

@@ -222,7 +222,7 @@ def _cfdbench(root: Path, size: Size, rng: np.random.Generator) -> Path:
     return folder
 
 
-WAVE_SECONDS = {"layer": 0.3, "gauss": 0.4}  # final times: the fastest pulses cross about the square once
+WAVE_SECONDS = {"layer": 0.15, "gauss": 0.2}  # final times: pulses travel about half the square
 
 
 def _wave(kind: str, frames: int) -> Callable[[Path, Size, np.random.Generator], Path]:

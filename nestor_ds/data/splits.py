@@ -97,9 +97,14 @@ def _plan_cfdbench(source: str | Path, valid: ValidChoice, problems: Sequence[st
     return plan
 
 
+def _valid_own(valid: ValidChoice) -> str | None:
+    """Where a valid split goes for sets DPOT never used (the Well, Poseidon, WeatherBench): its own by default."""
+    return {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+
+
 def _plan_well(source: str | Path, valid: ValidChoice) -> dict[str, list[Item]]:
     plan: dict[str, list[Item]] = {"train": [], "test": []}
-    valid_to = {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+    valid_to = _valid_own(valid)
     for split, files in F.well_split_files(source).items():
         target = valid_to if split == "valid" else split
         if target is not None:
@@ -121,7 +126,7 @@ def _plan_poseidon(
             f"{source}: holds {n} trajectories, but the split puts the last {n_test} in test and the {n_valid} "
             f"before them in valid; give --test N or --test FRACTION for a smaller file"
         )
-    valid_to = {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+    valid_to = _valid_own(valid)
     plan: dict[str, list[Item]] = {
         "train": [Item(str(source), i) for i in range(n_train)],
         "test": [Item(str(source), i) for i in range(n - n_test, n)],
@@ -133,7 +138,7 @@ def _plan_poseidon(
 
 def _plan_weatherbench(source: str | Path, valid: ValidChoice) -> dict[str, list[Item]]:
     plan: dict[str, list[Item]] = {"train": [], "test": []}
-    valid_to = {"dpot": "valid", "separate": "valid", "train": "train", "drop": None}[valid]
+    valid_to = _valid_own(valid)
     for split, n in F.count_weatherbench(source).items():
         target = valid_to if split == "valid" else split
         if target is not None:

@@ -182,13 +182,15 @@ class _Started:
 def _load_weights(args: RunArgs, cfg: RunConfig, model: NeuralOperator) -> Path | None:
     """Fine-tuning and evaluation start from weights (frozen parts, final routing temperature); pre-training
     from the seed."""
-    from nestor_ds.engine.finetune import default_freeze, freeze, load_pretrained
+    from nestor_ds.engine.finetune import Adaptation, default_freeze, freeze, load_pretrained
 
     weights = args.weights or cfg.train.init_from
     if args.mode in ("finetune", "evaluate"):
         if weights is None:
             raise CheckpointError(f"{args.mode} needs weights: pass --weights or set train.init_from")
-        fresh = load_pretrained(model, weights, cfg.train.init_2d_to_3d if args.mode == "finetune" else None)
+        tune = args.mode == "finetune"
+        adapt = Adaptation(cfg.train.adapt_pos_embed, cfg.train.adapt_time_agg) if tune else None
+        fresh = load_pretrained(model, weights, cfg.train.init_2d_to_3d if tune else None, adapt)
         if args.mode == "evaluate" and fresh:
             raise CheckpointError(f"{weights} does not fit the model of {args.config}: {fresh[:4]} ...")
     frozen_parts = default_freeze(cfg.model.variant, cfg.train.freeze) if args.mode == "finetune" else []

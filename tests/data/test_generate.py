@@ -15,8 +15,12 @@ from nestor_ds.data.shards import iter_raw_samples, read_manifest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nestor_ds", *args], cwd=REPO, capture_output=True, text=True)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "nestor_ds", *args], cwd=REPO, capture_output=True, text=True)
+    out = _run(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -91,23 +95,8 @@ def test_generate_then_shard_every_layout(tmp_path: Path) -> None:
 
 
 def test_shard_errors_are_named(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nestor_ds",
-            "data",
-            "shard",
-            "--dataset",
-            "swe_pdb",
-            "--source",
-            str(tmp_path / "missing.h5"),
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    out = _run(
+        "data", "shard", "--dataset", "swe_pdb", "--source", str(tmp_path / "missing.h5"), "--out", str(tmp_path)
     )
     assert out.returncode == 2 and "missing.h5" in out.stderr and "Traceback" not in out.stderr
 
@@ -130,23 +119,6 @@ def test_downstream_suite_generates_and_shards(tmp_path: Path) -> None:
     assert json.loads(sample["meta.json"])["shape"] == [16, 16, 32, 4]
     for p in (raw / "era5" / "10m_u_component_of_wind").iterdir():
         p.unlink()
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nestor_ds",
-            "data",
-            "shard",
-            "--dataset",
-            "era5",
-            "--source",
-            str(raw / "era5"),
-            "--out",
-            str(tmp_path / "bad"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    bad = _run("data", "shard", "--dataset", "era5", "--source", str(raw / "era5"), "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "10m_u_component_of_wind" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

@@ -53,3 +53,43 @@ def test_weights_of_another_variant_load_only_what_fits(weights: Path) -> None:
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", {"model.variant": "dpot"}).model
     fresh = load_pretrained(build_model(cfg), weights)
     assert any(k.startswith("blocks.") for k in fresh) and not any(k.startswith("encoder.") for k in fresh)
+
+
+def test_changed_grid_and_t_in_follow_the_named_rules(weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 32 x 32, t_in 4 checkpoint fine-tuned at 32 x 64 with t_in 2: the position embedding resampled to the new
+    latent grid, the time aggregation's last two frames kept (scaled by 4/2); both logged by rule name."""
+    from nestor_ds.engine.finetune import Adaptation
+
+    tiny = REPO / "configs" / "tiny_cpu.yaml"
+    source = build_model(load_config(tiny).model, seed=5).state_dict()
+    t_old = source["encoder.time_agg.w"].shape[0]
+    cfg = load_config(tiny, {"model.grid": [32, 64], "model.t_in": 2}).model
+    model = build_model(cfg, seed=0)
+    with caplog.at_level("INFO"):
+        fresh = load_pretrained(model, weights, adapt=Adaptation())
+    assert fresh == []
+    mine = model.state_dict()
+    want = torch.nn.functional.interpolate(source["encoder.pos_embed"], size=tuple(cfg.latent), mode="bilinear")
+    assert mine["encoder.pos_embed"].shape[2:] == (4, 8) and torch.equal(mine["encoder.pos_embed"], want)
+    assert torch.equal(mine["encoder.time_agg.w"], source["encoder.time_agg.w"][-2:] * (t_old / 2))
+    assert "pos_embed=interpolate" in caplog.text and f"time_agg=slice: t_in {t_old} -> 2" in caplog.text
+    assert model(torch.randn(1, 32, 64, 2, 4)).pred.shape == (1, 32, 64, 1, 4)
+
+    model = build_model(cfg, seed=0)
+    fresh = load_pretrained(model, weights, adapt=Adaptation("fresh", "fresh"))
+    assert fresh == ["encoder.pos_embed", "encoder.time_agg.w"]
+    assert not load_pretrained(build_model(cfg, seed=0), weights) == []  # evaluation: no rule, they do not fit
+
+
+def test_what_cannot_carry_over_is_refused_by_name(weights: Path) -> None:
+    from nestor_ds.engine.finetune import Adaptation
+    from nestor_ds.errors import CheckpointError
+
+    tiny = REPO / "configs" / "tiny_cpu.yaml"
+    longer = build_model(load_config(tiny, {"model.t_in": 12}).model)
+    with pytest.raises(CheckpointError, match=r"t_in=\d+ frames, this model t_in=12.*adapt_time_agg: fresh"):
+        load_pretrained(longer, weights, adapt=Adaptation())
+    assert load_pretrained(longer, weights, adapt=Adaptation(time_agg="fresh")) == ["encoder.time_agg.w"]
+    wider = build_model(load_config(tiny, {"model.width": 48}).model)
+    with pytest.raises(CheckpointError, match=r"block tensors do not fit this model, e.g. blocks\."):
+        load_pretrained(wider, weights, adapt=Adaptation())

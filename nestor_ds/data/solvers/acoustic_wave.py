@@ -57,7 +57,7 @@ def gaussian_pulses(n: int, rng: np.random.Generator) -> np.ndarray:
     u = np.zeros((n, n))
     for _ in range(int(rng.integers(1, 4))):
         cx, cy = rng.uniform(0.25, 0.75, 2) * LENGTH
-        width = rng.uniform(0.03, 0.08) * LENGTH
+        width = rng.uniform(0.08, 0.16) * LENGTH
         u += rng.uniform(0.3, 1.0) * np.exp(-((x[:, None] - cx) ** 2 + (x[None, :] - cy) ** 2) / width**2)
     return u
 
