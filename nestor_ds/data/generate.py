@@ -249,7 +249,8 @@ def _era5(root: Path, size: Size, rng: np.random.Generator) -> Path:
     """WeatherBench's folders at 5.625 deg (32 x 64: latitude x longitude) filled by shallow water on a periodic
     rectangle: z500 = g H0 h, t850 the layer-mean temperature the hypsometric equation gives for that thickness
     (g H0 h / (R_d ln 2)), u10 and v10 the velocity in m/s; hourly records, a stand-in year holding
-    ``ceil(trajectories / 6)`` windows of 16 six-hourly frames."""
+    ``ceil(trajectories / 6)`` windows of 16 six-hourly frames, recorded after a window's worth of spin-up from
+    rest (so no window starts with the wind at exactly zero)."""
     from nestor_ds.data.formats import weatherbench as wb
 
     n_lat, n_lon = size.resolution, 2 * size.resolution
@@ -263,9 +264,10 @@ def _era5(root: Path, size: Size, rng: np.random.Generator) -> Path:
         for _ in range(4):
             kx, ky = rng.integers(1, 3), rng.integers(1, 4)
             h0 += 0.08 * rng.uniform(0.3, 1.0) * np.cos(2 * np.pi * (kx * x + ky * y) + rng.uniform(0, 2 * np.pi))
+        spin = wb.WINDOW * wb.STRIDE  # a window's worth of spin-up, dropped: no year starts at rest
         run = S.shallow_water.run_shallow_water(
-            (n_lat, n_lon), records * 0.015, records, rng, boundary="periodic", h0=h0
-        ).state  # [records, lat, lon, 3]
+            (n_lat, n_lon), (spin + records) * 0.015, spin + records, rng, boundary="periodic", h0=h0
+        ).state[spin:]  # [records, lat, lon, 3]
         h, u, v = run[..., 0], run[..., 1] / run[..., 0], run[..., 2] / run[..., 0]
         fields = {"z500": G0 * H0 * h, "t850": G0 * H0 * h / (R_D * np.log(2.0)), "u10": 10 * u, "v10": 10 * v}
         wb.write_weatherbench(root, year, fields, lat, lon)

@@ -323,4 +323,7 @@ def format_table(result: EvalResult) -> str:
             lines.append(
                 f"WORSE THAN PERSISTENCE {words} on {len(losing)} of {len(result.datasets)}: " + ", ".join(losing)
             )
+    diverged = [d.name for d in result.datasets if not (math.isfinite(d.one_step) and math.isfinite(d.rollout))]
+    if diverged:
+        lines.append("NON-FINITE predictions (nan: the rollout diverged) on: " + ", ".join(diverged))
     return "\n".join(lines)

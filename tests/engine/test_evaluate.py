@@ -83,6 +83,9 @@ def test_persistence_equals_a_direct_numpy_computation(small_shards: Path) -> No
     table = format_table(result)
     assert "persist." in table and "ratio" in table
     assert ("WORSE THAN PERSISTENCE" in table) == (not d.ratio_one_step < 1 or not d.ratio_rollout < 1)
+    assert "NON-FINITE" not in table
+    d.rollout = float("nan")  # a rollout that blew up is named, not left as a bare nan in the table
+    assert "NON-FINITE predictions (nan: the rollout diverged) on: ns2d_fno_1e-3" in format_table(result)
 
 
 def test_rollout_inputs_keep_padding_and_input_only_channels_from_the_truth(small_shards: Path) -> None:
