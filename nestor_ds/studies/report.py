@@ -128,6 +128,8 @@ def _forward_gflops(model_cfg: Any) -> float:
 def _cell(s: stats.Summary | None, bold: bool, persistence: float | None = None) -> str:
     if s is None:
         return "-"
+    if not np.isfinite(s.mean):
+        return "diverged (nan)"
     text = f"{s.mean:.4g} ± {s.std:.2g}" if s.n > 1 else f"{s.mean:.4g}"
     text = f"**{text}**" if bold else text
     return text + (f" ({s.mean / persistence:.2f}×)" if persistence else "")
@@ -163,7 +165,7 @@ def render(spec: StudySpec, res: StudyResults, curves_png: str | None) -> str:
             "|---|" + "---:|" * (len(arms) + len(bases)),
         ]
         for ds, row in t.items():
-            cells = [_cell(row.get(a), best[ds] == a, persist.get(ds)) for a in arms]
+            cells = [_cell(row.get(a), best.get(ds) == a, persist.get(ds)) for a in arms]
             cells += [f"{bases[b][ds]:.4g}" if ds in bases[b] else "-" for b in bases]
             lines.append(f"| {ds} | " + " | ".join(cells) + " |")
         w = stats.wins(results)

@@ -76,8 +76,14 @@ def table(results: Results) -> dict[str, dict[str, Summary]]:
 
 
 def best_arms(results: Results) -> dict[str, str]:
-    """data set -> the arm with the lowest mean (lower L2RE is better)."""
-    return {ds: min(arms, key=lambda a: arms[a].mean) for ds, arms in table(results).items()}
+    """data set -> the arm with the lowest finite mean (lower L2RE is better; a diverged arm, nan, never wins,
+    and a data set on which every arm diverged has no best)."""
+    out = {}
+    for ds, arms in table(results).items():
+        finite = [a for a in arms if math.isfinite(arms[a].mean)]
+        if finite:
+            out[ds] = min(finite, key=lambda a: arms[a].mean)
+    return out
 
 
 def wins(results: Results) -> dict[str, int]:

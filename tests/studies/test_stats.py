@@ -54,3 +54,10 @@ def test_wins_best_of_all_and_against_the_baseline() -> None:
     assert stats.best_arms(RESULTS) == {"a": "better", "b": "better", "c": "base"}
     assert stats.wins(RESULTS) == {"base": 1, "better": 2, "worse": 0}
     assert stats.wins_over(RESULTS, "base") == {"better": (2, 3), "worse": (0, 2)}
+
+
+def test_a_diverged_arm_never_wins() -> None:
+    nan = float("nan")
+    results = {"ok": {0: {"a": 0.5, "b": nan}}, "blown": {0: {"a": nan, "b": nan}}}
+    assert stats.best_arms(results) == {"a": "ok"}  # b: every arm diverged, no best
+    assert stats.wins(results) == {"ok": 1, "blown": 0}
