@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+STALE_BUILD_LOCK_S = 600.0  # DeepSpeed's shm op builds in seconds; a lock this old outlived a killed process
 
 
 def free_port() -> int:
@@ -14,6 +18,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def clear_stale_build_lock(name: str = "deepspeed_shm_comm", max_age_s: float = STALE_BUILD_LOCK_S) -> Path | None:
+    """Remove the JIT build lock of DeepSpeed's op ``name`` when it is older than ``max_age_s``: a process killed
+    while building or loading the op leaves torch's ``lock`` file behind, and every later run on the machine then
+    waits on it forever before it starts. Returns the removed path (logged), or None."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if age < max_age_s:
+        return None  # another process may be building it now
+    lock.unlink(missing_ok=True)
+    log.warning("removed %s, a build lock %.0f s old left by a killed process (it would block this run)", lock, age)
+    return lock
 
 
 def init_distributed(backend: str | None = None, timeout_s: float | None = None) -> None:
@@ -34,6 +56,7 @@ def init_distributed(backend: str | None = None, timeout_s: float | None = None)
         timeout = timedelta(seconds=timeout_s)
         c10d.default_pg_timeout = c10d.default_pg_nccl_timeout = timeout
     kwargs = {} if timeout is None else {"timeout": timeout}
+    clear_stale_build_lock()
     deepspeed.init_distributed(dist_backend=backend, **kwargs)  # None: the accelerator's own (nccl, gloo on CPU)
 
 
