@@ -40,6 +40,9 @@ class NetcdfFile:
             return list(self._h.variables)
         return [k for k, v in self._h.items() if isinstance(v, h5py.Dataset)]
 
+    def _raw(self, name: str) -> Any:
+        return self._h.variables[name] if self.classic else self._h[name]
+
     def __contains__(self, name: str) -> bool:
         return name in self.names()
 
@@ -48,7 +51,7 @@ class NetcdfFile:
         if name not in self:
             have = ", ".join(sorted(self.names())) or "nothing"
             raise DataError(f"{self.path}: no variable {name!r} ({layout} layout; the file holds: {have})")
-        v = self._h.variables[name] if self.classic else self._h[name]
+        v = self._raw(name)
         if ndim is not None and len(v.shape) != ndim:
             raise DataError(
                 f"{self.path}: variable {name!r} has shape {tuple(v.shape)}, expected {ndim} axes ({layout} layout)"
@@ -57,7 +60,7 @@ class NetcdfFile:
 
     def attr(self, name: str, key: str) -> Any:
         """Attribute ``key`` of variable ``name`` (text decoded), or None when it has none."""
-        v = self._h.variables[name] if self.classic else self._h[name]
+        v = self._raw(name)
         keys = v.ncattrs() if self.classic else v.attrs
         if key not in keys:
             return None
@@ -70,7 +73,7 @@ class NetcdfFile:
 
     def read(self, name: str, index: Any = ()) -> np.ndarray:
         """``variable[index]`` as float32 in physical units (CF packing: ``scale_factor``, ``add_offset`` applied)."""
-        raw = np.asarray(self._h.variables[name][index] if self.classic else self._h[name][index])
+        raw = np.asarray(self._raw(name)[index])
         scale, offset = self.attr(name, "scale_factor"), self.attr(name, "add_offset")
         if scale is None and offset is None:
             return raw.astype(np.float32, copy=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from nestor_ds.data.shards import DataError
 
 from ..trajectory import Trajectory
 from ._common import PathLike, select, step
-from .netcdf import open_netcdf
+from .netcdf import NetcdfFile, open_netcdf
 
 LAYOUT = "poseidon_wave"
 CHANNELS = ["u", "c"]
@@ -115,11 +116,15 @@ def _stream(
 ) -> Iterator[Trajectory]:
     starts = np.cumsum([0] + [k for _, k in counts])
     frames, nx, ny = shape
-    with open_netcdf(speed, LAYOUT) as cf:
+    with ExitStack() as files:
+        cf = files.enter_context(open_netcdf(speed, LAYOUT))
+        opened: dict[Path, NetcdfFile] = {speed: cf}  # each piece opened once (the merged file: it is cf)
         for i in chosen:
             piece = int(np.searchsorted(starts, i, side="right")) - 1
-            with open_netcdf(counts[piece][0], LAYOUT) as nc:
-                u = nc.read("solution", i - int(starts[piece]))  # [T, X, Y]
+            path = counts[piece][0]
+            if path not in opened:
+                opened[path] = files.enter_context(open_netcdf(path, LAYOUT))
+            u = opened[path].read("solution", i - int(starts[piece]))  # [T, X, Y]
             c = np.broadcast_to(cf.read("c", i), (frames, nx, ny))
             data = np.stack([u, c], axis=-1)
             yield Trajectory(dataset, i, data, list(CHANNELS), dt, 1.0 / nx, 1.0 / ny, predicted=1)

@@ -133,10 +133,10 @@ def read_weatherbench(
     root = Path(root)
     if split not in ("train", "valid", "test"):
         raise DataError(f"{root}: the {LAYOUT} layout is split by year; give split train, valid or test, not {split!r}")
-    years = [y for y in _years(root) if split_of(y.year) == split]
-    windows = [(y, w) for y in years for w in range(y.windows)]
+    every = _years(root)
+    windows = [(y, w) for y in every if split_of(y.year) == split for w in range(y.windows)]
     chosen = select(indices, len(windows), root, what=f"{split} windows")
-    with open_netcdf(years[0].files[0] if years else _years(root)[0].files[0], LAYOUT) as nc:
+    with open_netcdf(every[0].files[0], LAYOUT) as nc:
         dt = STRIDE * step(nc.read("time"), 1.0) if "time" in nc else float(STRIDE)
         dx = abs(step(nc.read("lat"), 1.0)) if "lat" in nc else 1.0
         dy = abs(step(nc.read("lon"), 1.0)) if "lon" in nc else 1.0
